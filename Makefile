@@ -1,0 +1,54 @@
+# vrlab: see README.md. `make demo` and `make test` work on a fresh Debian bookworm machine.
+PY      ?= python3
+PYTEST  ?= $(PY) -m pytest
+TOPO    ?= configs/duo.yaml
+
+.PHONY: deps setup build image demo up down status test test-unit test-netns test-e2e bench lint clean
+
+# Install system and Python dependencies (apt + pip), build the C extension. Idempotent.
+deps:
+	bash .ci/run --deps-only
+
+setup: deps
+
+build:
+	$(PY) setup.py -q build_ext --inplace
+
+image: deps
+	vrlab image build
+
+# The main job: build (or reuse) the image, bring up the seed testbed (violin <-> piano),
+# ping piano's IPv6 link-local address from violin, print the result, tear down.
+demo: deps
+	vrlab demo $(TOPO)
+
+up:
+	vrlab up $(TOPO)
+
+down:
+	vrlab down $(TOPO)
+
+status:
+	vrlab status
+
+test: deps
+	$(PYTEST) tests/unit tests/netns tests/e2e
+
+test-unit:
+	$(PYTEST) tests/unit
+
+test-netns:
+	$(PYTEST) tests/netns
+
+test-e2e:
+	$(PYTEST) tests/e2e
+
+bench: deps build
+	$(PY) -m bench
+
+lint:
+	ruff check appliance orchestrate tests bench
+	mypy
+
+clean:
+	rm -rf build *.egg-info appliance/*.so

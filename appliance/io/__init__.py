@@ -1,0 +1,1 @@
+"""Data path I/O: AF_PACKET TPACKET_V2 rings."""

@@ -1,0 +1,1 @@
+"""Header codecs, one module per header (frozen dataclasses, one struct.Struct each)."""

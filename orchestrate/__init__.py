@@ -1,0 +1,1 @@
+"""vrlab orchestrator: topology files to running QEMU/libvirt labs."""

@@ -1,0 +1,54 @@
+"""`vrlab` command line: each subcommand lives in its own module under orchestrate.commands.
+
+A command module exposes ``register(subparsers)``, which adds its parser and sets
+``func=run`` where ``run(args) -> int`` returns the exit status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+# Order is the order of `vrlab --help`.
+COMMANDS = (
+    "up",
+    "down",
+    "status",
+    "ssh",
+    "exec",
+    "console",
+    "capture",
+    "test",
+    "graph",
+    "validate",
+    "image",
+    "demo",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vrlab", description="Virtual router lab: YAML topologies as running QEMU VMs."
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMANDS:
+        module = importlib.import_module(f"orchestrate.commands.{name}")
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        status: int = args.func(args)
+    except KeyboardInterrupt:
+        print("vrlab: interrupted", file=sys.stderr)
+        return 130
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""vrlab subcommands: one module per command, each exposing register(subparsers)."""

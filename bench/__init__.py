@@ -1,0 +1,1 @@
+"""vrlab benchmarks: `make bench` runs every module listed in bench.__main__."""

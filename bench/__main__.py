@@ -1,0 +1,41 @@
+"""Run the vrlab benchmarks in one go: `python3 -m bench [NAME ...] [--quick]`.
+
+Each benchmark module exposes ``main(argv) -> int`` and prints its own table. Figures are
+compared side by side within one run (ratios), never against fixed thresholds, because these
+machines are noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import time
+
+BENCHMARKS = ("fib", "forward", "boot", "up")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python3 -m bench")
+    parser.add_argument("names", nargs="*", metavar="NAME",
+                        help=f"benchmarks to run (default: all of {', '.join(BENCHMARKS)})")
+    parser.add_argument("--quick", action="store_true", help="shorter runs, fewer repetitions")
+    args = parser.parse_args(argv)
+    names = args.names or list(BENCHMARKS)
+    unknown = [name for name in names if name not in BENCHMARKS]
+    if unknown:
+        parser.error(f"unknown benchmark {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}")
+    failures = 0
+    for name in names:
+        module = importlib.import_module(f"bench.{name}")
+        print(f"\n=== bench {name} ===", flush=True)
+        started = time.monotonic()
+        status = module.main(["--quick"] if args.quick else [])
+        elapsed = time.monotonic() - started
+        print(f"=== bench {name}: exit {status}, {elapsed:.1f} s ===", flush=True)
+        failures += status != 0
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,335 @@
+"""The router configuration file (DESIGN.md "Running it").
+
+```yaml
+hostname: r1
+interfaces:
+  - name: r1-h1
+    addresses: [198.51.100.1/26, "2001:db8:1::1/64"]
+    mtu: 1500                       # optional
+    link_local: fe80::1             # optional; default derived from the MAC (EUI-64)
+routes:
+  - prefix: 0.0.0.0/0
+    via: 198.51.100.2
+  - prefix: "2001:db8:9::/48"
+    via: "fe80::2%r1-h1"            # a link-local next hop names its interface
+  - prefix: 203.0.113.0/24
+    interface: r1-h1                # out an interface, destination on-link
+  - prefix: 192.0.2.0/26
+    type: reject                    # or blackhole
+sysctl:
+  net.inet.ip.redirect: 1
+```
+
+`parse_router_config` checks everything and raises one `ConfigError` whose `.problems` lists
+every problem with its place (`file:line:col: routes[1].via: ...` when loaded from a file).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from ipaddress import (
+    IPv4Address,
+    IPv4Interface,
+    IPv4Network,
+    IPv6Address,
+    IPv6Interface,
+    IPv6Network,
+)
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from appliance.sysctl import SysctlError, parse_value
+
+ROUTE_TYPES = ("unicast", "blackhole", "reject")
+MIN_MTU_V4 = 68  # RFC 791
+MIN_MTU_V6 = 1280  # RFC 8200 §5
+
+
+class ConfigError(ValueError):
+    """Every problem found in a router configuration, each with its place."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True, slots=True)
+class InterfaceConfig:
+    name: str
+    addresses: list[IPv4Interface | IPv6Interface] = field(default_factory=list)
+    mtu: int | None = None
+    """None: use the link's MTU."""
+    link_local: IPv6Address | None = None
+    """None: derive from the MAC (modified EUI-64, RFC 4291 appendix A)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RouteConfig:
+    prefix: IPv4Network | IPv6Network
+    via: IPv4Address | IPv6Address | None = None
+    """Gateway; None means on-link out `via_interface` (or no next hop for reject/blackhole)."""
+    via_interface: str | None = None
+    """Egress interface name: for on-link routes, and for link-local gateways (`fe80::2%if`)."""
+    type: str = "unicast"
+    """unicast, blackhole (silent drop) or reject (ICMP administratively prohibited)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RouterConfig:
+    hostname: str
+    interfaces: list[InterfaceConfig] = field(default_factory=list)
+    routes: list[RouteConfig] = field(default_factory=list)
+    sysctl: dict[str, int] = field(default_factory=dict)
+
+
+Marks = dict[str, tuple[int, int]]
+
+
+def _collect_marks(node: yaml.Node, path: str, marks: Marks) -> None:
+    marks[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            sub = f"{path}.{key.value}" if path else str(key.value)
+            marks[sub] = (value.start_mark.line + 1, value.start_mark.column + 1)
+            _collect_marks(value, sub, marks)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _collect_marks(item, f"{path}[{i}]", marks)
+
+
+def load_router_config(path: str | Path) -> RouterConfig:
+    """Read and check a router YAML file; problems carry file:line:col."""
+    source = str(path)
+    try:
+        text = Path(path).read_text()
+    except OSError as e:
+        raise ConfigError([f"{source}: cannot read: {e.strerror}"]) from None
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
+        raise ConfigError([f"{where}: invalid YAML: {getattr(e, 'problem', e)}"]) from None
+    finally:
+        loader.dispose()
+    marks: Marks = {}
+    if node is not None:
+        _collect_marks(node, "", marks)
+    return parse_router_config(data, source, marks)
+
+
+class _Checker:
+    def __init__(self, source: str, marks: Marks | None) -> None:
+        self.source = source
+        self.marks = marks or {}
+        self.problems: list[str] = []
+
+    def error(self, path: str, message: str) -> None:
+        mark = self.marks.get(path)
+        where = f"{self.source}:{mark[0]}:{mark[1]}" if mark else self.source
+        self.problems.append(f"{where}: {path or '(top)'}: {message}")
+
+
+def _str(chk: _Checker, value: Any, path: str) -> str | None:
+    if isinstance(value, str) and value:
+        return value
+    chk.error(path, f"expected a non-empty string, got {value!r}")
+    return None
+
+
+def _check_keys(chk: _Checker, data: dict[str, Any], allowed: tuple[str, ...], path: str) -> None:
+    for key in data:
+        if key not in allowed:
+            sub = f"{path}.{key}" if path else str(key)
+            chk.error(sub, f"unknown key {key!r} (expected one of: {', '.join(allowed)})")
+
+
+def _interface(chk: _Checker, item: Any, path: str) -> InterfaceConfig | None:
+    if not isinstance(item, dict):
+        chk.error(path, "an interface must be a mapping with name and addresses")
+        return None
+    _check_keys(chk, item, ("name", "addresses", "mtu", "link_local"), path)
+    name = _str(chk, item.get("name"), f"{path}.name")
+    addresses: list[IPv4Interface | IPv6Interface] = []
+    raw = item.get("addresses", [])
+    if not isinstance(raw, list):
+        chk.error(f"{path}.addresses", "expected a list of address/prefixlen")
+        raw = []
+    for j, a in enumerate(raw):
+        apath = f"{path}.addresses[{j}]"
+        if not isinstance(a, str) or "/" not in a:
+            chk.error(apath, f"expected address/prefixlen, got {a!r}")
+            continue
+        try:
+            iface = ipaddress.ip_interface(a)
+        except ValueError as e:
+            chk.error(apath, str(e))
+            continue
+        if iface.ip.is_multicast or iface.ip.is_unspecified or iface.ip.is_loopback:
+            chk.error(apath, f"{iface.ip} cannot be an interface address")
+            continue
+        if iface.version == 4 and iface.network.prefixlen < 31 and iface.ip in (
+            iface.network.network_address, iface.network.broadcast_address
+        ):
+            chk.error(apath, f"{iface.ip} is the network or broadcast address of {iface.network}")
+            continue
+        addresses.append(iface)
+    mtu = item.get("mtu")
+    if mtu is not None:
+        if isinstance(mtu, bool) or not isinstance(mtu, int) or not MIN_MTU_V4 <= mtu <= 65535:
+            chk.error(f"{path}.mtu", f"expected an integer {MIN_MTU_V4}..65535, got {mtu!r}")
+            mtu = None
+        elif mtu < MIN_MTU_V6 and any(a.version == 6 for a in addresses):
+            chk.error(f"{path}.mtu", f"IPv6 needs an MTU of at least {MIN_MTU_V6} (RFC 8200 §5)")
+    link_local = None
+    ll = item.get("link_local")
+    if ll is not None:
+        try:
+            addr = ipaddress.ip_address(str(ll).split("/")[0])
+        except ValueError as e:
+            chk.error(f"{path}.link_local", str(e))
+        else:
+            if isinstance(addr, IPv6Address) and addr.is_link_local:
+                link_local = addr
+            else:
+                chk.error(f"{path}.link_local", f"{ll!r} is not an IPv6 link-local address")
+    if name is None:
+        return None
+    return InterfaceConfig(name, addresses, mtu, link_local)
+
+
+def _route(chk: _Checker, item: Any, path: str, ifnames: set[str]) -> RouteConfig | None:
+    if not isinstance(item, dict):
+        chk.error(path, "a route must be a mapping with prefix and via/interface/type")
+        return None
+    _check_keys(chk, item, ("prefix", "via", "interface", "type"), path)
+    ok = True
+    prefix: IPv4Network | IPv6Network | None = None
+    raw_prefix = item.get("prefix")
+    if not isinstance(raw_prefix, str):
+        chk.error(f"{path}.prefix", f"expected a prefix like 192.0.2.0/24, got {raw_prefix!r}")
+        ok = False
+    else:
+        try:
+            prefix = ipaddress.ip_network(raw_prefix)
+        except ValueError as e:
+            chk.error(f"{path}.prefix", f"{e} (host bits set?)")
+            ok = False
+    rtype = item.get("type", "unicast")
+    if rtype not in ROUTE_TYPES:
+        chk.error(f"{path}.type", f"expected one of {', '.join(ROUTE_TYPES)}, got {rtype!r}")
+        ok = False
+    via: IPv4Address | IPv6Address | None = None
+    via_if: str | None = None
+    raw_via = item.get("via")
+    if raw_via is not None:
+        text = str(raw_via)
+        if "%" in text:
+            text, via_if = text.split("%", 1)
+            if via_if not in ifnames:
+                chk.error(f"{path}.via", f"interface {via_if!r} is not configured")
+                ok = False
+        try:
+            via = ipaddress.ip_address(text)
+        except ValueError as e:
+            chk.error(f"{path}.via", str(e))
+            ok = False
+        else:
+            if isinstance(via, IPv6Address) and via.is_link_local and via_if is None:
+                chk.error(f"{path}.via", f"link-local next hop {via} needs %interface")
+                ok = False
+            elif via_if is not None and not (isinstance(via, IPv6Address) and via.is_link_local):
+                chk.error(f"{path}.via", "only a link-local next hop takes %interface")
+                ok = False
+            if via.is_multicast or via.is_unspecified:
+                chk.error(f"{path}.via", f"{via} cannot be a next hop")
+                ok = False
+            if prefix is not None and via.version != prefix.version:
+                chk.error(f"{path}.via", f"IPv{via.version} next hop for an IPv{prefix.version} "
+                          "prefix")
+                ok = False
+    raw_if = item.get("interface")
+    if raw_if is not None:
+        if raw_if not in ifnames:
+            chk.error(f"{path}.interface", f"interface {raw_if!r} is not configured")
+            ok = False
+        elif via_if is not None and via_if != raw_if:
+            chk.error(f"{path}.interface", f"conflicts with the %{via_if} of via")
+            ok = False
+        else:
+            via_if = str(raw_if)
+    if rtype == "unicast" and raw_via is None and raw_if is None:
+        chk.error(path, "a unicast route needs via or interface")
+        ok = False
+    if rtype != "unicast" and (raw_via is not None or raw_if is not None):
+        chk.error(path, f"a {rtype} route takes neither via nor interface")
+        ok = False
+    if not ok or prefix is None:
+        return None
+    return RouteConfig(prefix, via, via_if, str(rtype))
+
+
+def parse_router_config(data: Any, source: str = "<config>", marks: Marks | None = None
+                        ) -> RouterConfig:
+    """Check the parsed YAML `data`; raise ConfigError with every problem found."""
+    chk = _Checker(source, marks)
+    if not isinstance(data, dict):
+        chk.error("", "the router configuration must be a mapping")
+        raise ConfigError(chk.problems)
+    _check_keys(chk, data, ("hostname", "interfaces", "routes", "sysctl"), "")
+    hostname = _str(chk, data.get("hostname"), "hostname") or ""
+
+    interfaces: list[InterfaceConfig] = []
+    raw_ifs = data.get("interfaces")
+    if not isinstance(raw_ifs, list) or not raw_ifs:
+        chk.error("interfaces", "expected a non-empty list of interfaces")
+        raw_ifs = []
+    seen_addr: dict[Any, str] = {}
+    for i, item in enumerate(raw_ifs):
+        iface = _interface(chk, item, f"interfaces[{i}]")
+        if iface is None:
+            continue
+        if any(x.name == iface.name for x in interfaces):
+            chk.error(f"interfaces[{i}].name", f"duplicate interface {iface.name!r}")
+            continue
+        for j, a in enumerate(iface.addresses):
+            if a.ip in seen_addr:
+                chk.error(f"interfaces[{i}].addresses[{j}]",
+                          f"{a.ip} is already configured on {seen_addr[a.ip]}")
+            seen_addr[a.ip] = iface.name
+        interfaces.append(iface)
+    ifnames = {x.name for x in interfaces}
+
+    routes: list[RouteConfig] = []
+    raw_routes = data.get("routes") or []
+    if not isinstance(raw_routes, list):
+        chk.error("routes", "expected a list of routes")
+        raw_routes = []
+    for i, item in enumerate(raw_routes):
+        route = _route(chk, item, f"routes[{i}]", ifnames)
+        if route is None:
+            continue
+        if any(r.prefix == route.prefix for r in routes):
+            chk.error(f"routes[{i}].prefix", f"duplicate route for {route.prefix}")
+            continue
+        routes.append(route)
+
+    sysctl: dict[str, int] = {}
+    raw_sysctl = data.get("sysctl") or {}
+    if not isinstance(raw_sysctl, dict):
+        chk.error("sysctl", "expected a mapping of name: value")
+        raw_sysctl = {}
+    for key, value in raw_sysctl.items():
+        try:
+            sysctl[str(key)] = parse_value(str(key), value)
+        except SysctlError as e:
+            chk.error(f"sysctl.{key}", str(e))
+
+    if chk.problems:
+        raise ConfigError(chk.problems)
+    return RouterConfig(hostname, interfaces, routes, sysctl)

@@ -1,0 +1,136 @@
+"""Router configuration: a good file loads into typed objects; every problem is reported."""
+
+from __future__ import annotations
+
+from ipaddress import ip_address, ip_interface, ip_network
+from pathlib import Path
+
+import pytest
+
+from appliance.config import ConfigError, load_router_config, parse_router_config
+
+GOOD = """\
+hostname: r1
+interfaces:
+  - name: r1-h1
+    addresses: [198.51.100.1/26, "2001:db8:1::1/64"]
+    mtu: 1500
+  - name: r1-h2
+    addresses: [203.0.113.1/24]
+    link_local: fe80::1
+routes:
+  - prefix: 0.0.0.0/0
+    via: 198.51.100.2
+  - prefix: "2001:db8:9::/48"
+    via: "fe80::2%r1-h1"
+  - prefix: 192.0.2.0/26
+    type: reject
+  - prefix: 192.0.2.64/26
+    type: blackhole
+  - prefix: 192.0.2.128/26
+    interface: r1-h2
+sysctl:
+  net.inet.ip.redirect: 0
+  net.inet6.ip6.redirect: 1
+"""
+
+
+def test_good_file_loads(tmp_path: Path) -> None:
+    path = tmp_path / "r1.yaml"
+    path.write_text(GOOD)
+    cfg = load_router_config(path)
+    assert cfg.hostname == "r1"
+    assert [i.name for i in cfg.interfaces] == ["r1-h1", "r1-h2"]
+    assert cfg.interfaces[0].addresses == [ip_interface("198.51.100.1/26"),
+                                           ip_interface("2001:db8:1::1/64")]
+    assert cfg.interfaces[0].mtu == 1500 and cfg.interfaces[1].mtu is None
+    assert cfg.interfaces[1].link_local == ip_address("fe80::1")
+    r = cfg.routes
+    assert r[0].prefix == ip_network("0.0.0.0/0") and r[0].via == ip_address("198.51.100.2")
+    assert r[1].via == ip_address("fe80::2") and r[1].via_interface == "r1-h1"
+    assert r[2].type == "reject" and r[2].via is None
+    assert r[3].type == "blackhole"
+    assert r[4].via is None and r[4].via_interface == "r1-h2"
+    assert cfg.sysctl == {"net.inet.ip.redirect": 0, "net.inet6.ip6.redirect": 1}
+
+
+BAD = """\
+hostname: r1
+colour: blue
+interfaces:
+  - name: r1-h1
+    addresses: [198.51.100.1, "2001:db8:1::1/64", 198.51.100.0/26]
+    mtu: 1000
+  - name: r1-h1
+    addresses: []
+routes:
+  - prefix: 10.0.0.1/8
+    via: 198.51.100.2
+  - prefix: "2001:db8:9::/48"
+    via: "fe80::2"
+  - prefix: "2001:db8:a::/48"
+    via: "fe80::2%nope"
+  - prefix: 192.0.2.0/26
+    type: reject
+    via: 198.51.100.9
+  - prefix: 192.0.2.64/26
+  - prefix: 192.0.2.128/26
+    via: "2001:db8::1"
+  - prefix: 192.0.2.192/26
+    type: sideways
+sysctl:
+  net.inet.ip.nonsense: 1
+  net.inet.ip.ttl: 300
+"""
+
+
+def test_every_problem_reported_with_place(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(BAD)
+    with pytest.raises(ConfigError) as info:
+        load_router_config(path)
+    problems = info.value.problems
+    text = "\n".join(problems)
+    expected = [
+        (2, "colour", "unknown key"),
+        (5, "interfaces[0].addresses[0]", "address/prefixlen"),
+        (5, "interfaces[0].addresses[2]", "network or broadcast"),
+        (6, "interfaces[0].mtu", "1280"),
+        (7, "interfaces[1].name", "duplicate"),
+        (10, "routes[0].prefix", "host bits"),
+        (13, "routes[1].via", "needs %interface"),
+        (15, "routes[2].via", "not configured"),
+        (16, "routes[3]", "takes neither"),
+        (19, "routes[4]", "needs via or interface"),
+        (21, "routes[5].via", "IPv6 next hop for an IPv4"),
+        (23, "routes[6].type", "sideways"),
+        (25, "sysctl.net.inet.ip.nonsense", "unknown sysctl"),
+        (26, "sysctl.net.inet.ip.ttl", "out of range"),
+    ]
+    for line, where, message in expected:
+        matching = [p for p in problems if f": {where}: " in p and message in p]
+        assert matching, f"missing {where}: {message} in\n{text}"
+        assert matching[0].startswith(f"{path}:{line}:"), matching[0]
+    assert len(problems) == len(expected), text
+
+
+def test_parse_without_file_names_source() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_router_config({"hostname": "r", "interfaces": "eth0"}, "topo.yaml")
+    assert info.value.problems == [
+        "topo.yaml: interfaces: expected a non-empty list of interfaces"
+    ]
+
+
+def test_invalid_yaml_has_position(tmp_path: Path) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_text("hostname: r1\ninterfaces: [\n")
+    with pytest.raises(ConfigError) as info:
+        load_router_config(path)
+    assert info.value.problems[0].startswith(f"{path}:3:")
+    assert "invalid YAML" in info.value.problems[0]
+
+
+def test_missing_file() -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_router_config("/nonexistent/router.yaml")

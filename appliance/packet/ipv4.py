@@ -112,8 +112,17 @@ class IPv4Header:
             raise PacketError("ip.badhlen", f"header {hlen} bytes, buffer {len(buf)}")
         options = bytes(buf[20:hlen]) if hlen > 20 else b""
         return cls(
-            tos, total_length, ident, flags_off >> 13, flags_off & 0x1FFF, ttl, proto, checksum,
-            src, dst, options,
+            tos,
+            total_length,
+            ident,
+            flags_off >> 13,
+            flags_off & 0x1FFF,
+            ttl,
+            proto,
+            checksum,
+            src,
+            dst,
+            options,
         )
 
     def pack(self, with_checksum: bool = True) -> bytes:
@@ -124,14 +133,36 @@ class IPv4Header:
         vihl = 0x40 | (5 + len(options) // 4)
         flags_off = (self.flags << 13) | self.frag_offset
         if not with_checksum:
-            return _IPV4.pack(
-                vihl, self.tos, self.total_length, self.ident, flags_off, self.ttl, self.proto,
-                self.checksum, self.src, self.dst,
-            ) + options
-        raw = _IPV4.pack(
-            vihl, self.tos, self.total_length, self.ident, flags_off, self.ttl, self.proto,
-            0, self.src, self.dst,
-        ) + options
+            return (
+                _IPV4.pack(
+                    vihl,
+                    self.tos,
+                    self.total_length,
+                    self.ident,
+                    flags_off,
+                    self.ttl,
+                    self.proto,
+                    self.checksum,
+                    self.src,
+                    self.dst,
+                )
+                + options
+            )
+        raw = (
+            _IPV4.pack(
+                vihl,
+                self.tos,
+                self.total_length,
+                self.ident,
+                flags_off,
+                self.ttl,
+                self.proto,
+                0,
+                self.src,
+                self.dst,
+            )
+            + options
+        )
         checksum = internet_checksum(raw)
         return raw[:10] + checksum.to_bytes(2, "big") + raw[12:]
 

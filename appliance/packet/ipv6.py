@@ -180,9 +180,8 @@ def link_local_from_mac(mac: bytes) -> bytes:
     The MAC is split around ff:fe and the universal/local bit (0x02 of the first byte) is
     inverted: 52:54:00:12:34:56 gives fe80::5054:ff:fe12:3456.
     """
-    return (
-        b"\xfe\x80\x00\x00\x00\x00\x00\x00"
-        + bytes((mac[0] ^ 0x02, mac[1], mac[2], 0xFF, 0xFE, mac[3], mac[4], mac[5]))
+    return b"\xfe\x80\x00\x00\x00\x00\x00\x00" + bytes(
+        (mac[0] ^ 0x02, mac[1], mac[2], 0xFF, 0xFE, mac[3], mac[4], mac[5])
     )
 
 

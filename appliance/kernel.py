@@ -1,0 +1,397 @@
+"""Take the data interfaces away from the Linux kernel so that only the appliance answers.
+
+The appliance receives and sends every frame on its own packet rings; the kernel must not
+also act on those frames. For each configured data interface `take_interfaces`:
+
+1. disables kernel IPv6 on it (``net.ipv6.conf.IF.disable_ipv6 = 1``): the kernel forgets its
+   link-local and any global address, sends no DAD, RS, MLD or neighbor adverts, and drops
+   IPv6 it receives there. The appliance answers ND itself (RFC 4861).
+2. turns kernel forwarding off on it (``net.ipv4.conf.IF.forwarding = 0``,
+   ``net.ipv6.conf.IF.forwarding = 0``), so a transit frame the kernel also sees is dropped,
+   never forwarded twice nor answered with a kernel ICMP error.
+3. sets ``net.ipv4.conf.IF.arp_ignore = 8``: the kernel answers no ARP request on it, not even
+   for an address it owns on another interface (the management NIC of a VM).
+4. **removes every IPv4 address the kernel holds on it** (netlink RTM_DELADDR), logging each.
+   Decision: remove rather than refuse. The router configuration is the single source of the
+   interface's addresses, a VM image or a person may have left an address behind, and a
+   kernel address on a data interface would make the kernel answer ARP and ICMP next to the
+   appliance. Removal is logged so nothing disappears silently; nothing is restored on exit.
+5. turns GRO and LRO off (ethtool ioctls): a packet socket sees frames after GRO, and a
+   router must see (and forward) the frames as they were on the wire, not coalesced.
+6. sets the MTU when the configuration gives one, and brings the link up with ALLMULTI (the
+   appliance needs the solicited-node and all-nodes multicast frames a NIC would otherwise
+   filter; the kernel no longer joins those groups once its IPv6 is off).
+
+It then reads everything back and raises `KernelError` naming the interface and the setting if
+anything did not take, so the daemon refuses to start rather than run next to a kernel that
+still answers. Only /proc/sys, ioctl() and a minimal netlink exchange over the standard
+`socket` module are used: the appliance needs nothing beyond the Python standard library here.
+"""
+
+from __future__ import annotations
+
+import array
+import contextlib
+import errno
+import fcntl
+import os
+import socket
+import struct
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv6Address, ip_address
+from pathlib import Path
+
+PROC_SYS = Path("/proc/sys")
+
+# linux/sockios.h
+SIOCGIFFLAGS = 0x8913
+SIOCSIFFLAGS = 0x8914
+SIOCGIFMTU = 0x8921
+SIOCSIFMTU = 0x8922
+SIOCGIFHWADDR = 0x8927
+SIOCETHTOOL = 0x8946
+# linux/if.h
+IFF_UP = 0x1
+IFF_RUNNING = 0x40
+IFF_ALLMULTI = 0x200
+IFNAMSIZ = 16
+# linux/ethtool.h
+ETHTOOL_GFLAGS = 0x25
+ETHTOOL_SFLAGS = 0x26
+ETHTOOL_GGRO = 0x2B
+ETHTOOL_SGRO = 0x2C
+ETH_FLAG_LRO = 1 << 15
+# linux/netlink.h, linux/rtnetlink.h, linux/if_addr.h
+NLMSG_ERROR = 2
+NLMSG_DONE = 3
+NLM_F_REQUEST = 0x1
+NLM_F_ACK = 0x4
+NLM_F_DUMP = 0x300
+RTM_DELADDR = 21
+RTM_GETADDR = 22
+IFA_ADDRESS = 1
+IFA_LOCAL = 2
+_NLMSGHDR = struct.Struct("=IHHII")
+_IFADDRMSG = struct.Struct("=BBBBI")
+_RTATTR = struct.Struct("=HH")
+
+
+class KernelError(RuntimeError):
+    """The kernel still owns (or we could not inspect) a data interface."""
+
+
+@dataclass(frozen=True, slots=True)
+class KernelLink:
+    """What the kernel says about one interface."""
+
+    name: str
+    ifindex: int
+    mac: bytes
+    mtu: int
+    flags: int
+
+
+@dataclass(frozen=True, slots=True)
+class KernelAddress:
+    ifindex: int
+    address: IPv4Address | IPv6Address
+    prefixlen: int
+
+
+# ---------------------------------------------------------------------------- ioctl
+
+
+def _ifreq(name: str, payload: bytes = b"") -> bytearray:
+    encoded = name.encode()
+    if not encoded or len(encoded) >= IFNAMSIZ:
+        raise KernelError(f"{name!r} is not a valid interface name")
+    return bytearray(encoded.ljust(IFNAMSIZ, b"\0") + payload.ljust(24, b"\0"))
+
+
+def _ioctl(sock: socket.socket, request: int, name: str, payload: bytes = b"") -> bytearray:
+    buf = _ifreq(name, payload)
+    fcntl.ioctl(sock.fileno(), request, buf)
+    return buf
+
+
+def _control_socket() -> socket.socket:
+    return socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+
+
+def link_info(name: str) -> KernelLink:
+    """ifindex, MAC, MTU and flags of `name` in this process's network namespace."""
+    try:
+        ifindex = socket.if_nametoindex(name)
+    except OSError:
+        raise KernelError(f"{name}: no such interface") from None
+    with _control_socket() as s:
+        try:
+            mac = bytes(_ioctl(s, SIOCGIFHWADDR, name)[IFNAMSIZ + 2 : IFNAMSIZ + 8])
+            mtu = struct.unpack_from("=i", _ioctl(s, SIOCGIFMTU, name), IFNAMSIZ)[0]
+            flags = struct.unpack_from("=H", _ioctl(s, SIOCGIFFLAGS, name), IFNAMSIZ)[0]
+        except OSError as e:
+            raise KernelError(f"{name}: cannot read link settings: {e.strerror}") from None
+    return KernelLink(name, ifindex, mac, int(mtu), int(flags))
+
+
+def set_mtu(name: str, mtu: int) -> None:
+    with _control_socket() as s:
+        try:
+            _ioctl(s, SIOCSIFMTU, name, struct.pack("=i", mtu))
+        except OSError as e:
+            raise KernelError(f"{name}: cannot set MTU {mtu}: {e.strerror}") from None
+
+
+def set_flags(name: str, add: int) -> None:
+    """OR `add` into the interface flags (IFF_UP, IFF_ALLMULTI ...)."""
+    with _control_socket() as s:
+        try:
+            flags = struct.unpack_from("=H", _ioctl(s, SIOCGIFFLAGS, name), IFNAMSIZ)[0]
+            if flags & add != add:
+                _ioctl(s, SIOCSIFFLAGS, name, struct.pack("=H", flags | add))
+        except OSError as e:
+            raise KernelError(f"{name}: cannot set interface flags: {e.strerror}") from None
+
+
+def _ethtool(sock: socket.socket, name: str, cmd: int, data: int = 0) -> int:
+    value = array.array("I", [cmd, data])
+    address, _ = value.buffer_info()
+    fcntl.ioctl(sock.fileno(), SIOCETHTOOL, _ifreq(name, struct.pack("P", address)))
+    return int(value[1])
+
+
+def disable_receive_offloads(name: str) -> list[str]:
+    """GRO and LRO off; returns what was changed. Drivers without the feature are fine."""
+    changed = []
+    with _control_socket() as s:
+        try:
+            if _ethtool(s, name, ETHTOOL_GGRO):
+                _ethtool(s, name, ETHTOOL_SGRO, 0)
+                changed.append("gro")
+        except OSError as e:
+            if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                raise KernelError(f"{name}: cannot turn GRO off: {e.strerror}") from None
+        try:
+            flags = _ethtool(s, name, ETHTOOL_GFLAGS)
+            if flags & ETH_FLAG_LRO:
+                _ethtool(s, name, ETHTOOL_SFLAGS, flags & ~ETH_FLAG_LRO)
+                changed.append("lro")
+        except OSError as e:
+            if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                raise KernelError(f"{name}: cannot turn LRO off: {e.strerror}") from None
+    return changed
+
+
+def receive_offloads(name: str) -> dict[str, bool]:
+    """Whether GRO and LRO are on (absent features read as off)."""
+    out = {"gro": False, "lro": False}
+    with _control_socket() as s:
+        with contextlib.suppress(OSError):
+            out["gro"] = bool(_ethtool(s, name, ETHTOOL_GGRO))
+        with contextlib.suppress(OSError):
+            out["lro"] = bool(_ethtool(s, name, ETHTOOL_GFLAGS) & ETH_FLAG_LRO)
+    return out
+
+
+# ---------------------------------------------------------------------------- netlink
+
+
+class _Netlink:
+    """Just enough rtnetlink to list and delete addresses."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+        self.sock.settimeout(5.0)
+        self.sock.bind((0, 0))
+        self.seq = 0
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> _Netlink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _send(self, msg_type: int, flags: int, body: bytes) -> int:
+        self.seq += 1
+        header = _NLMSGHDR.pack(_NLMSGHDR.size + len(body), msg_type, flags, self.seq, 0)
+        self.sock.send(header + body)
+        return self.seq
+
+    def _messages(self, seq: int) -> Iterator[tuple[int, bytes]]:
+        """(type, payload) of each reply to `seq` until DONE or the ack."""
+        while True:
+            data = self.sock.recv(1 << 16)
+            offset = 0
+            while offset + _NLMSGHDR.size <= len(data):
+                length, msg_type, _flags, mseq, _pid = _NLMSGHDR.unpack_from(data, offset)
+                if length < _NLMSGHDR.size:
+                    return
+                payload = data[offset + _NLMSGHDR.size : offset + length]
+                offset += (length + 3) & ~3
+                if mseq != seq:
+                    continue
+                if msg_type == NLMSG_DONE:
+                    return
+                if msg_type == NLMSG_ERROR:
+                    code = -struct.unpack_from("=i", payload)[0]
+                    if code:
+                        raise OSError(code, os.strerror(code))
+                    return
+                yield msg_type, payload
+
+    def addresses(self) -> list[KernelAddress]:
+        seq = self._send(RTM_GETADDR, NLM_F_REQUEST | NLM_F_DUMP,
+                         _IFADDRMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0))
+        found = []
+        for _type, payload in self._messages(seq):
+            family, prefixlen, _flags, _scope, index = _IFADDRMSG.unpack_from(payload)
+            attrs = dict(_attributes(payload[_IFADDRMSG.size :]))
+            raw = attrs.get(IFA_LOCAL) or attrs.get(IFA_ADDRESS)
+            if raw is None or family not in (socket.AF_INET, socket.AF_INET6):
+                continue
+            found.append(KernelAddress(index, ip_address(raw), prefixlen))
+        return found
+
+    def delete(self, addr: KernelAddress) -> None:
+        family = socket.AF_INET if addr.address.version == 4 else socket.AF_INET6
+        attr_type = IFA_LOCAL if family == socket.AF_INET else IFA_ADDRESS
+        packed = addr.address.packed
+        body = _IFADDRMSG.pack(family, addr.prefixlen, 0, 0, addr.ifindex)
+        body += _RTATTR.pack(_RTATTR.size + len(packed), attr_type) + packed
+        seq = self._send(RTM_DELADDR, NLM_F_REQUEST | NLM_F_ACK, body)
+        for _ in self._messages(seq):
+            pass
+
+
+def _attributes(buf: bytes) -> Iterator[tuple[int, bytes]]:
+    offset = 0
+    while offset + _RTATTR.size <= len(buf):
+        length, attr_type = _RTATTR.unpack_from(buf, offset)
+        if length < _RTATTR.size:
+            return
+        yield attr_type, buf[offset + _RTATTR.size : offset + length]
+        offset += (length + 3) & ~3
+
+
+def kernel_addresses(ifindexes: Sequence[int] | None = None) -> list[KernelAddress]:
+    """Addresses the kernel holds (on `ifindexes` only, when given)."""
+    with _Netlink() as nl:
+        found = nl.addresses()
+    return [a for a in found if ifindexes is None or a.ifindex in ifindexes]
+
+
+# ---------------------------------------------------------------------------- /proc/sys
+
+
+def _sysctl_path(family: str, name: str, key: str) -> Path:
+    return PROC_SYS / "net" / family / "conf" / name / key
+
+
+def read_sysctl(path: Path) -> str:
+    return path.read_text().strip()
+
+
+def write_sysctl(path: Path, value: int) -> None:
+    try:
+        path.write_text(f"{value}\n")
+    except OSError as e:
+        raise KernelError(f"cannot write {value} to {path}: {e.strerror}") from None
+
+
+def ipv6_present(name: str) -> bool:
+    """Whether the kernel has IPv6 on this interface at all (the module may be disabled)."""
+    return _sysctl_path("ipv6", name, "disable_ipv6").exists()
+
+
+# ---------------------------------------------------------------------------- the whole job
+
+_V4_SETTINGS = (("forwarding", 0), ("arp_ignore", 8))
+_V6_SETTINGS = (("disable_ipv6", 1), ("forwarding", 0))
+
+
+def take_interfaces(
+    names: Sequence[str],
+    mtus: Mapping[str, int | None] | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, KernelLink]:
+    """Take `names` away from the kernel (see the module doc); returns their link info.
+
+    Raises KernelError if an interface is missing or the kernel keeps any part of it.
+    """
+    mtus = mtus or {}
+    links: dict[str, KernelLink] = {}
+    for name in names:
+        link_info(name)  # exists? (clear error before we change anything)
+    for name in names:
+        # IPv6 first, before the link comes up, so the kernel never starts DAD, RS or MLD.
+        if ipv6_present(name):
+            for key, value in _V6_SETTINGS:
+                write_sysctl(_sysctl_path("ipv6", name, key), value)
+        for key, value in _V4_SETTINGS:
+            write_sysctl(_sysctl_path("ipv4", name, key), value)
+        ifindex = socket.if_nametoindex(name)
+        with _Netlink() as nl:
+            for addr in nl.addresses():
+                if addr.ifindex != ifindex:
+                    continue
+                try:
+                    nl.delete(addr)
+                except OSError as e:
+                    raise KernelError(
+                        f"{name}: cannot remove kernel address {addr.address}/{addr.prefixlen}:"
+                        f" {e.strerror}") from None
+                log(f"{name}: removed kernel address {addr.address}/{addr.prefixlen} "
+                    "(the router configuration owns this interface's addresses)")
+        mtu = mtus.get(name)
+        if mtu is not None and link_info(name).mtu != mtu:
+            set_mtu(name, mtu)
+            log(f"{name}: MTU set to {mtu}")
+        changed = disable_receive_offloads(name)
+        if changed:
+            log(f"{name}: {' and '.join(changed)} off (the router must see frames as on the wire)")
+        set_flags(name, IFF_UP | IFF_ALLMULTI)
+        links[name] = link_info(name)
+    check_interfaces(names, mtus)
+    return links
+
+
+def check_interfaces(names: Sequence[str], mtus: Mapping[str, int | None] | None = None
+                     ) -> None:
+    """Raise KernelError if the kernel still owns any part of an interface in `names`."""
+    mtus = mtus or {}
+    problems = []
+    ifindexes = {}
+    for name in names:
+        link = link_info(name)
+        ifindexes[link.ifindex] = name
+        if ipv6_present(name):
+            for key, value in _V6_SETTINGS:
+                got = read_sysctl(_sysctl_path("ipv6", name, key))
+                if got != str(value):
+                    problems.append(f"{name}: net.ipv6.conf.{name}.{key} is {got}, not {value}")
+        for key, value in _V4_SETTINGS:
+            got = read_sysctl(_sysctl_path("ipv4", name, key))
+            if got != str(value):
+                problems.append(f"{name}: net.ipv4.conf.{name}.{key} is {got}, not {value}")
+        if not link.flags & IFF_UP:
+            problems.append(f"{name}: link is down")
+        mtu = mtus.get(name)
+        if mtu is not None and link.mtu != mtu:
+            problems.append(f"{name}: MTU is {link.mtu}, configured {mtu}")
+        offloads = receive_offloads(name)
+        problems.extend(f"{name}: {k} is still on" for k, on in offloads.items() if on)
+    for addr in kernel_addresses(list(ifindexes)):
+        problems.append(f"{ifindexes[addr.ifindex]}: the kernel still has address "
+                        f"{addr.address}/{addr.prefixlen}")
+    if problems:
+        raise KernelError("the kernel still owns a data interface:\n  " + "\n  ".join(problems))
+
+
+def describe(name: str) -> str:
+    """One line saying how the kernel stands on `name` (for the start-up log)."""
+    v6 = "kernel IPv6 disabled" if ipv6_present(name) else "kernel has no IPv6"
+    return f"{name}: {v6}, kernel forwarding off, no kernel addresses, arp_ignore 8"

@@ -1,0 +1,1228 @@
+/*
+ * The vrlab fast path: the per-packet work of the router, in C.
+ *
+ * The contract (verdicts, check order, table records) is written down in
+ * appliance/fastpath_py.py, the pure-Python twin; this file implements the same thing for
+ * speed and tests/unit/test_fastpath_diff.py holds both to identical output.
+ *
+ * What is here and why:
+ * - judge(): RFC 1812 §5.2.2 header checks, longest prefix match, the punt decisions.
+ * - IPv4 LPM is DIR-24-8 (Gupta, Lin, McKeown 1998): one 2^24 table of 16-bit entries plus
+ *   256-entry groups for prefixes longer than /24, so a lookup is one or two loads. The big
+ *   table comes from calloc (fresh zero pages), entry 0 means "the /0 route", so a table with
+ *   few routes touches few pages even with a default route.
+ * - IPv6 LPM is a hash per prefix length, probed longest first (the lengths present are kept
+ *   in a list). A lab or edge table has a handful of distinct lengths (/128 own addresses,
+ *   /64 links, /48 sites, /0), so a lookup is a handful of probes, and the structure is a
+ *   few lines with memory proportional to the routes; a stride trie would pay 8-16 dependent
+ *   loads for a /64 or 128 MB for a 16-bit first stride.
+ * - Neighbors: an open-addressed hash of (ifindex, family, address) -> 14-byte Ethernet
+ *   header, the illumos NCE "fastpath" header copied in front of each forwarded packet.
+ * - Every table is built aside and swapped in with one pointer store, then the old one is
+ *   freed. All calls run with the GIL held, so poll() never sees a table being replaced.
+ * - Rings: TPACKET_V2 RX/TX rings mapped by appliance/io (we borrow the mapping through the
+ *   buffer protocol). poll() copies forwarded frames straight from an RX slot to a TX slot:
+ *   no allocation and no Python call per forwarded frame; only punts become bytes objects.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <arpa/inet.h>
+#include <endian.h>
+#include <errno.h>
+#include <linux/if_packet.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+/* Verdicts: the numbering of fastpath_py.Verdict. */
+enum {
+    V_FORWARD = 0,
+    V_PUNT_NONIP,
+    V_PUNT_MALFORMED,
+    V_PUNT_MULTICAST,
+    V_PUNT_MARTIAN,
+    V_PUNT_LOCAL,
+    V_PUNT_OPTIONS,
+    V_PUNT_EXTHDR,
+    V_PUNT_NOFORWARD,
+    V_PUNT_TTL,
+    V_PUNT_NOROUTE,
+    V_PUNT_REJECT,
+    V_PUNT_SCOPE,
+    V_PUNT_TOOBIG,
+    V_PUNT_REDIRECT,
+    V_PUNT_NEIGHBOR,
+    V_PUNT_NORING,
+    V_PUNT_UNKNOWN_IF,
+    V_DROP_OTHERHOST,
+    V_DROP_TXFULL,
+    V_COUNT
+};
+
+static const char *const verdict_names[V_COUNT] = {
+    "FORWARD", "PUNT_NONIP", "PUNT_MALFORMED", "PUNT_MULTICAST", "PUNT_MARTIAN",
+    "PUNT_LOCAL", "PUNT_OPTIONS", "PUNT_EXTHDR", "PUNT_NOFORWARD", "PUNT_TTL",
+    "PUNT_NOROUTE", "PUNT_REJECT", "PUNT_SCOPE", "PUNT_TOOBIG", "PUNT_REDIRECT",
+    "PUNT_NEIGHBOR", "PUNT_NORING", "PUNT_UNKNOWN_IF", "DROP_OTHERHOST", "DROP_TXFULL",
+};
+
+enum { NH_GATEWAY = 1, NH_ONLINK, NH_LOCAL, NH_BLACKHOLE, NH_REJECT };
+enum { FLAG_FORWARDING4 = 1, FLAG_FORWARDING6 = 2, FLAG_REDIRECT4 = 4, FLAG_REDIRECT6 = 8 };
+
+/* Record sizes; layouts in fastpath_py (INTERFACE, NEXTHOP, ROUTE4, ROUTE6, NEIGHBOR). */
+#define INTERFACE_SIZE 16
+#define NEXTHOP_SIZE 24
+#define ROUTE4_SIZE 12
+#define ROUTE6_SIZE 24
+#define NEIGHBOR_SIZE 40
+
+/* Counters beyond the per-verdict ones. */
+enum { C_RX = 0, C_FORWARD4, C_FORWARD6, C_TX_SLOW, C_TX_KICKS, C_RX_RING_DROPS, C_EXTRA };
+static const char *const extra_names[C_EXTRA] = {
+    "rx", "forward4", "forward6", "tx_slow", "tx_kicks", "rx_ring_drops",
+};
+
+#define MAX_RINGS 64
+#define TPACKET2_TX_DATA 32 /* TPACKET2_HDRLEN - sizeof(struct sockaddr_ll) */
+
+static PyObject *FastPathError;
+
+/* ------------------------------------------------------------------------------------ */
+/* small helpers                                                                          */
+
+static inline uint16_t rd16(const uint8_t *p) { return (uint16_t)((p[0] << 8) | p[1]); }
+static inline uint32_t rd32(const uint8_t *p) {
+    return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
+}
+static inline uint32_t le32(const uint8_t *p) {
+    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
+}
+static inline uint64_t rd64(const uint8_t *p) { return ((uint64_t)rd32(p) << 32) | rd32(p + 4); }
+
+/* Folded one's complement sum (RFC 1071), odd length padded with a zero byte. */
+static uint16_t ones_sum(const uint8_t *p, size_t n) {
+    uint64_t s = 0;
+    while (n >= 2) {
+        s += rd16(p);
+        p += 2;
+        n -= 2;
+    }
+    if (n)
+        s += (uint32_t)p[0] << 8;
+    while (s >> 16)
+        s = (s & 0xffff) + (s >> 16);
+    return (uint16_t)s;
+}
+
+/* RFC 1624 eqn. 3; unchanged when the word is unchanged (the errata's -0 case). */
+static inline uint16_t csum_update(uint16_t hc, uint16_t m, uint16_t m2) {
+    if (m == m2)
+        return hc;
+    uint32_t s = (uint16_t)~hc + (uint16_t)~m + m2;
+    s = (s & 0xffff) + (s >> 16);
+    s = (s & 0xffff) + (s >> 16);
+    return (uint16_t)~s;
+}
+
+/* Complete a TCP/UDP checksum left partial by a local sender (see fastpath_py). */
+static void complete_l4(uint8_t *f, size_t n) {
+    size_t start, end, field;
+    uint8_t proto;
+    if (n < 14)
+        return;
+    uint16_t et = rd16(f + 12);
+    if (et == 0x0800) {
+        if (n < 34 || f[14] >> 4 != 4)
+            return;
+        size_t hl = (size_t)(f[14] & 15) * 4, total = rd16(f + 16);
+        if (hl < 20 || total < hl || 14 + total > n || (f[20] & 0x3f) || f[21])
+            return;
+        proto = f[23];
+        start = 14 + hl;
+        end = 14 + total;
+    } else if (et == 0x86dd) {
+        if (n < 54 || f[14] >> 4 != 6)
+            return;
+        proto = f[20];
+        start = 54;
+        end = 54 + (size_t)rd16(f + 18);
+        if (end > n)
+            return;
+    } else {
+        return;
+    }
+    if (proto == 6)
+        field = start + 16;
+    else if (proto == 17)
+        field = start + 6;
+    else
+        return;
+    if (field + 2 > end)
+        return;
+    uint16_t v = (uint16_t)~ones_sum(f + start, end - start);
+    if (v == 0)
+        v = 0xffff;
+    f[field] = v >> 8;
+    f[field + 1] = v & 0xff;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* tables                                                                                 */
+
+typedef struct {
+    uint32_t ifindex;
+    uint32_t mtu;
+    uint8_t mac[6];
+} iface_t;
+
+typedef struct {
+    int n;
+    unsigned flags;
+    iface_t ifs[];
+} iftab_t;
+
+typedef struct {
+    uint8_t kind;
+    uint32_t ifindex;
+    uint8_t gw[16];
+} nexthop_t;
+
+typedef struct {
+    uint64_t hi, lo;
+    uint32_t nh1; /* next-hop index + 1; 0 = empty slot */
+    uint8_t plen;
+} ent6_t;
+
+typedef struct {
+    uint32_t n_nh;
+    nexthop_t *nh;
+    /* IPv4 DIR-24-8: value 0 = fall back to default4; bit 15 = tbl8 group; else nh + 1. */
+    uint16_t *tbl24;
+    uint16_t *tbl8;
+    uint32_t n_groups;
+    uint32_t default4; /* nh + 1 of the /0 route, 0 = none */
+    /* IPv6: one open-addressed table keyed by (masked prefix, length). */
+    ent6_t *tab6;
+    uint32_t mask6;
+    int n_lengths6;
+    uint8_t lengths6[129]; /* descending */
+} fib_t;
+
+typedef struct {
+    uint32_t ifindex;
+    uint8_t family;
+    uint8_t used;
+    uint8_t addr[16];
+    uint8_t hdr[14];
+} neigh_t;
+
+typedef struct {
+    uint32_t mask;
+    neigh_t slots[];
+} neightab_t;
+
+#define TBL24_SIZE (1u << 24)
+#define GROUP_FLAG 0x8000u
+#define MAX_NEXTHOPS 0x7ffeu
+#define MAX_GROUPS 0x7fffu
+
+static void fib_free(fib_t *f) {
+    if (!f)
+        return;
+    free(f->nh);
+    free(f->tbl24);
+    free(f->tbl8);
+    free(f->tab6);
+    free(f);
+}
+
+static inline uint32_t fib_lookup4(const fib_t *f, uint32_t dst) {
+    uint32_t v = f->tbl24[dst >> 8];
+    if (v & GROUP_FLAG)
+        v = f->tbl8[((v & 0x7fffu) << 8) | (dst & 0xff)];
+    return v ? v : f->default4;
+}
+
+static inline uint64_t hash6(uint64_t hi, uint64_t lo, uint8_t plen) {
+    uint64_t h = hi * 0x9e3779b97f4a7c15ull ^ (lo + plen) * 0xc2b2ae3d27d4eb4full;
+    return h ^ (h >> 29);
+}
+
+static inline void mask6(uint64_t *hi, uint64_t *lo, unsigned plen) {
+    if (plen <= 64) {
+        *hi = plen ? *hi & (~0ull << (64 - plen)) : 0;
+        *lo = 0;
+    } else {
+        *lo &= ~0ull << (128 - plen);
+    }
+}
+
+static inline uint32_t fib_lookup6(const fib_t *f, const uint8_t *dst) {
+    uint64_t ahi = rd64(dst), alo = rd64(dst + 8);
+    for (int i = 0; i < f->n_lengths6; i++) {
+        uint8_t plen = f->lengths6[i];
+        uint64_t hi = ahi, lo = alo;
+        mask6(&hi, &lo, plen);
+        for (uint32_t s = (uint32_t)hash6(hi, lo, plen) & f->mask6;; s = (s + 1) & f->mask6) {
+            const ent6_t *e = &f->tab6[s];
+            if (!e->nh1)
+                break;
+            if (e->hi == hi && e->lo == lo && e->plen == plen)
+                return e->nh1;
+        }
+    }
+    return 0;
+}
+
+static const neigh_t *neigh_lookup(const neightab_t *t, uint32_t ifindex, uint8_t family,
+                                   const uint8_t *addr) {
+    size_t alen = family == 4 ? 4 : 16;
+    uint64_t h = ifindex * 0x9e3779b97f4a7c15ull ^ family;
+    for (size_t i = 0; i < alen; i++)
+        h = (h ^ addr[i]) * 0x100000001b3ull;
+    for (uint32_t s = (uint32_t)(h ^ (h >> 32)) & t->mask;; s = (s + 1) & t->mask) {
+        const neigh_t *e = &t->slots[s];
+        if (!e->used)
+            return NULL;
+        if (e->ifindex == ifindex && e->family == family && !memcmp(e->addr, addr, alen))
+            return e;
+    }
+}
+
+static neigh_t *neigh_slot(neightab_t *t, uint32_t ifindex, uint8_t family, const uint8_t *addr) {
+    size_t alen = family == 4 ? 4 : 16;
+    uint64_t h = ifindex * 0x9e3779b97f4a7c15ull ^ family;
+    for (size_t i = 0; i < alen; i++)
+        h = (h ^ addr[i]) * 0x100000001b3ull;
+    for (uint32_t s = (uint32_t)(h ^ (h >> 32)) & t->mask;; s = (s + 1) & t->mask) {
+        neigh_t *e = &t->slots[s];
+        if (!e->used || (e->ifindex == ifindex && e->family == family && !memcmp(e->addr, addr, alen)))
+            return e;
+    }
+}
+
+static inline const iface_t *iface_find(const iftab_t *t, uint32_t ifindex) {
+    for (int i = 0; i < t->n; i++)
+        if (t->ifs[i].ifindex == ifindex)
+            return &t->ifs[i];
+    return NULL;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* the object                                                                             */
+
+typedef struct {
+    uint32_t ifindex;
+    int fd;
+    Py_buffer view;
+    PyObject *ring;
+    uint8_t *base;
+    uint32_t frame_size, rx_frames, tx_frames, rx_head, tx_head;
+    int dirty;
+} ring_t;
+
+typedef struct {
+    PyObject_HEAD
+    iftab_t *ift;
+    fib_t *fib;
+    neightab_t *nt;
+    unsigned long long generation;
+    uint64_t counts[V_COUNT + C_EXTRA];
+    int n_rings;
+    int next_ring;
+    ring_t rings[MAX_RINGS];
+} FastPath;
+
+#define COUNT(fp, i) ((fp)->counts[V_COUNT + (i)])
+
+/* What judge() found for a frame it forwards. */
+typedef struct {
+    uint32_t out_ifindex;
+    const uint8_t *hdr; /* 14 bytes */
+    size_t ip_len;
+    int family;
+} fwd_t;
+
+/* Decide what to do with one frame; the order of the checks is fastpath_py's. */
+static int judge(const FastPath *fp, uint32_t ifindex, const uint8_t *f, size_t n, fwd_t *out) {
+    const iface_t *in = iface_find(fp->ift, ifindex);
+    if (!in)
+        return V_PUNT_UNKNOWN_IF;
+    if (n < 14)
+        return V_PUNT_MALFORMED;
+    if (f[0] & 1)
+        return V_PUNT_MULTICAST;
+    if (memcmp(f, in->mac, 6))
+        return V_DROP_OTHERHOST;
+    const fib_t *fib = fp->fib;
+    unsigned flags = fp->ift->flags;
+    uint16_t et = rd16(f + 12);
+    uint32_t nh1, ttl_or_hlim, out_ifindex;
+    const nexthop_t *nh;
+    const uint8_t *hop;
+    const iface_t *oif;
+    if (et == 0x0800) {
+        if (n < 34 || f[14] >> 4 != 4)
+            return V_PUNT_MALFORMED;
+        size_t hl = (size_t)(f[14] & 15) * 4;
+        if (hl < 20 || n < 14 + hl || ones_sum(f + 14, hl) != 0xffff)
+            return V_PUNT_MALFORMED;
+        size_t total = rd16(f + 16);
+        if (total < hl || 14 + total > n)
+            return V_PUNT_MALFORMED;
+        uint32_t src = rd32(f + 26), dst = rd32(f + 30);
+        if (dst >> 28 == 0xe || dst == 0xffffffffu)
+            return V_PUNT_MULTICAST;
+        if (src >> 28 >= 0xe || src >> 24 == 0 || src >> 24 == 127 || dst >> 24 == 0 ||
+            dst >> 24 == 127 || dst >> 28 == 0xf)
+            return V_PUNT_MARTIAN;
+        nh1 = fib_lookup4(fib, dst);
+        nh = nh1 ? &fib->nh[nh1 - 1] : NULL;
+        if (nh && nh->kind == NH_LOCAL)
+            return V_PUNT_LOCAL;
+        if (hl > 20)
+            return V_PUNT_OPTIONS;
+        if (!(flags & FLAG_FORWARDING4))
+            return V_PUNT_NOFORWARD;
+        ttl_or_hlim = f[22];
+        if (ttl_or_hlim <= 1)
+            return V_PUNT_TTL;
+        if (!nh)
+            return V_PUNT_NOROUTE;
+        if (nh->kind == NH_BLACKHOLE || nh->kind == NH_REJECT)
+            return V_PUNT_REJECT;
+        out_ifindex = nh->ifindex;
+        oif = iface_find(fp->ift, out_ifindex);
+        if (!oif)
+            return V_PUNT_NOROUTE;
+        if (total > oif->mtu)
+            return V_PUNT_TOOBIG;
+        if (out_ifindex == ifindex && (flags & FLAG_REDIRECT4))
+            return V_PUNT_REDIRECT;
+        hop = nh->kind == NH_GATEWAY ? nh->gw : f + 30;
+        const neigh_t *ne = neigh_lookup(fp->nt, out_ifindex, 4, hop);
+        if (!ne)
+            return V_PUNT_NEIGHBOR;
+        out->out_ifindex = out_ifindex;
+        out->hdr = ne->hdr;
+        out->ip_len = total;
+        out->family = 4;
+        return V_FORWARD;
+    }
+    if (et == 0x86dd) {
+        static const uint8_t zero[16], loopback[16] = {[15] = 1};
+        if (n < 54 || f[14] >> 4 != 6)
+            return V_PUNT_MALFORMED;
+        size_t payload = rd16(f + 18);
+        if (54 + payload > n)
+            return V_PUNT_MALFORMED;
+        const uint8_t *src = f + 22, *dst = f + 38;
+        if (dst[0] == 0xff)
+            return V_PUNT_MULTICAST;
+        if (src[0] == 0xff || !memcmp(src, zero, 16) || !memcmp(src, loopback, 16) ||
+            !memcmp(dst, zero, 16) || !memcmp(dst, loopback, 16))
+            return V_PUNT_MARTIAN;
+        nh1 = fib_lookup6(fib, dst);
+        nh = nh1 ? &fib->nh[nh1 - 1] : NULL;
+        if (nh && nh->kind == NH_LOCAL)
+            return V_PUNT_LOCAL;
+        switch (f[20]) {
+        case 0: case 43: case 44: case 60: case 135: case 139: case 140: case 253: case 254:
+            return V_PUNT_EXTHDR;
+        }
+        if (!(flags & FLAG_FORWARDING6))
+            return V_PUNT_NOFORWARD;
+        ttl_or_hlim = f[21];
+        if (ttl_or_hlim <= 1)
+            return V_PUNT_TTL;
+        if ((src[0] == 0xfe && (src[1] & 0xc0) == 0x80) || (dst[0] == 0xfe && (dst[1] & 0xc0) == 0x80))
+            return V_PUNT_SCOPE;
+        if (!nh)
+            return V_PUNT_NOROUTE;
+        if (nh->kind == NH_BLACKHOLE || nh->kind == NH_REJECT)
+            return V_PUNT_REJECT;
+        out_ifindex = nh->ifindex;
+        oif = iface_find(fp->ift, out_ifindex);
+        if (!oif)
+            return V_PUNT_NOROUTE;
+        if (40 + payload > oif->mtu)
+            return V_PUNT_TOOBIG;
+        if (out_ifindex == ifindex && (flags & FLAG_REDIRECT6))
+            return V_PUNT_REDIRECT;
+        hop = nh->kind == NH_GATEWAY ? nh->gw : dst;
+        const neigh_t *ne = neigh_lookup(fp->nt, out_ifindex, 6, hop);
+        if (!ne)
+            return V_PUNT_NEIGHBOR;
+        out->out_ifindex = out_ifindex;
+        out->hdr = ne->hdr;
+        out->ip_len = 40 + payload;
+        out->family = 6;
+        return V_FORWARD;
+    }
+    return V_PUNT_NONIP;
+}
+
+/* Write the forwarded frame to `dst` (14 + ip_len bytes): cached header, TTL/hop limit - 1. */
+static size_t emit(const fwd_t *w, const uint8_t *f, uint8_t *dst, int csum_partial) {
+    memcpy(dst, w->hdr, 14);
+    memcpy(dst + 14, f + 14, w->ip_len);
+    if (w->family == 4) {
+        uint8_t ttl = f[22];
+        uint16_t word = (uint16_t)((ttl << 8) | f[23]);
+        uint16_t c = csum_update(rd16(f + 24), word, (uint16_t)(word - 0x100));
+        dst[22] = ttl - 1;
+        dst[24] = c >> 8;
+        dst[25] = c & 0xff;
+    } else {
+        dst[21] = f[21] - 1;
+    }
+    if (csum_partial)
+        complete_l4(dst, 14 + w->ip_len);
+    return 14 + w->ip_len;
+}
+
+static void count_verdict(FastPath *fp, int v, int family) {
+    if (v == V_FORWARD)
+        COUNT(fp, family == 4 ? C_FORWARD4 : C_FORWARD6)++;
+    else
+        fp->counts[v]++;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Python methods: tables                                                                 */
+
+static int get_records(PyObject *obj, Py_buffer *view, size_t size, const char *what) {
+    if (PyObject_GetBuffer(obj, view, PyBUF_SIMPLE) < 0)
+        return -1;
+    if ((size_t)view->len % size) {
+        PyErr_Format(FastPathError, "%s: %zd bytes is not a multiple of %zu", what, view->len, size);
+        PyBuffer_Release(view);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *FastPath_load_interfaces(FastPath *self, PyObject *args) {
+    PyObject *obj;
+    unsigned int flags;
+    unsigned long long generation;
+    Py_buffer view;
+    if (!PyArg_ParseTuple(args, "OIK:load_interfaces", &obj, &flags, &generation))
+        return NULL;
+    if (get_records(obj, &view, INTERFACE_SIZE, "interfaces") < 0)
+        return NULL;
+    size_t n = (size_t)view.len / INTERFACE_SIZE;
+    iftab_t *t = calloc(1, sizeof(iftab_t) + n * sizeof(iface_t));
+    if (!t) {
+        PyBuffer_Release(&view);
+        return PyErr_NoMemory();
+    }
+    const uint8_t *p = view.buf;
+    t->flags = flags;
+    for (size_t i = 0; i < n; i++, p += INTERFACE_SIZE) {
+        uint32_t ifindex = le32(p);
+        /* a repeated ifindex replaces the earlier record, as in the twin's dict */
+        iface_t *e = (iface_t *)iface_find(t, ifindex);
+        if (!e)
+            e = &t->ifs[t->n++];
+        e->ifindex = ifindex;
+        memcpy(e->mac, p + 4, 6);
+        e->mtu = le32(p + 12);
+    }
+    PyBuffer_Release(&view);
+    iftab_t *old = self->ift;
+    self->ift = t;
+    self->generation = generation;
+    free(old);
+    Py_RETURN_NONE;
+}
+
+typedef struct {
+    uint32_t addr;
+    uint8_t plen;
+    uint32_t nh;
+    uint32_t order;
+} r4_t;
+
+static int r4_cmp(const void *a, const void *b) {
+    const r4_t *x = a, *y = b;
+    if (x->plen != y->plen)
+        return x->plen < y->plen ? -1 : 1;
+    return x->order < y->order ? -1 : x->order > y->order;
+}
+
+static int fill4(fib_t *f, const r4_t *r) {
+    uint16_t v = (uint16_t)(r->nh + 1);
+    if (r->plen == 0) {
+        f->default4 = v;
+        return 0;
+    }
+    if (r->plen <= 24) {
+        uint32_t first = r->addr >> 8, count = 1u << (24 - r->plen);
+        /* routes come sorted by length, so no /24 slot has been split into a group yet */
+        for (uint32_t i = first; i < first + count; i++)
+            f->tbl24[i] = v;
+        return 0;
+    }
+    uint32_t slot = r->addr >> 8;
+    uint16_t cur = f->tbl24[slot];
+    if (!(cur & GROUP_FLAG)) {
+        if (f->n_groups >= MAX_GROUPS) {
+            PyErr_SetString(FastPathError, "too many IPv4 prefixes longer than /24");
+            return -1;
+        }
+        uint32_t g = f->n_groups++;
+        uint16_t *grp = &f->tbl8[g << 8];
+        for (int j = 0; j < 256; j++)
+            grp[j] = cur;
+        f->tbl24[slot] = (uint16_t)(GROUP_FLAG | g);
+        cur = f->tbl24[slot];
+    }
+    uint16_t *grp = &f->tbl8[(cur & 0x7fffu) << 8];
+    uint32_t first = r->addr & 0xff, count = 1u << (32 - r->plen);
+    for (uint32_t j = first; j < first + count; j++)
+        grp[j] = v;
+    return 0;
+}
+
+static PyObject *FastPath_load_fib(FastPath *self, PyObject *args) {
+    PyObject *o_nh, *o_r4, *o_r6;
+    unsigned long long generation;
+    Py_buffer vnh, v4, v6;
+    r4_t *r4 = NULL;
+    fib_t *f = NULL;
+    if (!PyArg_ParseTuple(args, "OOOK:load_fib", &o_nh, &o_r4, &o_r6, &generation))
+        return NULL;
+    if (get_records(o_nh, &vnh, NEXTHOP_SIZE, "nexthops") < 0)
+        return NULL;
+    if (get_records(o_r4, &v4, ROUTE4_SIZE, "routes4") < 0) {
+        PyBuffer_Release(&vnh);
+        return NULL;
+    }
+    if (get_records(o_r6, &v6, ROUTE6_SIZE, "routes6") < 0) {
+        PyBuffer_Release(&vnh);
+        PyBuffer_Release(&v4);
+        return NULL;
+    }
+    size_t n_nh = (size_t)vnh.len / NEXTHOP_SIZE, n4 = (size_t)v4.len / ROUTE4_SIZE,
+           n6 = (size_t)v6.len / ROUTE6_SIZE;
+    if (n_nh > MAX_NEXTHOPS) {
+        PyErr_Format(FastPathError, "%zu next hops: at most %u", n_nh, MAX_NEXTHOPS);
+        goto fail;
+    }
+    f = calloc(1, sizeof(fib_t));
+    if (!f)
+        goto nomem;
+    f->n_nh = (uint32_t)n_nh;
+    f->nh = calloc(n_nh ? n_nh : 1, sizeof(nexthop_t));
+    if (!f->nh)
+        goto nomem;
+    const uint8_t *p = vnh.buf;
+    for (size_t i = 0; i < n_nh; i++, p += NEXTHOP_SIZE) {
+        if (p[0] < NH_GATEWAY || p[0] > NH_REJECT) {
+            PyErr_Format(FastPathError, "nexthop %zu: unknown kind %u", i, p[0]);
+            goto fail;
+        }
+        f->nh[i].kind = p[0];
+        f->nh[i].ifindex = le32(p + 4);
+        memcpy(f->nh[i].gw, p + 8, 16);
+    }
+
+    /* IPv4: sort by length (stable), then paint shorter prefixes first. */
+    r4 = malloc((n4 ? n4 : 1) * sizeof(r4_t));
+    if (!r4)
+        goto nomem;
+    size_t longer = 0;
+    p = v4.buf;
+    for (size_t i = 0; i < n4; i++, p += ROUTE4_SIZE) {
+        uint8_t plen = p[4];
+        uint32_t nh = le32(p + 8);
+        if (plen > 32) {
+            PyErr_Format(FastPathError, "prefix length %u > 32", plen);
+            goto fail;
+        }
+        if (nh >= n_nh) {
+            PyErr_Format(FastPathError, "next-hop index %u out of range", nh);
+            goto fail;
+        }
+        r4[i].addr = plen ? rd32(p) & (0xffffffffu << (32 - plen)) : 0;
+        r4[i].plen = plen;
+        r4[i].nh = nh;
+        r4[i].order = (uint32_t)i;
+        longer += plen > 24;
+    }
+    qsort(r4, n4, sizeof(r4_t), r4_cmp);
+    f->tbl24 = calloc(TBL24_SIZE, sizeof(uint16_t));
+    size_t groups = longer < MAX_GROUPS ? longer : MAX_GROUPS;
+    f->tbl8 = calloc((groups ? groups : 1) * 256, sizeof(uint16_t));
+    if (!f->tbl24 || !f->tbl8)
+        goto nomem;
+    for (size_t i = 0; i < n4; i++)
+        if (fill4(f, &r4[i]) < 0)
+            goto fail;
+    free(r4);
+    r4 = NULL;
+
+    /* IPv6: hash per length; a repeated prefix replaces the earlier one. */
+    uint32_t size6 = 16;
+    while (size6 < 2 * n6 + 2)
+        size6 <<= 1;
+    f->tab6 = calloc(size6, sizeof(ent6_t));
+    if (!f->tab6)
+        goto nomem;
+    f->mask6 = size6 - 1;
+    uint8_t present[129] = {0};
+    p = v6.buf;
+    for (size_t i = 0; i < n6; i++, p += ROUTE6_SIZE) {
+        uint8_t plen = p[16];
+        uint32_t nh = le32(p + 20);
+        if (plen > 128) {
+            PyErr_Format(FastPathError, "prefix length %u > 128", plen);
+            goto fail;
+        }
+        if (nh >= n_nh) {
+            PyErr_Format(FastPathError, "next-hop index %u out of range", nh);
+            goto fail;
+        }
+        uint64_t hi = rd64(p), lo = rd64(p + 8);
+        mask6(&hi, &lo, plen);
+        uint32_t s = (uint32_t)hash6(hi, lo, plen) & f->mask6;
+        while (f->tab6[s].nh1 && !(f->tab6[s].hi == hi && f->tab6[s].lo == lo && f->tab6[s].plen == plen))
+            s = (s + 1) & f->mask6;
+        f->tab6[s].hi = hi;
+        f->tab6[s].lo = lo;
+        f->tab6[s].plen = plen;
+        f->tab6[s].nh1 = nh + 1;
+        present[plen] = 1;
+    }
+    for (int l = 128; l >= 0; l--)
+        if (present[l])
+            f->lengths6[f->n_lengths6++] = (uint8_t)l;
+
+    PyBuffer_Release(&vnh);
+    PyBuffer_Release(&v4);
+    PyBuffer_Release(&v6);
+    fib_t *old = self->fib;
+    self->fib = f;
+    self->generation = generation;
+    fib_free(old);
+    Py_RETURN_NONE;
+
+nomem:
+    PyErr_NoMemory();
+fail:
+    free(r4);
+    fib_free(f);
+    PyBuffer_Release(&vnh);
+    PyBuffer_Release(&v4);
+    PyBuffer_Release(&v6);
+    return NULL;
+}
+
+static PyObject *FastPath_load_neighbors(FastPath *self, PyObject *args) {
+    PyObject *obj;
+    unsigned long long generation;
+    Py_buffer view;
+    if (!PyArg_ParseTuple(args, "OK:load_neighbors", &obj, &generation))
+        return NULL;
+    if (get_records(obj, &view, NEIGHBOR_SIZE, "neighbors") < 0)
+        return NULL;
+    size_t n = (size_t)view.len / NEIGHBOR_SIZE;
+    uint32_t size = 16;
+    while (size < 2 * n + 2)
+        size <<= 1;
+    neightab_t *t = calloc(1, sizeof(neightab_t) + size * sizeof(neigh_t));
+    if (!t) {
+        PyBuffer_Release(&view);
+        return PyErr_NoMemory();
+    }
+    t->mask = size - 1;
+    const uint8_t *p = view.buf;
+    for (size_t i = 0; i < n; i++, p += NEIGHBOR_SIZE) {
+        uint8_t family = p[4];
+        if (family != 4 && family != 6) {
+            PyErr_Format(FastPathError, "neighbor family %u is not 4 or 6", family);
+            PyBuffer_Release(&view);
+            free(t);
+            return NULL;
+        }
+        uint8_t addr[16] = {0};
+        memcpy(addr, p + 8, family == 4 ? 4 : 16);
+        neigh_t *e = neigh_slot(t, le32(p), family, addr);
+        e->used = 1;
+        e->ifindex = le32(p);
+        e->family = family;
+        memcpy(e->addr, addr, 16);
+        memcpy(e->hdr, p + 24, 14);
+    }
+    PyBuffer_Release(&view);
+    neightab_t *old = self->nt;
+    self->nt = t;
+    self->generation = generation;
+    free(old);
+    Py_RETURN_NONE;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Python methods: one frame                                                             */
+
+static PyObject *FastPath_process(FastPath *self, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"ifindex", "frame", "csum_partial", NULL};
+    unsigned int ifindex;
+    Py_buffer view;
+    int csum_partial = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "Iy*|p:process", kwlist, &ifindex, &view,
+                                     &csum_partial))
+        return NULL;
+    fwd_t w = {0};
+    const uint8_t *f = view.buf;
+    size_t n = (size_t)view.len;
+    int v = judge(self, ifindex, f, n, &w);
+    count_verdict(self, v, w.family);
+    PyObject *out;
+    uint32_t out_ifindex = 0;
+    if (v == V_FORWARD) {
+        out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(14 + w.ip_len));
+        if (out)
+            emit(&w, f, (uint8_t *)PyBytes_AS_STRING(out), csum_partial);
+        out_ifindex = w.out_ifindex;
+    } else if (v >= V_DROP_OTHERHOST) {
+        out = PyBytes_FromStringAndSize(NULL, 0);
+    } else {
+        out = PyBytes_FromStringAndSize((const char *)f, (Py_ssize_t)n);
+        if (out && csum_partial)
+            complete_l4((uint8_t *)PyBytes_AS_STRING(out), n);
+    }
+    PyBuffer_Release(&view);
+    if (!out)
+        return NULL;
+    return Py_BuildValue("(iIN)", v, out_ifindex, out);
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Python methods: rings                                                                  */
+
+static ring_t *ring_find(FastPath *self, uint32_t ifindex) {
+    for (int i = 0; i < self->n_rings; i++)
+        if (self->rings[i].ifindex == ifindex)
+            return &self->rings[i];
+    return NULL;
+}
+
+static int attr_u32(PyObject *o, const char *name, uint32_t *out) {
+    PyObject *v = PyObject_GetAttrString(o, name);
+    if (!v)
+        return -1;
+    unsigned long x = PyLong_AsUnsignedLong(v);
+    Py_DECREF(v);
+    if (x == (unsigned long)-1 && PyErr_Occurred())
+        return -1;
+    if (x > UINT32_MAX) {
+        PyErr_Format(FastPathError, "ring.%s out of range", name);
+        return -1;
+    }
+    *out = (uint32_t)x;
+    return 0;
+}
+
+static PyObject *FastPath_attach(FastPath *self, PyObject *ring) {
+    ring_t r;
+    memset(&r, 0, sizeof r);
+    uint32_t fd;
+    if (attr_u32(ring, "ifindex", &r.ifindex) < 0 || attr_u32(ring, "fd", &fd) < 0 ||
+        attr_u32(ring, "frame_size", &r.frame_size) < 0 ||
+        attr_u32(ring, "rx_frames", &r.rx_frames) < 0 ||
+        attr_u32(ring, "tx_frames", &r.tx_frames) < 0 || attr_u32(ring, "rx_head", &r.rx_head) < 0 ||
+        attr_u32(ring, "tx_head", &r.tx_head) < 0)
+        return NULL;
+    r.fd = (int)fd;
+    if (ring_find(self, r.ifindex))
+        return PyErr_Format(FastPathError, "interface %u already has a ring attached", r.ifindex);
+    if (self->n_rings >= MAX_RINGS)
+        return PyErr_Format(FastPathError, "at most %d rings", MAX_RINGS);
+    if (r.frame_size < 256 || r.frame_size % 16 || !r.rx_frames || !r.tx_frames ||
+        r.rx_head >= r.rx_frames || r.tx_head >= r.tx_frames)
+        return PyErr_Format(FastPathError, "bad ring geometry");
+    PyObject *map = PyObject_GetAttrString(ring, "map");
+    if (!map)
+        return NULL;
+    int rc = PyObject_GetBuffer(map, &r.view, PyBUF_WRITABLE);
+    Py_DECREF(map);
+    if (rc < 0)
+        return NULL;
+    if ((size_t)r.view.len < (size_t)r.frame_size * ((size_t)r.rx_frames + r.tx_frames)) {
+        PyBuffer_Release(&r.view);
+        return PyErr_Format(FastPathError, "ring mapping is smaller than its frames");
+    }
+    if (PyObject_SetAttrString(ring, "attached", Py_True) < 0) {
+        PyBuffer_Release(&r.view);
+        return NULL;
+    }
+    r.base = r.view.buf;
+    Py_INCREF(ring);
+    r.ring = ring;
+    self->rings[self->n_rings++] = r;
+    Py_RETURN_NONE;
+}
+
+static void ring_release(ring_t *r, int write_back) {
+    if (write_back) {
+        PyObject *rx = PyLong_FromUnsignedLong(r->rx_head), *tx = PyLong_FromUnsignedLong(r->tx_head);
+        if (rx && tx) {
+            if (PyObject_SetAttrString(r->ring, "rx_head", rx) < 0 ||
+                PyObject_SetAttrString(r->ring, "tx_head", tx) < 0 ||
+                PyObject_SetAttrString(r->ring, "attached", Py_False) < 0)
+                PyErr_Clear();
+        } else {
+            PyErr_Clear();
+        }
+        Py_XDECREF(rx);
+        Py_XDECREF(tx);
+    }
+    PyBuffer_Release(&r->view);
+    Py_CLEAR(r->ring);
+}
+
+static PyObject *FastPath_detach(FastPath *self, PyObject *arg) {
+    unsigned long ifindex = PyLong_AsUnsignedLong(arg);
+    if (ifindex == (unsigned long)-1 && PyErr_Occurred())
+        return NULL;
+    for (int i = 0; i < self->n_rings; i++) {
+        if (self->rings[i].ifindex == ifindex) {
+            ring_release(&self->rings[i], 1);
+            self->rings[i] = self->rings[--self->n_rings];
+            self->next_ring = 0;
+            Py_RETURN_NONE;
+        }
+    }
+    return PyErr_Format(FastPathError, "interface %lu has no ring attached", ifindex);
+}
+
+/* The next free TX slot of `r`, or NULL when the ring is full. */
+static uint8_t *tx_slot(ring_t *r) {
+    uint8_t *slot = r->base + (size_t)r->frame_size * (r->rx_frames + r->tx_head);
+    struct tpacket2_hdr *h = (struct tpacket2_hdr *)slot;
+    uint32_t st = __atomic_load_n(&h->tp_status, __ATOMIC_ACQUIRE);
+    if (st != TP_STATUS_AVAILABLE && st != TP_STATUS_WRONG_FORMAT)
+        return NULL;
+    return slot;
+}
+
+static void tx_commit(ring_t *r, uint8_t *slot, size_t len) {
+    struct tpacket2_hdr *h = (struct tpacket2_hdr *)slot;
+    h->tp_len = (uint32_t)len;
+    __atomic_store_n(&h->tp_status, TP_STATUS_SEND_REQUEST, __ATOMIC_RELEASE);
+    r->tx_head = r->tx_head + 1 == r->tx_frames ? 0 : r->tx_head + 1;
+    r->dirty = 1;
+}
+
+static void kick(FastPath *self) {
+    for (int i = 0; i < self->n_rings; i++) {
+        ring_t *r = &self->rings[i];
+        if (r->dirty) {
+            /* MSG_DONTWAIT: without it the kick waits until the frames are sent */
+            send(r->fd, NULL, 0, MSG_DONTWAIT);
+            r->dirty = 0;
+            COUNT(self, C_TX_KICKS)++;
+        }
+    }
+}
+
+/* A punt as (ifindex, verdict, frame); a stripped VLAN tag is put back first. */
+static int punt(PyObject *list, uint32_t ifindex, int v, const uint8_t *f, size_t n,
+                const struct tpacket2_hdr *h, int csum_partial) {
+    int tagged = (h->tp_status & TP_STATUS_VLAN_VALID) && n >= 12;
+    PyObject *b = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(n + (tagged ? 4 : 0)));
+    if (!b)
+        return -1;
+    uint8_t *d = (uint8_t *)PyBytes_AS_STRING(b);
+    if (tagged) {
+        uint16_t tpid = (h->tp_status & TP_STATUS_VLAN_TPID_VALID) && h->tp_vlan_tpid
+                            ? h->tp_vlan_tpid : 0x8100;
+        memcpy(d, f, 12);
+        d[12] = tpid >> 8;
+        d[13] = tpid & 0xff;
+        d[14] = h->tp_vlan_tci >> 8;
+        d[15] = h->tp_vlan_tci & 0xff;
+        memcpy(d + 16, f + 12, n - 12);
+    } else {
+        memcpy(d, f, n);
+        if (csum_partial)
+            complete_l4(d, n);
+    }
+    PyObject *t = Py_BuildValue("(IiN)", ifindex, v, b);
+    if (!t)
+        return -1;
+    int rc = PyList_Append(list, t);
+    Py_DECREF(t);
+    return rc;
+}
+
+static PyObject *FastPath_poll(FastPath *self, PyObject *arg) {
+    long budget = PyLong_AsLong(arg);
+    if (budget == -1 && PyErr_Occurred())
+        return NULL;
+    if (budget <= 0)
+        return PyErr_Format(FastPathError, "budget must be positive");
+    PyObject *punts = PyList_New(0);
+    if (!punts)
+        return NULL;
+    long done = 0;
+    int n_rings = self->n_rings, err = 0;
+    for (int k = 0; k < n_rings && done < budget && !err; k++) {
+        ring_t *r = &self->rings[(self->next_ring + k) % n_rings];
+        while (done < budget) {
+            uint8_t *slot = r->base + (size_t)r->frame_size * r->rx_head;
+            struct tpacket2_hdr *h = (struct tpacket2_hdr *)slot;
+            uint32_t st = __atomic_load_n(&h->tp_status, __ATOMIC_ACQUIRE);
+            if (!(st & TP_STATUS_USER))
+                break;
+            done++;
+            COUNT(self, C_RX)++;
+            size_t n = h->tp_snaplen;
+            if ((size_t)h->tp_mac + n > r->frame_size)
+                n = h->tp_mac < r->frame_size ? r->frame_size - h->tp_mac : 0;
+            const uint8_t *f = slot + h->tp_mac;
+            const struct sockaddr_ll *sll =
+                (const struct sockaddr_ll *)(slot + TPACKET_ALIGN(sizeof(struct tpacket2_hdr)));
+            int csum_partial = (st & TP_STATUS_CSUMNOTREADY) != 0;
+            if (sll->sll_pkttype != PACKET_OUTGOING) {
+                fwd_t w = {0};
+                int v;
+                if (st & TP_STATUS_VLAN_VALID)
+                    v = V_PUNT_NONIP; /* tagged on the wire: not for our untagged interfaces */
+                else
+                    v = judge(self, r->ifindex, f, n, &w);
+                if (v == V_FORWARD) {
+                    ring_t *o = ring_find(self, w.out_ifindex);
+                    uint8_t *out;
+                    if (!o) {
+                        v = V_PUNT_NORING;
+                    } else if (14 + w.ip_len > o->frame_size - TPACKET2_TX_DATA ||
+                               !(out = tx_slot(o))) {
+                        v = V_DROP_TXFULL;
+                    } else {
+                        size_t len = emit(&w, f, out + TPACKET2_TX_DATA, csum_partial);
+                        tx_commit(o, out, len);
+                    }
+                }
+                count_verdict(self, v, w.family);
+                if (v != V_FORWARD && v < V_DROP_OTHERHOST &&
+                    punt(punts, r->ifindex, v, f, n, h, csum_partial) < 0)
+                    err = 1;
+            }
+            __atomic_store_n(&h->tp_status, TP_STATUS_KERNEL, __ATOMIC_RELEASE);
+            r->rx_head = r->rx_head + 1 == r->rx_frames ? 0 : r->rx_head + 1;
+            if (err)
+                break;
+        }
+    }
+    if (n_rings)
+        self->next_ring = (self->next_ring + 1) % n_rings;
+    kick(self);
+    if (err) {
+        Py_DECREF(punts);
+        return NULL;
+    }
+    return Py_BuildValue("(lN)", done, punts);
+}
+
+static PyObject *FastPath_transmit(FastPath *self, PyObject *args) {
+    unsigned int ifindex;
+    Py_buffer view;
+    if (!PyArg_ParseTuple(args, "Iy*:transmit", &ifindex, &view))
+        return NULL;
+    ring_t *r = ring_find(self, ifindex);
+    if (!r) {
+        PyBuffer_Release(&view);
+        return PyErr_Format(FastPathError, "interface %u has no ring attached", ifindex);
+    }
+    if ((size_t)view.len > r->frame_size - TPACKET2_TX_DATA) {
+        PyBuffer_Release(&view);
+        return PyErr_Format(FastPathError, "frame of %zd bytes does not fit a ring slot", view.len);
+    }
+    uint8_t *slot = tx_slot(r);
+    if (slot) {
+        memcpy(slot + TPACKET2_TX_DATA, view.buf, (size_t)view.len);
+        tx_commit(r, slot, (size_t)view.len);
+        COUNT(self, C_TX_SLOW)++;
+    } else {
+        self->counts[V_DROP_TXFULL]++;
+    }
+    PyBuffer_Release(&view);
+    return PyBool_FromLong(slot != NULL);
+}
+
+static PyObject *FastPath_flush(FastPath *self, PyObject *unused) {
+    kick(self);
+    Py_RETURN_NONE;
+}
+
+static PyObject *FastPath_counters(FastPath *self, PyObject *unused) {
+    for (int i = 0; i < self->n_rings; i++) {
+        struct tpacket_stats st;
+        socklen_t len = sizeof st;
+        /* PACKET_STATISTICS resets on read, so accumulate */
+        if (getsockopt(self->rings[i].fd, SOL_PACKET, PACKET_STATISTICS, &st, &len) == 0)
+            COUNT(self, C_RX_RING_DROPS) += st.tp_drops;
+    }
+    PyObject *d = PyDict_New();
+    if (!d)
+        return NULL;
+    char key[64];
+    for (int i = 0; i < C_EXTRA; i++) {
+        PyObject *v = PyLong_FromUnsignedLongLong(COUNT(self, i));
+        if (!v || PyDict_SetItemString(d, extra_names[i], v) < 0) {
+            Py_XDECREF(v);
+            Py_DECREF(d);
+            return NULL;
+        }
+        Py_DECREF(v);
+    }
+    for (int i = 1; i < V_COUNT; i++) {
+        const char *name = verdict_names[i];
+        const char *kind = name[0] == 'P' ? "punt" : "drop";
+        char lower[48];
+        size_t j;
+        for (j = 0; name[5 + j] && j < sizeof lower - 1; j++)
+            lower[j] = (char)(name[5 + j] >= 'A' && name[5 + j] <= 'Z' ? name[5 + j] + 32 : name[5 + j]);
+        lower[j] = 0;
+        snprintf(key, sizeof key, "%s.%s", kind, lower);
+        PyObject *v = PyLong_FromUnsignedLongLong(self->counts[i]);
+        if (!v || PyDict_SetItemString(d, key, v) < 0) {
+            Py_XDECREF(v);
+            Py_DECREF(d);
+            return NULL;
+        }
+        Py_DECREF(v);
+    }
+    return d;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* type and module                                                                        */
+
+static int FastPath_init(FastPath *self, PyObject *args, PyObject *kwds) {
+    if (PyTuple_GET_SIZE(args) || (kwds && PyDict_GET_SIZE(kwds))) {
+        PyErr_SetString(PyExc_TypeError, "FastPath() takes no arguments");
+        return -1;
+    }
+    if (self->ift)
+        return 0;
+    self->ift = calloc(1, sizeof(iftab_t));
+    self->nt = calloc(1, sizeof(neightab_t) + 16 * sizeof(neigh_t));
+    self->fib = calloc(1, sizeof(fib_t));
+    if (!self->ift || !self->nt || !self->fib) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    self->nt->mask = 15;
+    self->fib->tbl24 = calloc(TBL24_SIZE, sizeof(uint16_t));
+    self->fib->tbl8 = calloc(256, sizeof(uint16_t));
+    self->fib->nh = calloc(1, sizeof(nexthop_t));
+    self->fib->tab6 = calloc(16, sizeof(ent6_t));
+    self->fib->mask6 = 15;
+    if (!self->fib->tbl24 || !self->fib->tbl8 || !self->fib->nh || !self->fib->tab6) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    return 0;
+}
+
+static void FastPath_dealloc(FastPath *self) {
+    for (int i = 0; i < self->n_rings; i++)
+        ring_release(&self->rings[i], 0);
+    self->n_rings = 0;
+    free(self->ift);
+    free(self->nt);
+    fib_free(self->fib);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *FastPath_get_generation(FastPath *self, void *closure) {
+    return PyLong_FromUnsignedLongLong(self->generation);
+}
+
+static PyMethodDef FastPath_methods[] = {
+    {"load_interfaces", (PyCFunction)FastPath_load_interfaces, METH_VARARGS,
+     "load_interfaces(records, flags, generation): INTERFACE records and FLAG_* bits."},
+    {"load_fib", (PyCFunction)FastPath_load_fib, METH_VARARGS,
+     "load_fib(nexthops, routes4, routes6, generation): NEXTHOP and ROUTE4/ROUTE6 records."},
+    {"load_neighbors", (PyCFunction)FastPath_load_neighbors, METH_VARARGS,
+     "load_neighbors(records, generation): NEIGHBOR records."},
+    {"process", (PyCFunction)(void (*)(void))FastPath_process, METH_VARARGS | METH_KEYWORDS,
+     "process(ifindex, frame, csum_partial=False) -> (verdict, out_ifindex, out_frame)."},
+    {"attach", (PyCFunction)FastPath_attach, METH_O, "attach(ring): take over a RingSocket."},
+    {"detach", (PyCFunction)FastPath_detach, METH_O, "detach(ifindex): give a ring back."},
+    {"poll", (PyCFunction)FastPath_poll, METH_O,
+     "poll(budget) -> (frames, [(ifindex, verdict, frame), ...]): walk the RX rings."},
+    {"transmit", (PyCFunction)FastPath_transmit, METH_VARARGS,
+     "transmit(ifindex, frame) -> bool: queue a frame on an attached TX ring."},
+    {"flush", (PyCFunction)FastPath_flush, METH_NOARGS, "flush(): kick the TX rings."},
+    {"counters", (PyCFunction)FastPath_counters, METH_NOARGS, "counters() -> dict[str, int]."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef FastPath_getset[] = {
+    {"generation", (getter)FastPath_get_generation, NULL,
+     "generation passed with the last table load", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject FastPathType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "appliance._fastpath.FastPath",
+    .tp_basicsize = sizeof(FastPath),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "The C fast path: tables, per-frame verdicts, ring forwarding.",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)FastPath_init,
+    .tp_dealloc = (destructor)FastPath_dealloc,
+    .tp_methods = FastPath_methods,
+    .tp_getset = FastPath_getset,
+};
+
+static struct PyModuleDef fastpath_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "appliance._fastpath",
+    .m_doc = "The vrlab fast path in C (contract: appliance/fastpath_py.py).",
+    .m_size = -1,
+};
+
+PyMODINIT_FUNC PyInit__fastpath(void) {
+    if (PyType_Ready(&FastPathType) < 0)
+        return NULL;
+    PyObject *m = PyModule_Create(&fastpath_module);
+    if (!m)
+        return NULL;
+    FastPathError = PyErr_NewExceptionWithDoc("appliance._fastpath.FastPathError",
+                                              "A bad table record or argument.", PyExc_ValueError,
+                                              NULL);
+    PyObject *names = PyTuple_New(V_COUNT);
+    if (!FastPathError || !names)
+        goto fail;
+    for (int i = 0; i < V_COUNT; i++) {
+        PyObject *s = PyUnicode_FromString(verdict_names[i]);
+        if (!s)
+            goto fail;
+        PyTuple_SET_ITEM(names, i, s);
+    }
+    Py_INCREF(FastPathError);
+    Py_INCREF(&FastPathType);
+    if (PyModule_AddObject(m, "FastPathError", FastPathError) < 0 ||
+        PyModule_AddObject(m, "FastPath", (PyObject *)&FastPathType) < 0 ||
+        PyModule_AddObject(m, "VERDICT_NAMES", names) < 0 ||
+        PyModule_AddIntConstant(m, "INTERFACE_SIZE", INTERFACE_SIZE) < 0 ||
+        PyModule_AddIntConstant(m, "NEXTHOP_SIZE", NEXTHOP_SIZE) < 0 ||
+        PyModule_AddIntConstant(m, "ROUTE4_SIZE", ROUTE4_SIZE) < 0 ||
+        PyModule_AddIntConstant(m, "ROUTE6_SIZE", ROUTE6_SIZE) < 0 ||
+        PyModule_AddIntConstant(m, "NEIGHBOR_SIZE", NEIGHBOR_SIZE) < 0)
+        goto fail;
+    return m;
+fail:
+    Py_XDECREF(names);
+    Py_DECREF(m);
+    return NULL;
+}

@@ -1,0 +1,532 @@
+"""The fast path in pure Python: the reference twin of ``appliance/_fastpath.c``.
+
+Both modules export the same things and give the same verdicts and output frames for the same
+input frames and tables; ``tests/unit/test_fastpath_diff.py`` holds them to that.
+``appliance/fastpath.py`` picks the C module when it is built and this one otherwise.
+
+Contract
+--------
+
+``FastPath()`` holds three tables, each loaded whole and swapped in one step (the packet path
+never sees half a table; DESIGN.md "the C side never reads a half-written table"):
+
+- ``load_interfaces(records, flags, generation)``: ``INTERFACE`` records (ifindex, MAC, MTU)
+  and the forwarding sysctls as ``FLAG_*`` bits.
+- ``load_fib(nexthops, routes4, routes6, generation)``: ``NEXTHOP`` records (kind, ifindex,
+  gateway) and ``ROUTE4``/``ROUTE6`` records (prefix, length, next-hop index). Host bits of a
+  prefix are ignored; when a prefix appears twice the later record wins. The router's own
+  addresses (and directed broadcasts) are ``NextHopKind.LOCAL`` routes.
+- ``load_neighbors(records, generation)``: ``NEIGHBOR`` records (egress ifindex, family, next-hop
+  address, the 14-byte Ethernet header to put on frames for it; the illumos NCE "fastpath"
+  header). Only neighbors usable for forwarding are loaded (REACHABLE, DELAY, PROBE).
+
+``process(ifindex, frame, csum_partial=False) -> (verdict, out_ifindex, out_frame)`` judges one
+frame received on ``ifindex``: ``Verdict.FORWARD`` with the rewritten frame and its egress
+interface, a punt with the frame for the slow path (``out_ifindex`` 0), or a drop (empty frame).
+``csum_partial`` says the frame came with ``TP_STATUS_CSUMNOTREADY`` (a local sender left the
+TCP/UDP checksum to "hardware"): the checksum is completed on forwarded and punted frames.
+
+``attach(ring)`` / ``detach(ifindex)`` hand a ``appliance.io.RingSocket`` to the fast path;
+``poll(budget) -> list[(ifindex, verdict, frame)]`` walks the RX rings, forwards what it can onto
+the TX rings (one kick per ring per call) and returns the punts. ``transmit(ifindex, frame)``
+puts a slow-path frame on an attached TX ring (False when the ring is full) and ``flush()``
+kicks the rings; once attached, a ring's TX side belongs to the fast path. ``counters()`` is a
+dict of counts (``forward4``, ``forward6``, ``punt.<reason>``, ``drop.<reason>``, ring counts).
+Errors in arguments raise ``FastPathError``.
+
+The order of the checks below is the contract: both modules apply them in this order, so a
+frame with several problems gets the same verdict from both.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from typing import TYPE_CHECKING, Protocol
+
+from appliance.packet.checksum import incremental_update, ones_complement_sum
+
+if TYPE_CHECKING:
+    from collections.abc import Buffer
+
+__all__ = [
+    "EXTENSION_HEADERS",
+    "FLAG_FORWARDING4",
+    "FLAG_FORWARDING6",
+    "FLAG_REDIRECT4",
+    "FLAG_REDIRECT6",
+    "INTERFACE",
+    "NEIGHBOR",
+    "NEXTHOP",
+    "ROUTE4",
+    "ROUTE6",
+    "COUNTER_NAMES",
+    "FastPath",
+    "FastPathError",
+    "NextHopKind",
+    "Ring",
+    "Verdict",
+]
+
+
+class FastPathError(ValueError):
+    """A bad table record or argument (the one exception of the fast path modules)."""
+
+
+class Verdict(enum.IntEnum):
+    """What the fast path did with a frame. 0 forwards; punts go to the slow path; drops end."""
+
+    FORWARD = 0
+    PUNT_NONIP = 1
+    """ARP, VLAN-tagged or another EtherType."""
+    PUNT_MALFORMED = 2
+    """Runt frame, or an IP header failing RFC 1812 §5.2.2 (version, length, checksum)."""
+    PUNT_MULTICAST = 3
+    """Ethernet group address, IPv4 multicast or limited broadcast, IPv6 multicast."""
+    PUNT_MARTIAN = 4
+    """An address that must not appear there (RFC 1812 §5.3.7, RFC 4291 §2.5.2-3)."""
+    PUNT_LOCAL = 5
+    """Addressed to the router (its addresses and directed broadcasts)."""
+    PUNT_OPTIONS = 6
+    """IPv4 options (RFC 1812 §5.2.4: source routes and record route need the slow path)."""
+    PUNT_EXTHDR = 7
+    """An IPv6 extension header (RFC 8200 §4; hop-by-hop must be examined by routers)."""
+    PUNT_NOFORWARD = 8
+    """Forwarding is off for this family (net.inet.ip.forwarding / net.inet6.ip6.forwarding)."""
+    PUNT_TTL = 9
+    """TTL / hop limit would expire here (Time Exceeded from the slow path)."""
+    PUNT_NOROUTE = 10
+    """No route, or the route's interface is unknown."""
+    PUNT_REJECT = 11
+    """A blackhole or reject route."""
+    PUNT_SCOPE = 12
+    """IPv6 link-local source or destination: must not leave the link (RFC 4291 §2.5.6)."""
+    PUNT_TOOBIG = 13
+    """Larger than the egress MTU: fragment or Frag Needed / Packet Too Big."""
+    PUNT_REDIRECT = 14
+    """Leaves by the interface it came in on while redirects are on (RFC 1812 §5.2.7.2)."""
+    PUNT_NEIGHBOR = 15
+    """Next hop not resolved, or STALE (the slow path moves it to DELAY, RFC 4861 §7.3.3)."""
+    PUNT_NORING = 16
+    """The egress interface has no TX ring attached (ring mode only)."""
+    PUNT_UNKNOWN_IF = 17
+    """Received on an interface the fast path has no table entry for."""
+    DROP_OTHERHOST = 18
+    """Unicast frame for another MAC (seen because the socket is promiscuous)."""
+    DROP_TXFULL = 19
+    """The egress TX ring was full (ring mode only)."""
+
+    @property
+    def is_punt(self) -> bool:
+        return Verdict.PUNT_NONIP <= self <= Verdict.PUNT_UNKNOWN_IF
+
+
+class NextHopKind(enum.IntEnum):
+    """What a route's next hop is."""
+
+    GATEWAY = 1
+    """Send to the gateway address on the interface."""
+    ONLINK = 2
+    """The destination is on the link: it is its own next hop."""
+    LOCAL = 3
+    """One of the router's addresses: punt."""
+    BLACKHOLE = 4
+    REJECT = 5
+
+
+FLAG_FORWARDING4 = 1
+FLAG_FORWARDING6 = 2
+FLAG_REDIRECT4 = 4
+FLAG_REDIRECT6 = 8
+
+# Table records, little-endian, addresses as in the packet (network order).
+INTERFACE = struct.Struct("<I6s2xI")  # ifindex, MAC, MTU (IP packet bytes)
+NEXTHOP = struct.Struct("<B3xI16s")  # kind, ifindex, gateway (IPv4 in the first 4 bytes)
+ROUTE4 = struct.Struct("<4sB3xI")  # prefix, length 0-32, next-hop index
+ROUTE6 = struct.Struct("<16sB3xI")  # prefix, length 0-128, next-hop index
+NEIGHBOR = struct.Struct("<IB3x16s14s2x")  # ifindex, family 4|6, address, Ethernet header
+
+ETHERTYPE_IPV4 = 0x0800
+ETHERTYPE_IPV6 = 0x86DD
+PROTO_TCP = 6
+PROTO_UDP = 17
+EXTENSION_HEADERS = frozenset({0, 43, 44, 60, 135, 139, 140, 253, 254})
+"""Next Header values punted as extension headers: hop-by-hop, routing, fragment, destination
+options, mobility, HIP, shim6, experiments (RFC 8200 §4, RFC 7045). ESP and AH are left alone:
+they are opaque end to end and a router forwards them like any upper layer."""
+
+COUNTER_NAMES: tuple[str, ...] = (
+    "rx", "forward4", "forward6", "tx_slow", "tx_kicks", "rx_ring_drops",
+    *(f"{v.name[:4].lower()}.{v.name[5:].lower()}" for v in Verdict if v != Verdict.FORWARD),
+)
+"""Keys of ``counters()``: frames read from RX rings, forwarded per family, slow-path frames
+sent by ``transmit``, TX kicks, frames the kernel dropped because an RX ring was full
+(PACKET_STATISTICS), and one count per punt and drop reason."""
+
+_V6_ZERO = bytes(16)
+_V6_LOOPBACK = bytes(15) + b"\x01"
+
+
+class Ring(Protocol):
+    """What the fast path needs from a ring socket (``appliance.io.RingSocket``)."""
+
+    ifindex: int
+
+    def recv_raw(self, limit: int) -> list[tuple[bytes, bool]]: ...
+    def ring_drops(self) -> int: ...
+    def send(self, frame: bytes) -> bool: ...
+    def flush(self) -> None: ...
+
+
+def complete_l4_checksum(frame: bytearray) -> None:
+    """Finish a TCP/UDP checksum left partial by a local sender (CHECKSUM_PARTIAL).
+
+    The field holds the folded pseudo-header sum; the "hardware" step is the one's complement
+    of the sum from the transport header to the end of the IP payload, stored in the field
+    (0 is sent as 0xffff, as Linux skb_checksum_help does). Frames that are not plain IPv4 or
+    IPv6 TCP/UDP, fragments, or too short are left alone.
+    """
+    n = len(frame)
+    if n < 14:
+        return
+    ethertype = (frame[12] << 8) | frame[13]
+    if ethertype == ETHERTYPE_IPV4:
+        if n < 34 or frame[14] >> 4 != 4:
+            return
+        hl = (frame[14] & 15) * 4
+        total = (frame[16] << 8) | frame[17]
+        if hl < 20 or total < hl or 14 + total > n or (frame[20] & 0x3F) or frame[21]:
+            return
+        proto = frame[23]
+        start, end = 14 + hl, 14 + total
+    elif ethertype == ETHERTYPE_IPV6:
+        if n < 54 or frame[14] >> 4 != 6:
+            return
+        proto = frame[20]
+        start, end = 54, 54 + ((frame[18] << 8) | frame[19])
+        if end > n:
+            return
+    else:
+        return
+    if proto == PROTO_TCP:
+        field = start + 16
+    elif proto == PROTO_UDP:
+        field = start + 6
+    else:
+        return
+    if field + 2 > end:
+        return
+    value = ~ones_complement_sum(frame[start:end]) & 0xFFFF
+    if value == 0:
+        value = 0xFFFF
+    frame[field] = value >> 8
+    frame[field + 1] = value & 0xFF
+
+
+class _Tables:
+    """One loaded set of tables; replaced whole on every load."""
+
+    def __init__(self) -> None:
+        self.interfaces: dict[int, tuple[bytes, int]] = {}
+        self.flags = 0
+        self.nexthops: list[tuple[int, int, bytes]] = []
+        self.fib4: dict[int, dict[int, int]] = {}
+        self.lengths4: list[int] = []
+        self.fib6: dict[int, dict[int, int]] = {}
+        self.lengths6: list[int] = []
+        self.neighbors: dict[tuple[int, int, bytes], bytes] = {}
+
+
+def _records(buf: Buffer, record: struct.Struct, what: str) -> list[tuple[object, ...]]:
+    view = memoryview(buf).cast("B")
+    if len(view) % record.size:
+        raise FastPathError(f"{what}: {len(view)} bytes is not a multiple of {record.size}")
+    return list(record.iter_unpack(view))
+
+
+def _lookup(fib: dict[int, dict[int, int]], lengths: list[int], addr: int, bits: int) -> int:
+    for length in lengths:
+        nh = fib[length].get(addr >> (bits - length))
+        if nh is not None:
+            return nh
+    return -1
+
+
+class FastPath:
+    """The pure-Python fast path (see the module docstring for the contract)."""
+
+    def __init__(self) -> None:
+        self._tables = _Tables()
+        self.generation = 0
+        self._rings: dict[int, Ring] = {}
+        self._next_ring = 0
+        self._counts: dict[str, int] = dict.fromkeys(COUNTER_NAMES, 0)
+
+    # -- tables ---------------------------------------------------------------------------
+
+    def load_interfaces(self, records: Buffer, flags: int, generation: int) -> None:
+        interfaces: dict[int, tuple[bytes, int]] = {}
+        for ifindex, mac, mtu in _records(records, INTERFACE, "interfaces"):
+            assert isinstance(ifindex, int) and isinstance(mac, bytes) and isinstance(mtu, int)
+            interfaces[ifindex] = (mac, mtu)
+        tables = self._copy()
+        tables.interfaces = interfaces
+        tables.flags = flags
+        self._tables = tables
+        self.generation = generation
+
+    def load_fib(self, nexthops: Buffer, routes4: Buffer, routes6: Buffer, generation: int) -> None:
+        hops: list[tuple[int, int, bytes]] = []
+        for kind, ifindex, gateway in _records(nexthops, NEXTHOP, "nexthops"):
+            assert isinstance(kind, int) and isinstance(ifindex, int)
+            assert isinstance(gateway, bytes)
+            if kind not in NextHopKind.__members__.values():
+                raise FastPathError(f"nexthop {len(hops)}: unknown kind {kind}")
+            hops.append((kind, ifindex, gateway))
+        fibs: list[tuple[dict[int, dict[int, int]], list[int]]] = []
+        for buf, record, bits, name in ((routes4, ROUTE4, 32, "routes4"), (routes6, ROUTE6, 128, "routes6")):
+            fib: dict[int, dict[int, int]] = {}
+            for prefix, length, nh in _records(buf, record, name):
+                assert isinstance(prefix, bytes) and isinstance(length, int)
+                assert isinstance(nh, int)
+                if length > bits:
+                    raise FastPathError(f"prefix length {length} > {bits}")
+                if nh >= len(hops):
+                    raise FastPathError(f"next-hop index {nh} out of range")
+                fib.setdefault(length, {})[int.from_bytes(prefix) >> (bits - length)] = nh
+            fibs.append((fib, sorted(fib, reverse=True)))
+        tables = self._copy()
+        tables.nexthops = hops
+        (tables.fib4, tables.lengths4), (tables.fib6, tables.lengths6) = fibs
+        self._tables = tables
+        self.generation = generation
+
+    def load_neighbors(self, records: Buffer, generation: int) -> None:
+        neighbors: dict[tuple[int, int, bytes], bytes] = {}
+        for ifindex, family, addr, header in _records(records, NEIGHBOR, "neighbors"):
+            assert isinstance(ifindex, int) and isinstance(family, int)
+            assert isinstance(addr, bytes) and isinstance(header, bytes)
+            if family not in (4, 6):
+                raise FastPathError(f"neighbor family {family} is not 4 or 6")
+            neighbors[(ifindex, family, addr[:4] if family == 4 else addr)] = header
+        tables = self._copy()
+        tables.neighbors = neighbors
+        self._tables = tables
+        self.generation = generation
+
+    def _copy(self) -> _Tables:
+        new = _Tables()
+        new.__dict__.update(self._tables.__dict__)
+        return new
+
+    # -- one frame ------------------------------------------------------------------------
+
+    def _count(self, key: str) -> None:
+        self._counts[key] += 1
+
+    def process(
+        self, ifindex: int, frame: Buffer, csum_partial: bool = False
+    ) -> tuple[int, int, bytes]:
+        data = bytes(frame)
+        verdict, out_ifindex, out = self._judge(ifindex, data)
+        if verdict == Verdict.FORWARD:
+            self._count("forward4" if data[12:14] == b"\x08\x00" else "forward6")
+        elif verdict >= Verdict.DROP_OTHERHOST:
+            self._count(f"drop.{Verdict(verdict).name[5:].lower()}")
+            return verdict, 0, b""
+        else:
+            self._count(f"punt.{Verdict(verdict).name[5:].lower()}")
+            out = data
+        if csum_partial:
+            buf = bytearray(out)
+            complete_l4_checksum(buf)
+            out = bytes(buf)
+        return verdict, out_ifindex, out
+
+    def _judge(self, ifindex: int, frame: bytes) -> tuple[int, int, bytes]:
+        t = self._tables
+        iface = t.interfaces.get(ifindex)
+        if iface is None:
+            return Verdict.PUNT_UNKNOWN_IF, 0, b""
+        n = len(frame)
+        if n < 14:
+            return Verdict.PUNT_MALFORMED, 0, b""
+        if frame[0] & 1:
+            return Verdict.PUNT_MULTICAST, 0, b""
+        if frame[0:6] != iface[0]:
+            return Verdict.DROP_OTHERHOST, 0, b""
+        ethertype = (frame[12] << 8) | frame[13]
+        if ethertype == ETHERTYPE_IPV4:
+            return self._judge4(ifindex, frame, t)
+        if ethertype == ETHERTYPE_IPV6:
+            return self._judge6(ifindex, frame, t)
+        return Verdict.PUNT_NONIP, 0, b""
+
+    def _judge4(self, ifindex: int, frame: bytes, t: _Tables) -> tuple[int, int, bytes]:
+        # RFC 1812 §5.2.2: length, version, header length, checksum, total length.
+        n = len(frame)
+        if n < 34 or frame[14] >> 4 != 4:
+            return Verdict.PUNT_MALFORMED, 0, b""
+        hl = (frame[14] & 15) * 4
+        if hl < 20 or n < 14 + hl or ones_complement_sum(frame[14 : 14 + hl]) != 0xFFFF:
+            return Verdict.PUNT_MALFORMED, 0, b""
+        total = (frame[16] << 8) | frame[17]
+        if total < hl or 14 + total > n:
+            return Verdict.PUNT_MALFORMED, 0, b""
+        src = int.from_bytes(frame[26:30])
+        dst = int.from_bytes(frame[30:34])
+        if dst >> 28 == 0xE or dst == 0xFFFFFFFF:
+            return Verdict.PUNT_MULTICAST, 0, b""
+        # RFC 1812 §5.3.7: no forwarding from 0/8, 127/8, class D/E sources, or to 0/8, 127/8, E.
+        if src >> 28 >= 0xE or src >> 24 in (0, 127) or dst >> 24 in (0, 127) or dst >> 28 == 0xF:
+            return Verdict.PUNT_MARTIAN, 0, b""
+        nh = _lookup(t.fib4, t.lengths4, dst, 32)
+        kind = t.nexthops[nh][0] if nh >= 0 else 0
+        if kind == NextHopKind.LOCAL:
+            return Verdict.PUNT_LOCAL, 0, b""
+        if hl > 20:
+            return Verdict.PUNT_OPTIONS, 0, b""
+        if not t.flags & FLAG_FORWARDING4:
+            return Verdict.PUNT_NOFORWARD, 0, b""
+        ttl = frame[22]
+        if ttl <= 1:
+            return Verdict.PUNT_TTL, 0, b""
+        if nh < 0:
+            return Verdict.PUNT_NOROUTE, 0, b""
+        if kind in (NextHopKind.BLACKHOLE, NextHopKind.REJECT):
+            return Verdict.PUNT_REJECT, 0, b""
+        _, out_ifindex, gateway = t.nexthops[nh]
+        out_iface = t.interfaces.get(out_ifindex)
+        if out_iface is None:
+            return Verdict.PUNT_NOROUTE, 0, b""
+        if total > out_iface[1]:
+            return Verdict.PUNT_TOOBIG, 0, b""
+        if out_ifindex == ifindex and t.flags & FLAG_REDIRECT4:
+            return Verdict.PUNT_REDIRECT, 0, b""
+        hop = gateway[:4] if kind == NextHopKind.GATEWAY else frame[30:34]
+        header = t.neighbors.get((out_ifindex, 4, hop))
+        if header is None:
+            return Verdict.PUNT_NEIGHBOR, 0, b""
+        # RFC 1812 §5.3.1 TTL decrement; RFC 1624 eqn. 3 on the TTL/protocol word.
+        out = bytearray(header)
+        out += frame[14 : 14 + total]
+        old_word = (ttl << 8) | frame[23]
+        checksum = incremental_update((frame[24] << 8) | frame[25], old_word, old_word - 0x100)
+        out[22] = ttl - 1
+        out[24] = checksum >> 8
+        out[25] = checksum & 0xFF
+        return Verdict.FORWARD, out_ifindex, bytes(out)
+
+    def _judge6(self, ifindex: int, frame: bytes, t: _Tables) -> tuple[int, int, bytes]:
+        n = len(frame)
+        if n < 54 or frame[14] >> 4 != 6:
+            return Verdict.PUNT_MALFORMED, 0, b""
+        payload = (frame[18] << 8) | frame[19]
+        if 54 + payload > n:
+            return Verdict.PUNT_MALFORMED, 0, b""
+        src = frame[22:38]
+        dst = frame[38:54]
+        if dst[0] == 0xFF:
+            return Verdict.PUNT_MULTICAST, 0, b""
+        # RFC 4291 §2.5.2-3, §2.7: unspecified, loopback and multicast are never sources here.
+        if src[0] == 0xFF or src in (_V6_ZERO, _V6_LOOPBACK) or dst in (_V6_ZERO, _V6_LOOPBACK):
+            return Verdict.PUNT_MARTIAN, 0, b""
+        nh = _lookup(t.fib6, t.lengths6, int.from_bytes(dst), 128)
+        kind = t.nexthops[nh][0] if nh >= 0 else 0
+        if kind == NextHopKind.LOCAL:
+            return Verdict.PUNT_LOCAL, 0, b""
+        if frame[20] in EXTENSION_HEADERS:
+            return Verdict.PUNT_EXTHDR, 0, b""
+        if not t.flags & FLAG_FORWARDING6:
+            return Verdict.PUNT_NOFORWARD, 0, b""
+        hlim = frame[21]
+        if hlim <= 1:
+            return Verdict.PUNT_TTL, 0, b""
+        if (src[0] == 0xFE and src[1] & 0xC0 == 0x80) or (dst[0] == 0xFE and dst[1] & 0xC0 == 0x80):
+            return Verdict.PUNT_SCOPE, 0, b""
+        if nh < 0:
+            return Verdict.PUNT_NOROUTE, 0, b""
+        if kind in (NextHopKind.BLACKHOLE, NextHopKind.REJECT):
+            return Verdict.PUNT_REJECT, 0, b""
+        _, out_ifindex, gateway = t.nexthops[nh]
+        out_iface = t.interfaces.get(out_ifindex)
+        if out_iface is None:
+            return Verdict.PUNT_NOROUTE, 0, b""
+        if 40 + payload > out_iface[1]:
+            return Verdict.PUNT_TOOBIG, 0, b""
+        if out_ifindex == ifindex and t.flags & FLAG_REDIRECT6:
+            return Verdict.PUNT_REDIRECT, 0, b""
+        hop = gateway if kind == NextHopKind.GATEWAY else dst
+        header = t.neighbors.get((out_ifindex, 6, hop))
+        if header is None:
+            return Verdict.PUNT_NEIGHBOR, 0, b""
+        out = bytearray(header)
+        out += frame[14 : 54 + payload]
+        out[21] = hlim - 1  # RFC 8200 §3: decremented by 1 by each node that forwards
+        return Verdict.FORWARD, out_ifindex, bytes(out)
+
+    # -- rings ----------------------------------------------------------------------------
+
+    def attach(self, ring: Ring) -> None:
+        if ring.ifindex in self._rings:
+            raise FastPathError(f"interface {ring.ifindex} already has a ring attached")
+        self._rings[ring.ifindex] = ring
+
+    def detach(self, ifindex: int) -> None:
+        if self._rings.pop(ifindex, None) is None:
+            raise FastPathError(f"interface {ifindex} has no ring attached")
+
+    def poll(self, budget: int) -> tuple[int, list[tuple[int, int, bytes]]]:
+        if budget <= 0:
+            raise FastPathError("budget must be positive")
+        punts: list[tuple[int, int, bytes]] = []
+        dirty: set[int] = set()
+        done = 0
+        rings = list(self._rings.items())
+        for k in range(len(rings)):
+            if done >= budget:
+                break
+            ifindex, ring = rings[(self._next_ring + k) % len(rings)]
+            batch = ring.recv_raw(budget - done)
+            done += len(batch)
+            self._counts["rx"] += len(batch)
+            for frame, csum_partial in batch:
+                verdict, out_ifindex, out = self.process(ifindex, frame, csum_partial)
+                if verdict == Verdict.FORWARD:
+                    tx = self._rings.get(out_ifindex)
+                    if tx is not None and tx.send(out):
+                        dirty.add(out_ifindex)
+                        continue
+                    self._counts["forward4" if frame[12:14] == b"\x08\x00" else "forward6"] -= 1
+                    if tx is None:
+                        self._count("punt.noring")
+                        buf = bytearray(frame)
+                        if csum_partial:
+                            complete_l4_checksum(buf)
+                        punts.append((ifindex, Verdict.PUNT_NORING, bytes(buf)))
+                    else:
+                        self._count("drop.txfull")
+                elif verdict != Verdict.DROP_OTHERHOST:
+                    punts.append((ifindex, verdict, out))
+        if rings:
+            self._next_ring = (self._next_ring + 1) % len(rings)
+        for out_ifindex in dirty:
+            self._rings[out_ifindex].flush()
+            self._count("tx_kicks")
+        return done, punts
+
+    def transmit(self, ifindex: int, frame: Buffer) -> bool:
+        ring = self._rings.get(ifindex)
+        if ring is None:
+            raise FastPathError(f"interface {ifindex} has no ring attached")
+        sent = ring.send(bytes(frame))
+        self._count("tx_slow" if sent else "drop.txfull")
+        return sent
+
+    def flush(self) -> None:
+        for ring in self._rings.values():
+            ring.flush()
+
+    def counters(self) -> dict[str, int]:
+        self._counts["rx_ring_drops"] = sum(ring.ring_drops() for ring in self._rings.values())
+        return dict(self._counts)

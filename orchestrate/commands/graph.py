@@ -1,0 +1,58 @@
+"""`vrlab graph FILE [-o out.svg|png|pdf|dot]`: draw a topology with Graphviz `dot`."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from orchestrate.graph import to_dot
+from orchestrate.topology import TopologyError, load_topology
+
+FORMATS = ("svg", "png", "pdf", "dot")
+
+
+def register(subparsers: Any) -> None:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "graph", help="draw a topology (Graphviz)",
+        description="Write the topology as a picture (svg, png, pdf: needs Graphviz dot) or as "
+                    "DOT source; without -o, print the DOT source.")
+    parser.add_argument("file", help="topology YAML file")
+    parser.add_argument("-o", "--output", type=Path, help="output file; format from its suffix")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        topology = load_topology(args.file)
+    except TopologyError as e:
+        for problem in e.problems:
+            print(problem, file=sys.stderr)
+        return 2
+    dot = to_dot(topology)
+    output: Path | None = args.output
+    if output is None:
+        sys.stdout.write(dot)
+        return 0
+    fmt = output.suffix.lstrip(".").lower()
+    if fmt not in FORMATS:
+        print(f"vrlab graph: unknown output format {fmt!r} (use {', '.join(FORMATS)})",
+              file=sys.stderr)
+        return 2
+    if fmt == "dot":
+        output.write_text(dot)
+        return 0
+    exe = shutil.which("dot")
+    if exe is None:
+        print("vrlab graph: Graphviz 'dot' not found (apt install graphviz)", file=sys.stderr)
+        return 1
+    result = subprocess.run([exe, f"-T{fmt}", "-o", str(output)], input=dot, text=True,
+                            capture_output=True, timeout=60, check=False)
+    if result.returncode != 0:
+        print(f"vrlab graph: dot failed: {result.stderr.strip()}", file=sys.stderr)
+        return 1
+    print(f"wrote {output}")
+    return 0

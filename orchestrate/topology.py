@@ -1,0 +1,933 @@
+"""The topology file: a lab of routers and hosts, the links between them and the checks to run.
+
+```yaml
+name: line
+defaults: {memory: 256, cpus: 1}           # also image, backend (qemu|libvirt), accel
+nodes:
+  r1:
+    role: router                           # router | host (required)
+    interfaces:
+      - {name: r1-h1, addresses: [198.51.100.1/26, "2001:db8:1::1/64"]}
+      - {name: r1-h2, addresses: [198.51.100.65/26], mtu: 1500}
+    routes:                                # prefix + via, prefix + interface, or type
+      - {prefix: 192.0.2.0/24, via: 198.51.100.66}
+    sysctl: {net.inet.ip.redirect: 0}      # routers only
+    memory: 256                            # MiB, or "256M" / "1G"
+  h1:
+    role: host
+    interfaces: [{name: eth1, addresses: [198.51.100.2/26]}]
+    routes: [{prefix: 0.0.0.0/0, via: 198.51.100.1}]
+links:
+  - [r1:r1-h1, h1:eth1]                    # two endpoints: point-to-point
+  - {endpoints: [r1:r1-h2, h2:eth1, h3:eth1], mtu: 1280}   # three or more: a LAN segment
+tests:
+  - {kind: ping, from: h1, to: h2, family: 4}
+```
+
+Rules the loader enforces (all problems are collected and reported at once, each with
+`file:line:col: where: message (hint)`, and nothing starts when there is one):
+
+- Every interface a node uses is listed under that node, and every listed interface is on
+  exactly one link: a link endpoint naming an unlisted interface is an error (a typo must not
+  silently create a NIC), and so is a listed interface on no link.
+- Addresses carry a prefix length; only the documentation ranges (192.0.2.0/24,
+  198.51.100.0/24, 203.0.113.0/24, 2001:db8::/32) and IPv6 link-local are allowed, and
+  203.0.113.248/29 is reserved for the management network.
+- Route prefixes have no host bits; a gateway lies in a subnet of one of the node's own
+  interfaces, and a link-local gateway names its interface (`fe80::1%eth1`).
+- MAC addresses are not configured here: the lab assigns them.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from ipaddress import (
+    IPv4Address,
+    IPv4Interface,
+    IPv4Network,
+    IPv6Address,
+    IPv6Interface,
+    IPv6Network,
+)
+from pathlib import Path
+from typing import Any, Literal
+
+from orchestrate import yamlpos
+from orchestrate.yamlpos import Document, Mark
+
+IPAddress = IPv4Address | IPv6Address
+IPInterface = IPv4Interface | IPv6Interface
+IPNetwork = IPv4Network | IPv6Network
+Role = Literal["router", "host"]
+
+ROLES = ("router", "host")
+BACKENDS = ("qemu", "libvirt")
+ACCELS = ("auto", "kvm", "tcg")
+ROUTE_TYPES = ("unicast", "blackhole", "reject")
+
+DEFAULT_MEMORY = 256
+"""MiB per VM: enough for the cloud kernel, sshd and the appliance under TCG."""
+MIN_MEMORY = 128
+MAX_MEMORY = 16384
+MAX_CPUS = 16
+MIN_LINK_MTU = 1280  # the IPv6 minimum (RFC 8200 §5): every link carries IPv6
+MAX_LINK_MTU = 9000
+
+DOCUMENTATION_NETWORKS: tuple[IPNetwork, ...] = (
+    IPv4Network("192.0.2.0/24"),  # TEST-NET-1, RFC 5737
+    IPv4Network("198.51.100.0/24"),  # TEST-NET-2
+    IPv4Network("203.0.113.0/24"),  # TEST-NET-3
+    IPv6Network("2001:db8::/32"),  # RFC 3849
+)
+LINK_LOCAL_V6 = IPv6Network("fe80::/10")
+MANAGEMENT_NETWORK = IPv4Network("203.0.113.248/29")
+"""Reserved for the lab's management side; no node may use it on a data link."""
+
+# The DESIGN.md knobs, used only if appliance.sysctl cannot be imported.
+FALLBACK_SYSCTLS = (
+    "net.inet.ip.forwarding", "net.inet.ip.redirect", "net.inet.ip.ttl",
+    "net.inet.icmp.icmplim", "net.inet.icmp.bmcastecho", "net.inet.ip.maxfragpackets",
+    "net.inet6.ip6.forwarding", "net.inet6.ip6.redirect", "net.inet6.ip6.hlim",
+    "net.inet6.icmp6.errppslimit",
+)
+
+TOP_KEYS = ("name", "defaults", "nodes", "links", "tests")
+DEFAULT_KEYS = ("memory", "cpus", "image", "backend", "accel")
+NODE_KEYS = ("role", "interfaces", "routes", "sysctl", "memory", "cpus")
+INTERFACE_KEYS = ("name", "addresses", "mtu", "link_local")
+ROUTE_KEYS = ("prefix", "via", "interface", "type")
+LINK_KEYS = ("endpoints", "mtu", "name")
+
+HOSTNAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+IFNAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,14}$")  # Linux IFNAMSIZ is 16 with the NUL
+MEMORY_RE = re.compile(r"^\s*(\d+)\s*([MG])?(i?B)?\s*$", re.IGNORECASE)
+
+
+# ---------------------------------------------------------------------------------------------
+# The model
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing wrong with a topology file, with its place."""
+
+    file: str
+    line: int
+    col: int
+    where: str
+    """The path inside the document, e.g. `links[2].mtu`."""
+    message: str
+    hint: str = ""
+
+    def __str__(self) -> str:
+        text = f"{self.file}:{self.line}:{self.col}: {self.where}: {self.message}"
+        return f"{text} ({self.hint})" if self.hint else text
+
+
+class TopologyError(ValueError):
+    """The file is not a valid topology; `.problems` lists every problem found."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        super().__init__("\n".join(str(p) for p in problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True, slots=True)
+class Defaults:
+    memory: int = DEFAULT_MEMORY
+    """MiB."""
+    cpus: int = 1
+    image: str | None = None
+    """None: the image `vrlab image` builds."""
+    backend: str = "qemu"
+    accel: str = "auto"
+
+
+@dataclass(slots=True)
+class NodeInterface:
+    name: str
+    addresses: list[IPInterface] = field(default_factory=list)
+    mtu: int | None = None
+    """The interface's own MTU, else its link's; None: the link default (1500)."""
+    link_local: IPv6Address | None = None
+    """None: derived from the MAC the lab assigns (modified EUI-64)."""
+    link: int | None = None
+    """Index of the link in Topology.links."""
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    prefix: IPNetwork
+    via: IPAddress | None = None
+    interface: str | None = None
+    """Egress interface: for on-link routes and link-local gateways (`fe80::1%eth1`)."""
+    type: str = "unicast"
+
+    def to_config(self) -> dict[str, Any]:
+        """The route in router-config form (DESIGN.md "Running it")."""
+        out: dict[str, Any] = {"prefix": str(self.prefix)}
+        if self.type != "unicast":
+            out["type"] = self.type
+        elif self.via is not None:
+            link_local = isinstance(self.via, IPv6Address) and self.via.is_link_local
+            out["via"] = f"{self.via}%{self.interface}" if link_local else str(self.via)
+            if self.interface is not None and not link_local:
+                out["interface"] = self.interface
+        else:
+            out["interface"] = self.interface
+        return out
+
+
+@dataclass(slots=True)
+class Node:
+    name: str
+    role: Role
+    interfaces: list[NodeInterface] = field(default_factory=list)
+    routes: list[Route] = field(default_factory=list)
+    sysctl: dict[str, int] = field(default_factory=dict)
+    memory: int = DEFAULT_MEMORY
+    cpus: int = 1
+
+    @property
+    def is_router(self) -> bool:
+        return self.role == "router"
+
+    def interface(self, name: str) -> NodeInterface | None:
+        return next((i for i in self.interfaces if i.name == name), None)
+
+    def addresses(self, family: int | None = None) -> Iterator[IPAddress]:
+        """Configured addresses in file order (link-local ones only if configured)."""
+        for iface in self.interfaces:
+            for addr in iface.addresses:
+                if family is None or addr.version == family:
+                    yield addr.ip
+
+    def first_address(self, family: int) -> IPAddress | None:
+        """The first global (not link-local) address of that family, the one checks target."""
+        return next((a for a in self.addresses(family) if not a.is_link_local), None)
+
+    def router_config(self) -> dict[str, Any]:
+        """The router YAML of DESIGN.md "Running it" for this node."""
+        interfaces: list[dict[str, Any]] = []
+        for iface in self.interfaces:
+            item: dict[str, Any] = {
+                "name": iface.name,
+                "addresses": [str(a) for a in iface.addresses],
+            }
+            if iface.mtu is not None:
+                item["mtu"] = iface.mtu
+            if iface.link_local is not None:
+                item["link_local"] = str(iface.link_local)
+            interfaces.append(item)
+        config: dict[str, Any] = {"hostname": self.name, "interfaces": interfaces}
+        if self.routes:
+            config["routes"] = [r.to_config() for r in self.routes]
+        if self.sysctl:
+            config["sysctl"] = dict(self.sysctl)
+        return config
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    node: str
+    ifname: str
+
+    def __str__(self) -> str:
+        return f"{self.node}:{self.ifname}"
+
+
+@dataclass(slots=True)
+class Link:
+    endpoints: list[Endpoint]
+    mtu: int | None = None
+    name: str | None = None
+
+    @property
+    def is_lan(self) -> bool:
+        """Three or more endpoints: a LAN segment (a bridge), not a point-to-point link."""
+        return len(self.endpoints) > 2
+
+
+@dataclass(frozen=True, slots=True)
+class CheckSpec:
+    kind: str
+    name: str
+    params: dict[str, Any]
+    """Every key of the check except kind and name, as written (validated)."""
+    file: str
+    line: int
+    col: int
+
+
+@dataclass(slots=True)
+class Topology:
+    name: str
+    path: Path | None
+    defaults: Defaults
+    nodes: dict[str, Node]
+    links: list[Link]
+    tests: list[CheckSpec] = field(default_factory=list)
+
+    def routers(self) -> list[Node]:
+        return [n for n in self.nodes.values() if n.is_router]
+
+    def hosts(self) -> list[Node]:
+        return [n for n in self.nodes.values() if not n.is_router]
+
+    def link_of(self, node: str, ifname: str) -> Link | None:
+        """The link an interface is on."""
+        iface = self.nodes[node].interface(ifname) if node in self.nodes else None
+        return self.links[iface.link] if iface is not None and iface.link is not None else None
+
+    def shared_links(self, a: str, b: str) -> list[tuple[Link, Endpoint, Endpoint]]:
+        """Links on which both nodes sit, with each one's endpoint."""
+        out = []
+        for link in self.links:
+            ea = next((e for e in link.endpoints if e.node == a), None)
+            eb = next((e for e in link.endpoints if e.node == b), None)
+            if ea is not None and eb is not None:
+                out.append((link, ea, eb))
+        return out
+
+    def node_of_address(self, addr: IPAddress) -> str | None:
+        for node in self.nodes.values():
+            if addr in node.addresses():
+                return node.name
+        return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Address rules shared with the checks
+
+
+def documentation_problem(net: IPNetwork) -> str | None:
+    """Why a subnet or route prefix is not allowed in a lab, or None if it is."""
+    if net.version == 6 and net.subnet_of(LINK_LOCAL_V6):
+        return None
+    if net.version == 4 and net.overlaps(MANAGEMENT_NETWORK):
+        return f"{net} overlaps the management network {MANAGEMENT_NETWORK}"
+    for doc in DOCUMENTATION_NETWORKS:
+        if doc.version == net.version and net.subnet_of(doc):  # type: ignore[arg-type]
+            return None
+    return f"{net} is outside the documentation ranges"
+
+
+def address_problem(addr: IPInterface) -> str | None:
+    """Why an interface address is not allowed in a lab, or None if it is."""
+    if addr.version == 4 and addr.ip in MANAGEMENT_NETWORK:
+        return f"{addr.ip} is in {MANAGEMENT_NETWORK}, reserved for the management network"
+    if documentation_problem(ipaddress.ip_network(addr.ip)) is not None:
+        return f"{addr.ip} is outside the documentation ranges"
+    net = addr.network
+    if net.version == 4 and net.overlaps(MANAGEMENT_NETWORK):
+        return f"subnet {net} of {addr} overlaps the management network {MANAGEMENT_NETWORK}"
+    if documentation_problem(net) is not None:
+        return f"subnet {net} of {addr} reaches outside the documentation ranges"
+    return None
+
+
+DOCUMENTATION_HINT = "use 192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24, 2001:db8::/32 or fe80::/10"
+
+
+def sysctl_names() -> tuple[set[str], Any]:
+    """The known sysctl names and a value checker (appliance.sysctl when importable)."""
+    try:
+        from appliance.sysctl import KNOBS, parse_value
+    except ImportError:  # pragma: no cover - the appliance ships in the same distribution
+        return set(FALLBACK_SYSCTLS), None
+    return set(KNOBS), parse_value
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading and validation
+
+
+def load_topology(path: str | Path) -> Topology:
+    """Read and validate a topology file; raise TopologyError listing every problem."""
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        reason = e.strerror if isinstance(e, OSError) else "not UTF-8 text"
+        raise TopologyError([Problem(source, 1, 1, "file", f"cannot read: {reason}")]) from None
+    return parse_topology(text, source, Path(path))
+
+
+def parse_topology(text: str, source: str = "<topology>", path: Path | None = None) -> Topology:
+    """Validate topology YAML text; `source` names it in problems."""
+    try:
+        doc = yamlpos.load(text)
+    except yamlpos.YamlSyntaxError as e:
+        problem = Problem(source, e.mark.line, e.mark.col, "yaml", f"invalid YAML: {e.message}")
+        raise TopologyError([problem]) from None
+    validator = _Validator(doc, source, path)
+    topology = validator.run()
+    if validator.problems:
+        validator.problems.sort(key=lambda p: (p.line, p.col))
+        raise TopologyError(validator.problems)
+    assert topology is not None
+    return topology
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+class _Validator:
+    def __init__(self, doc: Document, source: str, path: Path | None) -> None:
+        self.doc = doc
+        self.source = source
+        self.path = path
+        self.problems: list[Problem] = []
+        self.sysctl_known, self.sysctl_check = sysctl_names()
+        self.endpoint_paths: dict[tuple[int, Endpoint], yamlpos.Path] = {}
+
+    # -- reporting
+
+    def error(self, path: yamlpos.Path, message: str, hint: str = "", *, key: bool = False
+              ) -> None:
+        mark: Mark = self.doc.key_mark(path) if key else self.doc.mark(path)
+        self.problems.append(
+            Problem(self.source, mark.line, mark.col, yamlpos.format_path(path), message, hint))
+
+    def unknown_keys(self, data: dict[Any, Any], allowed: tuple[str, ...], path: yamlpos.Path,
+                     what: str) -> None:
+        for key in data:
+            if key not in allowed:
+                self.error((*path, key), f"unknown {what} key {key!r}",
+                           f"expected one of: {', '.join(allowed)}", key=True)
+
+    def integer(self, value: Any, path: yamlpos.Path, low: int, high: int, what: str
+                ) -> int | None:
+        if not _is_int(value) or not low <= value <= high:
+            self.error(path, f"{what} must be an integer {low}..{high}, got {value!r}")
+            return None
+        return int(value)
+
+    def memory(self, value: Any, path: yamlpos.Path) -> int | None:
+        mib: int | None = None
+        if _is_int(value):
+            mib = value
+        elif isinstance(value, str) and (m := MEMORY_RE.match(value)):
+            mib = int(m.group(1)) * (1024 if (m.group(2) or "M").upper() == "G" else 1)
+        if mib is None:
+            self.error(path, f"memory must be MiB as an integer or like \"512M\"/\"1G\", "
+                       f"got {value!r}")
+            return None
+        if mib < MIN_MEMORY:
+            self.error(path, f"memory {mib} MiB is too small", f"at least {MIN_MEMORY} MiB "
+                       "boots the kernel, sshd and the appliance")
+            return None
+        if mib > MAX_MEMORY:
+            self.error(path, f"memory {mib} MiB is too large", f"at most {MAX_MEMORY} MiB")
+            return None
+        return mib
+
+    # -- sections
+
+    def run(self) -> Topology | None:
+        for issue in self.doc.issues:
+            self.problems.append(Problem(self.source, issue.mark.line, issue.mark.col,
+                                         yamlpos.format_path(issue.path), issue.message,
+                                         issue.hint))
+        data = self.doc.data
+        if not isinstance(data, dict):
+            self.error((), f"a topology must be a mapping, got {type(data).__name__}",
+                       "start with name:, nodes: and links:")
+            return None
+        self.unknown_keys(data, TOP_KEYS, (), "top-level")
+        name = self.lab_name(data)
+        defaults = self.defaults(data.get("defaults"))
+        nodes = self.nodes(data.get("nodes"), defaults)
+        links = self.links(data.get("links"))
+        topology = Topology(name, self.path, defaults, nodes, links)
+        self.wire(topology)
+        self.routes_and_addresses(topology)
+        topology.tests = self.tests(data.get("tests"), topology)
+        return topology
+
+    def lab_name(self, data: dict[Any, Any]) -> str:
+        name = data.get("name")
+        if name is None:
+            stem = self.path.stem if self.path is not None else "lab"
+            return re.sub(r"[^a-z0-9-]", "-", stem.lower()).strip("-") or "lab"
+        if not isinstance(name, str) or not HOSTNAME_RE.match(name):
+            self.error(("name",), f"lab name {name!r} is not a valid name",
+                       "lowercase letters, digits and '-', like a hostname")
+            return "lab"
+        return name
+
+    def defaults(self, raw: Any) -> Defaults:
+        if raw is None:
+            return Defaults()
+        path: yamlpos.Path = ("defaults",)
+        if not isinstance(raw, dict):
+            self.error(path, "defaults must be a mapping")
+            return Defaults()
+        self.unknown_keys(raw, DEFAULT_KEYS, path, "defaults")
+        memory = DEFAULT_MEMORY
+        if "memory" in raw:
+            memory = self.memory(raw["memory"], (*path, "memory")) or DEFAULT_MEMORY
+        cpus = 1
+        if "cpus" in raw:
+            cpus = self.integer(raw["cpus"], (*path, "cpus"), 1, MAX_CPUS, "cpus") or 1
+        image = raw.get("image")
+        if image is not None and not isinstance(image, str):
+            self.error((*path, "image"), f"image must be a string, got {image!r}")
+            image = None
+        backend = raw.get("backend", "qemu")
+        if backend not in BACKENDS:
+            self.error((*path, "backend"), f"unknown backend {backend!r}",
+                       f"expected one of: {', '.join(BACKENDS)}")
+            backend = "qemu"
+        accel = raw.get("accel", "auto")
+        if accel not in ACCELS:
+            self.error((*path, "accel"), f"unknown accel {accel!r}",
+                       f"expected one of: {', '.join(ACCELS)}")
+            accel = "auto"
+        return Defaults(memory, cpus, image, backend, accel)
+
+    def nodes(self, raw: Any, defaults: Defaults) -> dict[str, Node]:
+        if not isinstance(raw, dict) or not raw:
+            self.error(("nodes",), "nodes must be a non-empty mapping of name: node",
+                       "e.g. nodes: {r1: {role: router, interfaces: [...]}}")
+            return {}
+        nodes: dict[str, Node] = {}
+        for name, body in raw.items():
+            path: yamlpos.Path = ("nodes", name)
+            if not isinstance(name, str) or not HOSTNAME_RE.match(name):
+                self.error(path, f"node name {name!r} is not a valid hostname",
+                           "lowercase letters, digits and '-', not starting or ending with '-'",
+                           key=True)
+                continue
+            node = self.node(name, body, path, defaults)
+            if node is not None:
+                nodes[name] = node
+        return nodes
+
+    def node(self, name: str, body: Any, path: yamlpos.Path, defaults: Defaults) -> Node | None:
+        if not isinstance(body, dict):
+            self.error(path, "a node must be a mapping with at least role:",
+                       "e.g. {role: host, interfaces: [...]}")
+            return None
+        self.unknown_keys(body, NODE_KEYS, path, "node")
+        role = body.get("role")
+        if role not in ROLES:
+            self.error((*path, "role"), f"role must be router or host, got {role!r}")
+            role = "host"
+        memory = defaults.memory
+        if "memory" in body:
+            memory = self.memory(body["memory"], (*path, "memory")) or defaults.memory
+        cpus = defaults.cpus
+        if "cpus" in body:
+            cpus = self.integer(body["cpus"], (*path, "cpus"), 1, MAX_CPUS, "cpus") or cpus
+        node = Node(name, "router" if role == "router" else "host", memory=memory, cpus=cpus)
+        node.interfaces = self.interfaces(body.get("interfaces"), (*path, "interfaces"))
+        node.sysctl = self.sysctl(node, body.get("sysctl"), (*path, "sysctl"))
+        return node
+
+    def interfaces(self, raw: Any, path: yamlpos.Path) -> list[NodeInterface]:
+        if raw is None:
+            self.error(path, "a node needs interfaces", "e.g. interfaces: [{name: eth1}]")
+            return []
+        if not isinstance(raw, list):
+            self.error(path, "interfaces must be a list of {name, addresses, mtu}")
+            return []
+        out: list[NodeInterface] = []
+        for i, item in enumerate(raw):
+            ipath = (*path, i)
+            if isinstance(item, str):
+                item = {"name": item}  # a bare name: an interface without addresses
+            if not isinstance(item, dict):
+                self.error(ipath, "an interface must be a mapping with name and addresses")
+                continue
+            self.unknown_keys(item, INTERFACE_KEYS, ipath, "interface")
+            name = item.get("name")
+            if not isinstance(name, str) or not IFNAME_RE.match(name) or name == "lo":
+                self.error((*ipath, "name"), f"bad interface name {name!r}",
+                           "1-15 characters: a letter, then letters, digits, '_', '.', '-'")
+                continue
+            if any(x.name == name for x in out):
+                self.error((*ipath, "name"), f"duplicate interface {name!r} on this node")
+                continue
+            iface = NodeInterface(name)
+            iface.addresses = self.addresses(item.get("addresses"), (*ipath, "addresses"))
+            if "mtu" in item:
+                iface.mtu = self.integer(item["mtu"], (*ipath, "mtu"), MIN_LINK_MTU,
+                                         MAX_LINK_MTU, "mtu")
+            if "link_local" in item:
+                iface.link_local = self.link_local(item["link_local"], (*ipath, "link_local"))
+            out.append(iface)
+        return out
+
+    def addresses(self, raw: Any, path: yamlpos.Path) -> list[IPInterface]:
+        if raw is None:
+            return []
+        if not isinstance(raw, list):
+            raw = [raw]
+            single = True
+        else:
+            single = False
+        out: list[IPInterface] = []
+        for j, text in enumerate(raw):
+            apath = path if single else (*path, j)
+            addr = self.address(text, apath)
+            if addr is not None:
+                if addr in out:
+                    self.error(apath, f"{addr} is listed twice")
+                    continue
+                out.append(addr)
+        return out
+
+    def address(self, text: Any, path: yamlpos.Path) -> IPInterface | None:
+        if not isinstance(text, str) or "/" not in text:
+            self.error(path, f"expected address/prefix-length, got {text!r}",
+                       "e.g. 198.51.100.1/26 or \"2001:db8:1::1/64\"")
+            return None
+        try:
+            addr = ipaddress.ip_interface(text.strip())
+        except ValueError:
+            self.error(path, f"{text!r} is not an IPv4 or IPv6 address with a prefix length",
+                       "e.g. 198.51.100.1/26 or \"2001:db8:1::1/64\"")
+            return None
+        if addr.ip.is_multicast or addr.ip.is_unspecified or addr.ip.is_loopback:
+            self.error(path, f"{addr.ip} cannot be an interface address")
+            return None
+        if addr.version == 4 and addr.network.prefixlen < 31 and addr.ip in (
+                addr.network.network_address, addr.network.broadcast_address):
+            self.error(path, f"{addr.ip} is the network or broadcast address of {addr.network}",
+                       "pick a host address inside the subnet")
+            return None
+        reason = address_problem(addr)
+        if reason is not None:
+            self.error(path, reason, DOCUMENTATION_HINT)
+            return None
+        return addr
+
+    def link_local(self, text: Any, path: yamlpos.Path) -> IPv6Address | None:
+        try:
+            addr = ipaddress.ip_address(str(text).split("/")[0])
+        except ValueError as e:
+            self.error(path, f"bad link-local address: {e}")
+            return None
+        if not isinstance(addr, IPv6Address) or not addr.is_link_local:
+            self.error(path, f"{text!r} is not an IPv6 link-local address", "fe80::/10")
+            return None
+        return addr
+
+    def sysctl(self, node: Node, raw: Any, path: yamlpos.Path) -> dict[str, int]:
+        if raw is None:
+            return {}
+        if not node.is_router:
+            self.error(path, "sysctl applies to router nodes only",
+                       "hosts run stock Linux; use an exec check to change its settings",
+                       key=True)
+            return {}
+        if not isinstance(raw, dict):
+            self.error(path, "sysctl must be a mapping of name: value")
+            return {}
+        out: dict[str, int] = {}
+        for key, value in raw.items():
+            kpath = (*path, key)
+            if key not in self.sysctl_known:
+                close = difflib.get_close_matches(str(key), sorted(self.sysctl_known), 1)
+                hint = f"did you mean {close[0]}?" if close else "see routerctl show sysctl"
+                self.error(kpath, f"unknown sysctl {key!r}", hint, key=True)
+                continue
+            if self.sysctl_check is not None:
+                try:
+                    out[key] = self.sysctl_check(key, value)
+                except ValueError as e:
+                    self.error(kpath, str(e))
+            elif _is_int(value):
+                out[key] = value
+            else:
+                self.error(kpath, f"{key}: {value!r} is not an integer")
+        return out
+
+    def links(self, raw: Any) -> list[Link]:
+        if raw is None:
+            return []
+        if not isinstance(raw, list):
+            self.error(("links",), "links must be a list",
+                       "each item: [a:eth1, b:eth1] or {endpoints: [...], mtu: 1280}")
+            return []
+        out: list[Link] = []
+        for i, item in enumerate(raw):
+            path: yamlpos.Path = ("links", i)
+            epath: yamlpos.Path = path
+            mtu: int | None = None
+            name: str | None = None
+            if isinstance(item, dict):
+                self.unknown_keys(item, LINK_KEYS, path, "link")
+                ends = item.get("endpoints")
+                epath = (*path, "endpoints")
+                if "mtu" in item:
+                    mtu = self.integer(item["mtu"], (*path, "mtu"), MIN_LINK_MTU, MAX_LINK_MTU,
+                                       "link mtu")
+                if "name" in item:
+                    if isinstance(item["name"], str) and item["name"]:
+                        name = item["name"]
+                    else:
+                        self.error((*path, "name"), "link name must be a non-empty string")
+            else:
+                ends = item
+            if not isinstance(ends, list):
+                self.error(epath, "a link needs a list of endpoints \"node:ifname\"",
+                           "e.g. [r1:eth1, h1:eth1]")
+                out.append(Link([], mtu, name))
+                continue
+            endpoints: list[Endpoint] = []
+            for j, text in enumerate(ends):
+                endpoint = self.endpoint(text, (*epath, j))
+                if endpoint is None:
+                    continue
+                if any(e.node == endpoint.node for e in endpoints):
+                    self.error((*epath, j), f"node {endpoint.node} is on this link twice")
+                    continue
+                endpoints.append(endpoint)
+                self.endpoint_paths[(i, endpoint)] = (*epath, j)
+            if len(ends) < 2:
+                self.error(epath, f"a link needs at least two endpoints, got {len(ends)}",
+                           "two for point-to-point, three or more for a LAN segment")
+            out.append(Link(endpoints, mtu, name))
+        return out
+
+    def endpoint(self, text: Any, path: yamlpos.Path) -> Endpoint | None:
+        if not isinstance(text, str) or text.count(":") != 1:
+            self.error(path, f"expected an endpoint \"node:ifname\", got {text!r}")
+            return None
+        node, ifname = text.split(":")
+        return Endpoint(node.strip(), ifname.strip())
+
+    # -- cross-references
+
+    def wire(self, topology: Topology) -> None:
+        """Bind each link endpoint to its node's interface; report dangling ones."""
+        used: dict[tuple[str, str], int] = {}
+        for i, link in enumerate(topology.links):
+            for endpoint in link.endpoints:
+                path = self.endpoint_paths[(i, endpoint)]
+                node = topology.nodes.get(endpoint.node)
+                if node is None:
+                    known = ", ".join(sorted(topology.nodes)) or "none"
+                    self.error(path, f"unknown node {endpoint.node!r}", f"nodes: {known}")
+                    continue
+                iface = node.interface(endpoint.ifname)
+                if iface is None:
+                    names = ", ".join(x.name for x in node.interfaces) or "none"
+                    self.error(path, f"node {node.name} has no interface {endpoint.ifname!r}",
+                               f"list it under nodes.{node.name}.interfaces; it has: {names}")
+                    continue
+                key = (endpoint.node, endpoint.ifname)
+                if key in used:
+                    self.error(path, f"interface {endpoint} is already on links[{used[key]}]",
+                               "an interface connects to one link; add another interface")
+                    continue
+                used[key] = i
+                iface.link = i
+                if link.mtu is not None and iface.mtu is None:
+                    iface.mtu = link.mtu
+        for node in topology.nodes.values():
+            for k, iface in enumerate(node.interfaces):
+                if iface.link is None and (node.name, iface.name) not in used:
+                    self.error(("nodes", node.name, "interfaces", k),
+                               f"interface {node.name}:{iface.name} is on no link",
+                               "add it to a link or remove it")
+
+    def routes_and_addresses(self, topology: Topology) -> None:
+        raw_nodes = self.doc.data.get("nodes") if isinstance(self.doc.data, dict) else None
+        owner: dict[IPAddress, str] = {}
+        for node in topology.nodes.values():
+            npath: yamlpos.Path = ("nodes", node.name)
+            # duplicate addresses lab-wide (link-local: only on the same link)
+            for k, iface in enumerate(node.interfaces):
+                for j, addr in enumerate(iface.addresses):
+                    where = f"{node.name}:{iface.name}"
+                    key: Any = addr.ip
+                    if addr.ip.is_link_local:
+                        key = (addr.ip, iface.link)
+                    if key in owner:
+                        self.error((*npath, "interfaces", k, "addresses", j),
+                                   f"address {addr.ip} is already used by {owner[key]}",
+                                   "every address in a lab is unique")
+                    else:
+                        owner[key] = where
+            # overlapping subnets across a node's interfaces
+            for k, iface in enumerate(node.interfaces):
+                for j, addr in enumerate(iface.addresses):
+                    if addr.ip.is_link_local:
+                        continue
+                    for other in node.interfaces[:k]:
+                        clash = next((o for o in other.addresses if not o.ip.is_link_local
+                                      and o.network.overlaps(addr.network)), None)
+                        if clash is not None:
+                            self.error((*npath, "interfaces", k, "addresses", j),
+                                       f"subnet {addr.network} overlaps {clash.network} on "
+                                       f"{other.name}",
+                                       "each interface of a node needs its own subnet")
+                            break
+            raw_routes = raw_nodes.get(node.name, {}).get("routes") if isinstance(
+                raw_nodes, dict) and isinstance(raw_nodes.get(node.name), dict) else None
+            node.routes = self.routes(node, raw_routes, (*npath, "routes"))
+
+    def routes(self, node: Node, raw: Any, path: yamlpos.Path) -> list[Route]:
+        if raw is None:
+            return []
+        if not isinstance(raw, list):
+            self.error(path, "routes must be a list of {prefix, via | interface | type}")
+            return []
+        out: list[Route] = []
+        for i, item in enumerate(raw):
+            route = self.route(node, item, (*path, i))
+            if route is None:
+                continue
+            if any(r.prefix == route.prefix for r in out):
+                self.error((*path, i, "prefix"), f"duplicate route for {route.prefix}")
+                continue
+            out.append(route)
+        return out
+
+    def route(self, node: Node, item: Any, path: yamlpos.Path) -> Route | None:
+        if not isinstance(item, dict):
+            self.error(path, "a route must be a mapping with prefix and via/interface/type")
+            return None
+        self.unknown_keys(item, ROUTE_KEYS, path, "route")
+        ok = True
+        prefix: IPNetwork | None = None
+        raw_prefix = item.get("prefix")
+        if raw_prefix == "default":
+            raw_prefix = None
+            self.error((*path, "prefix"), "write the default route as 0.0.0.0/0 or ::/0")
+        elif not isinstance(raw_prefix, str) or "/" not in raw_prefix:
+            self.error((*path, "prefix"), f"expected a prefix like 192.0.2.0/24, got "
+                       f"{raw_prefix!r}")
+            ok = False
+        else:
+            try:
+                prefix = ipaddress.ip_network(raw_prefix.strip())
+            except ValueError as e:
+                text = raw_prefix.strip()
+                try:
+                    fixed = ipaddress.ip_network(text, strict=False)
+                except ValueError:
+                    self.error((*path, "prefix"), f"bad prefix {text!r}: {e}")
+                else:
+                    self.error((*path, "prefix"), f"prefix {text} has host bits set",
+                               f"did you mean {fixed}?")
+                ok = False
+            else:
+                reason = None if prefix.prefixlen == 0 else documentation_problem(prefix)
+                if reason is not None:
+                    self.error((*path, "prefix"), reason, DOCUMENTATION_HINT)
+                    ok = False
+        rtype = item.get("type", "unicast")
+        if rtype not in ROUTE_TYPES:
+            self.error((*path, "type"), f"route type must be one of "
+                       f"{', '.join(ROUTE_TYPES)}, got {rtype!r}")
+            ok = False
+        via: IPAddress | None = None
+        via_if: str | None = None
+        raw_via = item.get("via")
+        if raw_via is not None:
+            via, via_if, good = self.gateway(node, raw_via, prefix, (*path, "via"))
+            ok = ok and good
+        raw_if = item.get("interface")
+        if raw_if is not None:
+            if node.interface(str(raw_if)) is None:
+                self.error((*path, "interface"), f"node {node.name} has no interface "
+                           f"{raw_if!r}")
+                ok = False
+            elif via_if is not None and via_if != raw_if:
+                self.error((*path, "interface"), f"conflicts with the %{via_if} of via")
+                ok = False
+            else:
+                via_if = str(raw_if)
+                if via is not None and not via.is_link_local:
+                    iface = node.interface(via_if)
+                    assert iface is not None
+                    if not any(via in a.network for a in iface.addresses):
+                        self.error((*path, "via"), f"gateway {via} is not on a subnet of "
+                                   f"{node.name}:{via_if}")
+                        ok = False
+        if rtype == "unicast" and raw_via is None and raw_if is None:
+            self.error(path, "a route needs via (a gateway) or interface (on-link)",
+                       "or type: reject / blackhole")
+            ok = False
+        if rtype != "unicast" and (raw_via is not None or raw_if is not None):
+            self.error(path, f"a {rtype} route takes neither via nor interface")
+            ok = False
+        if not ok or prefix is None:
+            return None
+        return Route(prefix, via, via_if, str(rtype))
+
+    def gateway(self, node: Node, raw: Any, prefix: IPNetwork | None, path: yamlpos.Path
+                ) -> tuple[IPAddress | None, str | None, bool]:
+        text = str(raw).strip()
+        via_if: str | None = None
+        if "%" in text:
+            text, via_if = text.split("%", 1)
+        try:
+            via = ipaddress.ip_address(text)
+        except ValueError:
+            self.error(path, f"gateway {raw!r} is not an IP address",
+                       "a route's via is a neighbour's address, like 198.51.100.1")
+            return None, None, False
+        if prefix is not None and via.version != prefix.version:
+            self.error(path, f"IPv{via.version} gateway for an IPv{prefix.version} prefix")
+            return None, None, False
+        if isinstance(via, IPv6Address) and via.is_link_local:
+            if via_if is None:
+                self.error(path, f"link-local gateway {via} needs its interface",
+                           f"write \"{via}%IFNAME\"")
+                return None, None, False
+            if node.interface(via_if) is None:
+                self.error(path, f"node {node.name} has no interface {via_if!r}")
+                return None, None, False
+            return via, via_if, True
+        if via_if is not None:
+            self.error(path, "only a link-local gateway takes %interface",
+                       "use interface: for the egress interface")
+            return None, None, False
+        if via.is_multicast or via.is_unspecified or via.is_loopback:
+            self.error(path, f"{via} cannot be a gateway")
+            return None, None, False
+        if via in node.addresses():
+            self.error(path, f"gateway {via} is {node.name}'s own address",
+                       "the gateway is a neighbour's address")
+            return None, None, False
+        if not any(via in a.network for i in node.interfaces for a in i.addresses):
+            subnets = ", ".join(str(a.network) for i in node.interfaces for a in i.addresses
+                                if a.version == via.version and not a.ip.is_link_local)
+            self.error(path, f"gateway {via} is not on any subnet of {node.name}",
+                       f"its subnets: {subnets or 'none'}")
+            return None, None, False
+        return via, None, True
+
+    def tests(self, raw: Any, topology: Topology) -> list[CheckSpec]:
+        from orchestrate.checks import validate_check  # checks imports this module
+
+        if raw is None:
+            return []
+        if not isinstance(raw, list):
+            self.error(("tests",), "tests must be a list of checks",
+                       "e.g. - {kind: ping, from: h1, to: h2}")
+            return []
+        out: list[CheckSpec] = []
+        for i, item in enumerate(raw):
+            path: yamlpos.Path = ("tests", i)
+            if not isinstance(item, dict):
+                self.error(path, "a check must be a mapping with kind:")
+                continue
+            problems, spec = validate_check(item, topology)
+            for sub, message, hint, at_key in problems:
+                self.error((*path, *sub), message, hint, key=at_key)
+            if spec is not None and not problems:
+                kind, name, params = spec
+                mark = self.doc.mark(path)
+                out.append(CheckSpec(kind, name, params, self.source, mark.line, mark.col))
+        return out

@@ -1,0 +1,85 @@
+"""`vrlab console NODE`: attach to a node's serial console (Ctrl-] detaches).
+
+The serial port is a QEMU chardev socket that also writes `serial.log`, so attaching never
+loses output and the log is complete whether or not anyone is attached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import select
+import socket
+import sys
+import termios
+import tty
+from typing import Any
+
+DETACH = b"\x1d"  # Ctrl-]
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser("console", help="attach to a node's serial console")
+    parser.add_argument("node")
+    parser.add_argument("--lab", help="lab name (default: the only lab)")
+    parser.add_argument("--log", action="store_true", help="print serial.log instead")
+    parser.set_defaults(func=run)
+
+
+def relay(sock: socket.socket, stdin_fd: int, stdout_fd: int) -> None:
+    """Copy between the console socket and the terminal until Ctrl-] or either side closes."""
+    while True:
+        readable, _, _ = select.select([sock.fileno(), stdin_fd], [], [])
+        if sock.fileno() in readable:
+            data = sock.recv(65536)
+            if not data:
+                return
+            os.write(stdout_fd, data)
+        if stdin_fd in readable:
+            data = os.read(stdin_fd, 1024)
+            if not data or DETACH in data:
+                before = data.split(DETACH, 1)[0]
+                if before:
+                    sock.sendall(before)
+                return
+            sock.sendall(data)
+
+
+def run(args: argparse.Namespace) -> int:
+    from orchestrate.lab import Lab, LabError, resolve_lab_name
+
+    try:
+        lab = Lab.open(resolve_lab_name(args.lab))
+        spec = lab.spec(args.node)
+    except LabError as exc:
+        print(f"vrlab console: {exc}", file=sys.stderr)
+        return 1
+    if args.log:
+        sys.stdout.write(spec.serial_log.read_text(errors="replace"))
+        return 0
+    if lab.backend_name == "libvirt":
+        print(f"vrlab console: libvirt lab; use `virsh console {lab.name}-{args.node}` "
+              f"or --log ({spec.serial_log})", file=sys.stderr)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(str(spec.serial_socket))
+    except OSError as exc:
+        print(f"vrlab console: {spec.serial_socket}: {exc}", file=sys.stderr)
+        return 1
+    print(f"[console {lab.name}/{args.node}: Ctrl-] to detach; log {spec.serial_log}]",
+          file=sys.stderr)
+    stdin_fd = sys.stdin.fileno()
+    saved = termios.tcgetattr(stdin_fd) if os.isatty(stdin_fd) else None
+    try:
+        if saved is not None:
+            tty.setraw(stdin_fd)
+        sock.sendall(b"\r")
+        relay(sock, stdin_fd, sys.stdout.fileno())
+    finally:
+        if saved is not None:
+            termios.tcsetattr(stdin_fd, termios.TCSADRAIN, saved)
+        with contextlib.suppress(OSError):
+            sock.close()
+    print("\n[detached]", file=sys.stderr)
+    return 0

@@ -1,0 +1,77 @@
+"""`vrlab demo [FILE]`: the seed experiment end to end, then tear down (always).
+
+Builds or reuses the image, brings up configs/duo.yaml (violin <-> piano), pings piano's IPv6
+link-local address from violin (`ping -c 3 fe80::...%vioif0`, the address derived from
+piano's MAC by modified EUI-64), prints the result, and takes the lab down even on failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from orchestrate.commands.up import add_lab_options, lab_options
+
+DEFAULT_FILE = Path("configs/duo.yaml")
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "demo", help="boot duo.yaml, ping a link-local address, tear down")
+    parser.add_argument("file", nargs="?", type=Path, default=DEFAULT_FILE)
+    add_lab_options(parser)
+    parser.add_argument("--count", type=int, default=3, help="pings to send (default 3)")
+    parser.set_defaults(func=run)
+
+
+def pick_pair(topology: Any) -> tuple[str, str, str, str]:
+    """(from node, its ifname, to node, its ifname) for the first point-to-point link."""
+    for link in topology.links:
+        if len(link.endpoints) == 2:
+            a, b = link.endpoints
+            return a.node, a.ifname, b.node, b.ifname
+    raise ValueError("the topology has no point-to-point link to ping across")
+
+
+def run(args: argparse.Namespace) -> int:
+    from orchestrate.lab import Lab, LabError
+    from orchestrate.ssh import SshError
+    from orchestrate.topology import TopologyError, load_topology
+
+    try:
+        topology = load_topology(args.file)
+        src, src_if, dst, dst_if = pick_pair(topology)
+    except TopologyError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"vrlab demo: {exc}", file=sys.stderr)
+        return 2
+    print(f"vrlab demo: {args.file}: {src} pings {dst}'s link-local address", flush=True)
+    try:
+        lab = Lab.up(topology, **lab_options(args, topology))
+    except LabError as exc:
+        print(f"vrlab demo: up failed: {exc}", file=sys.stderr)
+        return 1
+    try:
+        target = lab.node(dst).link_local(dst_if)
+        command = f"ping -c {args.count} -W 2 {target}%{src_if}"
+        print(f"{src}$ {command}", flush=True)
+        result = lab.node(src).exec(command, timeout=30 + 3 * args.count)
+        sys.stdout.write(result.stdout)
+        sys.stderr.write(result.stderr)
+        if result.ok:
+            print(f"vrlab demo: OK, {dst} answered on {target}")
+        else:
+            print(f"vrlab demo: FAILED, ping exited {result.exit_status}", file=sys.stderr)
+        return 0 if result.ok else 1
+    except (LabError, SshError) as exc:
+        print(f"vrlab demo: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        for trouble in lab.down():
+            print(f"vrlab demo: teardown: {trouble}", file=sys.stderr)
+        print(f"vrlab demo: lab {lab.name} torn down", flush=True)

@@ -1,0 +1,62 @@
+"""`vrlab status [LAB]`: each node's state, management address and SSH port."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from orchestrate.lab import Lab
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser("status", help="show the nodes of running labs")
+    parser.add_argument("lab", nargs="?", help="lab name or topology file (default: all labs)")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.set_defaults(func=run)
+
+
+def print_status(lab: Lab) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"lab {lab.name} ({lab.backend_name}, "
+                        f"{lab.record.data.get('accel')}, {lab.record.data.get('state')})",
+                  title_justify="left")
+    for column in ("node", "role", "state", "ssh", "interfaces"):
+        table.add_column(column)
+    for node in lab.status():
+        interfaces = "\n".join(
+            f"{i['name']} {i['mac']} {i['link_local']} ({i['link']}, mtu {i['mtu']})"
+            for i in node.interfaces)
+        table.add_row(node.name, node.role, node.state, node.mgmt, interfaces)
+    console = Console()
+    console.print(table)
+    console.print(f"ssh: vrlab ssh NODE   or   ssh -F {lab.ssh_config} NODE")
+    console.print(f"serial logs: {lab.dir}/nodes/NODE/serial.log   (vrlab console NODE)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from orchestrate.lab import Lab, LabError, resolve_lab_name
+
+    try:
+        names = [resolve_lab_name(args.lab)] if args.lab else Lab.names()
+        labs = [Lab.open(name) for name in names]
+    except LabError as exc:
+        print(f"vrlab status: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps({lab.name: {"state": lab.record.data.get("state"),
+                                     "backend": lab.backend_name,
+                                     "ssh_config": str(lab.ssh_config),
+                                     "nodes": [asdict(n) for n in lab.status()]}
+                          for lab in labs}, indent=1))
+        return 0
+    if not labs:
+        print("no lab is up")
+    for lab in labs:
+        print_status(lab)
+    return 0

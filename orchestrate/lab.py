@@ -1,0 +1,626 @@
+"""A running lab: `Lab.up` builds it from a topology, `Lab.open` finds it, `down` removes it.
+
+The lab directory `$VRLAB_HOME/labs/<name>/` holds `record.json` (see orchestrate.record),
+the lab's SSH material (`ssh/`, `known_hosts`, `ssh_config`) and one directory per node
+(overlay, config disk, serial.log, qemu.log). Unix sockets live in `<lab>/run/`, or in
+`/tmp/vrlab-<hash>/` when that path would be too long for a socket address.
+
+`up` journals every object before creating it and, if anything fails (or is interrupted),
+tears down whatever the journal lists before re-raising. `down` reads only the journal, so it
+works after `kill -9` of a VM, after `kill -9` of `vrlab up` itself, and twice in a row.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import ipaddress
+import shlex
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from orchestrate import links, ports, ssh
+from orchestrate.backends import Backend, BackendError, NodeSpec, get_backend
+from orchestrate.record import (
+    KINDS_TEARDOWN_ORDER,
+    RECORD_NAME,
+    Record,
+    RecordError,
+    lab_dir,
+    labs_dir,
+)
+
+DEFAULT_TIMEOUT = 300.0
+SOCKET_PATH_MAX = 100  # sun_path is 108 bytes; leave room for the NUL and a suffix
+BOOT_MARKER = "Linux version"
+ROUTER_PROBE = "routerctl show interfaces"
+
+STAGES_HOST = ("boot", "booted", "ssh", "ready")
+STAGES_ROUTER = ("boot", "booted", "ssh", "router", "ready")
+
+
+class LabError(Exception):
+    """A lab could not be brought up, found, or taken down."""
+
+
+@dataclass
+class NodeStatus:
+    name: str
+    role: str
+    state: str  # running / stopped / absent
+    ssh_port: int
+    mgmt: str
+    addresses: list[str]
+    serial_log: str
+    interfaces: list[dict[str, Any]] = field(default_factory=list)
+
+
+class NodeHandle:
+    """One node of a running lab: run commands over SSH, find its serial log."""
+
+    def __init__(self, lab: Lab, name: str) -> None:
+        self.lab = lab
+        self.name = name
+        self.spec = lab.spec(name)
+        self._client: Any = None
+        self._lock = threading.Lock()
+
+    @property
+    def serial_log(self) -> Path:
+        return self.spec.serial_log
+
+    @property
+    def ssh_port(self) -> int:
+        return self.spec.ssh_port
+
+    @property
+    def role(self) -> str:
+        return self.spec.role
+
+    def mac(self, ifname: str) -> str:
+        for nic in self.spec.nics:
+            if nic.ifname == ifname:
+                return nic.mac
+        raise LabError(f"{self.name} has no interface {ifname}")
+
+    def link_local(self, ifname: str) -> str:
+        """The modified EUI-64 link-local address (RFC 4291 appendix A) of `ifname`."""
+        return str(link_local_from_mac(self.mac(ifname)))
+
+    def exec(self, cmd: str | Sequence[str], timeout: float = 60.0) -> ssh.ExecResult:
+        command = cmd if isinstance(cmd, str) else shlex.join(cmd)
+        with self._lock:
+            for attempt in (1, 2):
+                if self._client is None:
+                    self._client = ssh.connect(self.ssh_port, self.lab.client_key,
+                                               self.lab.known_hosts, timeout=min(timeout, 15.0))
+                try:
+                    return ssh.run(self._client, command, timeout=timeout)
+                except Exception:
+                    # A dropped connection (e.g. the VM rebooted): reconnect once.
+                    self.close_locked()
+                    if attempt == 2:
+                        raise
+            raise AssertionError("unreachable")
+
+    def close_locked(self) -> None:
+        if self._client is not None:
+            with contextlib.suppress(Exception):
+                self._client.close()
+            self._client = None
+
+    def close(self) -> None:
+        with self._lock:
+            self.close_locked()
+
+
+def link_local_from_mac(mac: str) -> ipaddress.IPv6Address:
+    octets = bytearray(int(part, 16) for part in mac.split(":"))
+    octets[0] ^= 0x02
+    eui = bytes(octets[:3]) + b"\xff\xfe" + bytes(octets[3:])
+    return ipaddress.IPv6Address(b"\xfe\x80" + b"\x00" * 6 + eui)
+
+
+def run_dir_for(directory: Path) -> Path:
+    """Where this lab's unix sockets go: `<lab>/run`, or a short /tmp path if that is too long."""
+    candidate = directory / "run"
+    if len(str(candidate)) + 24 <= SOCKET_PATH_MAX:
+        return candidate
+    digest = hashlib.sha256(str(directory).encode()).hexdigest()[:12]
+    return Path("/tmp") / f"vrlab-{digest}"
+
+
+class Lab:
+    """A lab as its journal describes it."""
+
+    def __init__(self, record: Record) -> None:
+        self.record = record
+        self.name = record.lab
+        self.dir = record.path.parent
+        self._handles: dict[str, NodeHandle] = {}
+
+    # -- paths ---------------------------------------------------------------------------------
+
+    @property
+    def client_key(self) -> Path:
+        return self.dir / "ssh" / "id_ed25519"
+
+    @property
+    def known_hosts(self) -> Path:
+        return self.dir / "known_hosts"
+
+    @property
+    def ssh_config(self) -> Path:
+        return self.dir / "ssh_config"
+
+    @property
+    def backend_name(self) -> str:
+        return str(self.record.data.get("backend", "qemu"))
+
+    def backend(self) -> Backend:
+        return get_backend(self.backend_name, **self.record.data.get("backend_options", {}))
+
+    def nodes(self) -> list[str]:
+        return list(self.record.data["nodes"])
+
+    def spec(self, name: str) -> NodeSpec:
+        try:
+            data = self.record.data["nodes"][name]
+        except KeyError:
+            raise LabError(f"lab {self.name} has no node {name!r} "
+                           f"(nodes: {', '.join(self.nodes())})") from None
+        return NodeSpec.from_json(self.name, name, data)
+
+    def node(self, name: str) -> NodeHandle:
+        if name not in self._handles:
+            self._handles[name] = NodeHandle(self, name)
+        return self._handles[name]
+
+    # -- opening -------------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, name: str) -> Lab:
+        try:
+            return cls(Record.load(lab_dir(name) / RECORD_NAME))
+        except RecordError as exc:
+            raise LabError(f"no lab named {name!r} ({exc})") from exc
+
+    @staticmethod
+    def names() -> list[str]:
+        root = labs_dir()
+        if not root.is_dir():
+            return []
+        return sorted(p.name for p in root.iterdir() if (p / RECORD_NAME).is_file())
+
+    # -- up ------------------------------------------------------------------------------------
+
+    @classmethod
+    def up(cls, topology: Any, backend: str = "qemu", accel: str = "auto",
+           timeout: float = DEFAULT_TIMEOUT, *, name: str | None = None,
+           image: Any = None, progress: bool = True,
+           backend_options: dict[str, Any] | None = None,
+           on_event: Callable[[str, str, str], None] | None = None) -> Lab:
+        """Build and boot `topology`; return when every node is ready (or raise LabError).
+
+        `image` is an ImageInfo (default: `images.ensure_image()`); `name` overrides the
+        topology's name so the same file can run twice side by side.
+        """
+        lab_name = name or topology.name
+        directory = lab_dir(lab_name)
+        if (directory / RECORD_NAME).exists():
+            raise LabError(f"lab {lab_name!r} already exists ({directory}); "
+                           f"`vrlab down {lab_name}` first")
+        if image is None:
+            from orchestrate.images import ensure_image
+
+            image = ensure_image()
+        backend_impl = get_backend(backend, **(backend_options or {}))
+        from orchestrate.accel import choose_accel
+
+        choice = choose_accel(accel, Path(image.kernel),
+                              Path(image.initrd) if image.initrd else None)
+        directory.mkdir(parents=True, exist_ok=True)
+        record = Record.create(
+            directory / RECORD_NAME, lab_name, backend=backend,
+            backend_options=backend_options or {}, accel=choice.name,
+            accel_reason=choice.reason, accel_requested=accel,
+            topology=str(topology.path) if topology.path else None,
+        )
+        lab = cls(record)
+        try:
+            lab._build(topology, image, choice.name, backend_impl)
+            lab._wait_ready(timeout, progress, on_event)
+            record.set_fields(state="up", ready_at=time.time())
+        except BaseException:
+            record.set_fields(state="failed")
+            lab.close()
+            with contextlib.suppress(Exception):
+                lab.down()
+            raise
+        return lab
+
+    def _build(self, topology: Any, image: Any, accel: str, backend: Backend) -> None:
+        record = self.record
+        record.intend("directory", str(self.dir), path=str(self.dir))
+        record.created("directory", str(self.dir))
+        run_dir = run_dir_for(self.dir)
+        if run_dir != self.dir / "run":
+            record.intend("directory", str(run_dir), path=str(run_dir))
+        run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        client = ssh.generate_key(self.client_key, f"vrlab-{self.name}")
+        host_keys = {
+            node: ssh.generate_key(self.dir / "ssh" / f"host_{node}_ed25519",
+                                   f"{node}@vrlab-{self.name}")
+            for node in topology.nodes
+        }
+        purposes = [f"ssh:{node}" for node in topology.nodes] + links.udp_purposes(topology)
+        allocated = ports.allocate_ports(record, purposes)
+        macs = links.MacAllocator(self.name)
+        mgmt_macs = {node: macs.mac(node, links.MGMT_IFNAME) for node in topology.nodes}
+        nics = links.plan_nics(topology, self.name, allocated, macs)
+
+        specs: dict[str, NodeSpec] = {}
+        for node_name, node in topology.nodes.items():
+            node_dir = self.dir / "nodes" / node_name
+            node_dir.mkdir(parents=True, exist_ok=True)
+            port = allocated[f"ssh:{node_name}"]
+            specs[node_name] = NodeSpec(
+                lab=self.name, name=node_name, role=str(node.role),
+                memory=int(node.memory), cpus=int(getattr(node, "cpus", 1) or 1), accel=accel,
+                kernel=Path(image.kernel), initrd=Path(image.initrd) if image.initrd else None,
+                cmdline=str(image.cmdline), overlay=node_dir / "root.qcow2",
+                config_disk=node_dir / "config.img", mgmt_mac=mgmt_macs[node_name],
+                ssh_port=port, mgmt_netdev=management_netdev(port), node_dir=node_dir,
+                run_dir=run_dir, nics=nics[node_name],
+            )
+        record.set_fields(nodes={n: s.to_json() for n, s in specs.items()})
+
+        ssh.write_known_hosts(self.known_hosts, {
+            specs[n].ssh_port: host_keys[n].public_line() for n in specs})
+        ssh.write_ssh_config(self.ssh_config, self.name, client.private, self.known_hosts,
+                             {n: s.ssh_port for n, s in specs.items()})
+
+        for node_name, spec in specs.items():
+            record.intend("overlay", str(spec.overlay), path=str(spec.overlay))
+            create_overlay(Path(image.disk), spec.overlay)
+            record.created("overlay", str(spec.overlay))
+            record.intend("config_disk", str(spec.config_disk), path=str(spec.config_disk))
+            write_config_disk(topology, topology.nodes[node_name], spec, client,
+                              host_keys[node_name])
+            record.created("config_disk", str(spec.config_disk))
+
+        all_nics = [nic for spec in specs.values() for nic in spec.nics]
+        bridges = links.lan_bridges(all_nics)
+        if bridges:
+            namespace = links.netns_name(self.name)
+            record.intend("namespace", namespace, name=namespace)
+            links.create_namespace(namespace)
+            record.created("namespace", namespace)
+            for bridge, mtu in sorted(bridges.items()):
+                record.intend("bridge", f"{namespace}/{bridge}", netns=namespace, name=bridge)
+                links.create_bridge(namespace, bridge, mtu)
+                record.created("bridge", f"{namespace}/{bridge}")
+
+        for spec in specs.values():
+            backend.create(record, spec)
+        record.set_fields(state="booting", boot_started=time.time())
+        for spec in specs.values():
+            backend.start(record, spec)
+
+    # -- readiness -----------------------------------------------------------------------------
+
+    def _wait_ready(self, timeout: float, progress: bool,
+                    on_event: Callable[[str, str, str], None] | None) -> None:
+        names = self.nodes()
+        stage: dict[str, str] = {n: "boot" for n in names}
+        since: dict[str, float] = {n: time.monotonic() for n in names}
+        errors: dict[str, str] = {}
+        cancel = threading.Event()
+        started = time.monotonic()
+        deadline = started + timeout
+        backend = self.backend()
+
+        def advance(node: str, new: str) -> None:
+            stage[node] = new
+            since[node] = time.monotonic()
+            if on_event:
+                on_event(node, new, f"{time.monotonic() - started:.1f}s")
+
+        def alive(node: str) -> None:
+            if backend.status(self.record, node) != "running":
+                log = self.spec(node).node_dir / "qemu.log"
+                tail = _tail(log, 5)
+                raise LabError(f"{node}: the VM exited during stage {stage[node]!r}"
+                               f"{': ' + tail if tail else ''} (serial log: "
+                               f"{self.spec(node).serial_log})")
+
+        def wait_node(node: str) -> None:
+            spec = self.spec(node)
+            while BOOT_MARKER not in _read(spec.serial_log):
+                alive(node)
+                if cancel.wait(0.25):
+                    return
+            advance(node, "booted")
+            while not ssh.ssh_answers(spec.ssh_port, self.client_key, self.known_hosts,
+                                      timeout=5.0):
+                alive(node)
+                if cancel.wait(0.5):
+                    return
+            advance(node, "ssh")
+            if spec.role == "router":
+                advance(node, "router")
+                while True:
+                    try:
+                        if self.node(node).exec(ROUTER_PROBE, timeout=20.0).ok:
+                            break
+                    except ssh.SshError:
+                        pass
+                    alive(node)
+                    if cancel.wait(1.0):
+                        return
+            advance(node, "ready")
+
+        def guarded(node: str) -> None:
+            try:
+                wait_node(node)
+            except Exception as exc:
+                errors[node] = str(exc)
+                cancel.set()
+
+        display = _ProgressDisplay(names, stage, since, started, enabled=progress)
+        with ThreadPoolExecutor(max_workers=max(1, len(names))) as pool, display:
+            futures = [pool.submit(guarded, n) for n in names]
+            while not all(f.done() for f in futures):
+                display.refresh()
+                if time.monotonic() > deadline:
+                    cancel.set()
+                    break
+                time.sleep(0.2)
+            cancel.set()
+        display.refresh()
+        if errors:
+            node, message = sorted(errors.items())[0]
+            raise LabError(message)
+        late = [n for n in names if stage[n] != "ready"]
+        if late:
+            node = late[0]
+            spec = self.spec(node)
+            wanted = _next_stage(spec.role, stage[node])
+            tail = _tail(spec.serial_log, 3)
+            raise LabError(
+                f"{node}: did not reach stage {wanted!r} within {timeout:.0f} s "
+                f"(stuck after {stage[node]!r}); serial log: {spec.serial_log}"
+                + (f"\n  last lines: {tail}" if tail else "")
+                + (f"\n  also late: {', '.join(late[1:])}" if len(late) > 1 else "")
+            )
+
+    # -- status --------------------------------------------------------------------------------
+
+    def status(self) -> list[NodeStatus]:
+        backend = self.backend()
+        result = []
+        for name in self.nodes():
+            spec = self.spec(name)
+            try:
+                state = backend.status(self.record, name)
+            except BackendError as exc:
+                state = f"unknown ({exc})"
+            result.append(NodeStatus(
+                name=name, role=spec.role, state=state, ssh_port=spec.ssh_port,
+                mgmt=f"{ssh.MGMT_HOST}:{spec.ssh_port}",
+                addresses=[], serial_log=str(spec.serial_log),
+                interfaces=[{"name": nic.ifname, "mac": nic.mac, "mtu": nic.mtu,
+                             "link": nic.kind,
+                             "link_local": str(link_local_from_mac(nic.mac))}
+                            for nic in spec.nics],
+            ))
+        return result
+
+    # -- capture -------------------------------------------------------------------------------
+
+    def capture(self, node: str, ifname: str, path: Path,
+                ) -> contextlib.AbstractContextManager[Path]:
+        from orchestrate.capture import capture
+
+        return capture(self, node, ifname, Path(path))
+
+    # -- down ----------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        for handle in self._handles.values():
+            handle.close()
+
+    def down(self) -> list[str]:
+        """Remove everything the journal lists; return problems (empty when all went)."""
+        self.close()
+        return teardown(self.record)
+
+
+def teardown(record: Record) -> list[str]:
+    problems: list[str] = []
+    record.set_fields(state="stopping")
+    backend_name = str(record.data.get("backend", "qemu"))
+    try:
+        backend: Backend | None = get_backend(backend_name,
+                                              **record.data.get("backend_options", {}))
+    except Exception as exc:  # e.g. libvirt-python missing: still remove files
+        backend = None
+        problems.append(f"backend {backend_name}: {exc}")
+    for kind in KINDS_TEARDOWN_ORDER:
+        for obj in reversed(list(record.objects(kind))):
+            try:
+                _remove(record, backend, obj)
+            except Exception as exc:
+                problems.append(f"{kind} {obj['key']}: {exc}")
+    if not problems:
+        shutil.rmtree(record.path.parent, ignore_errors=True)
+    return problems
+
+
+def _remove(record: Record, backend: Backend | None, obj: dict[str, Any]) -> None:
+    kind, key = obj["kind"], obj["key"]
+    if kind == "capture":
+        from orchestrate.capture import stop_recorded_capture
+
+        stop_recorded_capture(record, obj)
+    elif kind in ("process", "domain"):
+        if backend is None:
+            raise LabError("no backend to stop it with")
+        backend.stop(record, obj.get("node", key))
+        record.removed(kind, key)
+    elif kind == "namespace":
+        links.remove_namespace(obj["name"])
+    elif kind in ("bridge", "tap"):
+        # They live in the lab's namespace: gone with it. If the namespace is still there
+        # (its removal failed), deleting it again is what would remove them.
+        if links.namespace_exists(obj["netns"]):
+            raise LabError(f"namespace {obj['netns']} still exists")
+    elif kind in ("socket", "overlay", "config_disk", "file"):
+        Path(obj["path"]).unlink(missing_ok=True)
+    elif kind == "directory":
+        if Path(obj["path"]) == record.path.parent:
+            return  # the lab directory holds the journal: removed last, by teardown()
+        shutil.rmtree(obj["path"], ignore_errors=True)
+    record.removed(kind, key)
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+
+def management_netdev(port: int) -> str:
+    """QEMU user networking options for the management NIC (no `id`)."""
+    try:
+        from orchestrate import nodeconfig
+    except ImportError:
+        nodeconfig = None  # type: ignore[assignment]
+    if nodeconfig is not None and hasattr(nodeconfig, "management_netdev_options"):
+        return str(nodeconfig.management_netdev_options(port))
+    return (f"restrict=on,net=203.0.113.248/29,host=203.0.113.249,"
+            f"hostfwd=tcp:127.0.0.1:{port}-:22")
+
+
+def create_overlay(base: Path, overlay: Path) -> None:
+    overlay.unlink(missing_ok=True)
+    subprocess.run(
+        ["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(base.resolve()), "-F", "raw",
+         str(overlay)],
+        check=True, stdin=subprocess.DEVNULL, capture_output=True,
+    )
+
+
+def write_config_disk(topology: Any, node: Any, spec: NodeSpec, client: ssh.KeyPair,
+                      host_key: ssh.KeyPair) -> None:
+    """Hand the node's identity and configuration to the image's config-disk writer."""
+    from orchestrate import nodeconfig
+
+    nodeconfig_write(nodeconfig, topology, node, spec, client, host_key)
+
+
+def nodeconfig_write(module: Any, topology: Any, node: Any, spec: NodeSpec,
+                     client: ssh.KeyPair, host_key: ssh.KeyPair) -> None:
+    boot = module.NodeBootSpec(
+        node=node,
+        management_mac=spec.mgmt_mac,
+        interface_macs={nic.ifname: nic.mac for nic in spec.nics},
+        interface_mtus={nic.ifname: nic.mtu for nic in spec.nics},
+        ssh_authorized_key=client.public_line(),
+        ssh_host_key_private=host_key.private.read_text(),
+        ssh_host_key_public=host_key.public_line(),
+    )
+    module.write_config_disk(boot, spec.config_disk)
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+def _tail(path: Path, lines: int) -> str:
+    text = _read(path).strip().splitlines()
+    return " | ".join(line.strip() for line in text[-lines:])
+
+
+def _next_stage(role: str, current: str) -> str:
+    stages = STAGES_ROUTER if role == "router" else STAGES_HOST
+    index = stages.index(current) if current in stages else 0
+    return stages[min(index + 1, len(stages) - 1)]
+
+
+class _ProgressDisplay:
+    """A live table of node, stage and time (rich), or nothing when disabled."""
+
+    def __init__(self, names: list[str], stage: dict[str, str], since: dict[str, float],
+                 started: float, enabled: bool) -> None:
+        self.names, self.stage, self.since, self.started = names, stage, since, started
+        self.enabled = enabled
+        self.live: Any = None
+
+    def __enter__(self) -> _ProgressDisplay:
+        if self.enabled:
+            from rich.console import Console
+            from rich.live import Live
+
+            self.live = Live(self._table(), console=Console(stderr=True),
+                             refresh_per_second=4, transient=False)
+            self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.live is not None:
+            self.live.update(self._table())
+            self.live.__exit__(None, None, None)
+
+    def refresh(self) -> None:
+        if self.live is not None:
+            self.live.update(self._table())
+
+    def _table(self) -> Any:
+        from rich.table import Table
+
+        table = Table(title=f"vrlab up ({time.monotonic() - self.started:.0f} s)",
+                      title_justify="left")
+        table.add_column("node")
+        table.add_column("stage")
+        table.add_column("since", justify="right")
+        for name in self.names:
+            stage = self.stage[name]
+            style = "green" if stage == "ready" else "yellow"
+            table.add_row(name, f"[{style}]{stage}[/{style}]",
+                          f"{self.since[name] - self.started:.1f} s")
+        return table
+
+
+def resolve_lab_name(given: str | None) -> str:
+    """A lab name from a name, a topology file (its `name:`), or the only lab there is."""
+    if given:
+        path = Path(given)
+        if given.endswith((".yaml", ".yml")) and path.is_file():
+            import yaml
+
+            with contextlib.suppress(yaml.YAMLError, OSError):
+                data = yaml.safe_load(path.read_text())
+                if isinstance(data, dict) and isinstance(data.get("name"), str):
+                    return str(data["name"])
+            return path.stem
+        return given
+    names = Lab.names()
+    if len(names) == 1:
+        return names[0]
+    if not names:
+        raise LabError("no lab is up (`vrlab up FILE`)")
+    raise LabError(f"several labs are up ({', '.join(names)}): name one with --lab")
+
+
+def iter_labs() -> Iterator[Lab]:
+    for name in Lab.names():
+        with contextlib.suppress(LabError):
+            yield Lab.open(name)

@@ -1,0 +1,180 @@
+"""SSH for a lab: keys, pinned host keys, ssh_config, and command execution (paramiko).
+
+Each lab has one ed25519 client key pair (`<lab>/ssh/id_ed25519`). Each node gets an ed25519
+host key generated here before it boots; the node's config disk carries it into the VM, and the
+lab's `known_hosts` pins it as `[127.0.0.1]:PORT`. Nothing ever turns host key checking off:
+paramiko uses `RejectPolicy`, the generated `ssh_config` says `StrictHostKeyChecking yes`.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import paramiko
+
+SSH_USER = "root"
+MGMT_HOST = "127.0.0.1"
+
+
+class SshError(Exception):
+    """SSH could not connect, authenticate, or verify the host key."""
+
+
+@dataclass(frozen=True, slots=True)
+class ExecResult:
+    """What a command run on a node produced."""
+
+    exit_status: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_status == 0
+
+
+@dataclass(frozen=True, slots=True)
+class KeyPair:
+    private: Path
+    public: Path
+
+    def public_line(self) -> str:
+        return self.public.read_text().strip()
+
+
+def generate_key(path: Path, comment: str) -> KeyPair:
+    """An ed25519 key pair at `path` / `path.pub` (kept if it already exists)."""
+    public = path.with_name(path.name + ".pub")
+    if not (path.exists() and public.exists()):
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path.unlink(missing_ok=True)
+        public.unlink(missing_ok=True)
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)],
+            check=True,
+            stdin=subprocess.DEVNULL,
+        )
+    return KeyPair(path, public)
+
+
+def known_hosts_line(port: int, host_public_line: str) -> str:
+    """`[127.0.0.1]:PORT ssh-ed25519 AAAA...` (the comment is dropped)."""
+    keytype, blob = host_public_line.split()[:2]
+    return f"[{MGMT_HOST}]:{port} {keytype} {blob}"
+
+
+def write_known_hosts(path: Path, entries: dict[int, str]) -> None:
+    """entries: port -> host public key line."""
+    lines = [known_hosts_line(port, line) for port, line in sorted(entries.items())]
+    path.write_text("".join(f"{line}\n" for line in lines))
+
+
+def write_ssh_config(path: Path, lab: str, client_key: Path, known_hosts: Path,
+                     ports: dict[str, int]) -> None:
+    """An OpenSSH config usable as `ssh -F path NODE`; host checking stays strict."""
+    blocks = [f"# vrlab lab {lab}: ssh -F {path} NODE\n"]
+    for node, port in sorted(ports.items()):
+        blocks.append(
+            f"Host {node}\n"
+            f"    HostName {MGMT_HOST}\n"
+            f"    Port {port}\n"
+            f"    User {SSH_USER}\n"
+            f"    IdentityFile {client_key}\n"
+            f"    IdentitiesOnly yes\n"
+            f"    UserKnownHostsFile {known_hosts}\n"
+            f"    GlobalKnownHostsFile /dev/null\n"
+            f"    StrictHostKeyChecking yes\n"
+            f"    UpdateHostKeys no\n"
+            f"    LogLevel ERROR\n"
+        )
+    path.write_text("\n".join(blocks))
+
+
+def connect(port: int, client_key: Path, known_hosts: Path, timeout: float = 10.0,
+            ) -> paramiko.SSHClient:
+    """A paramiko client authenticated with the lab key; unknown or wrong host keys fail."""
+    client = paramiko.SSHClient()
+    client.load_host_keys(str(known_hosts))
+    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    try:
+        client.connect(
+            MGMT_HOST,
+            port=port,
+            username=SSH_USER,
+            pkey=paramiko.Ed25519Key.from_private_key_file(str(client_key)),
+            look_for_keys=False,
+            allow_agent=False,
+            timeout=timeout,
+            banner_timeout=timeout,
+            auth_timeout=timeout,
+        )
+    except paramiko.BadHostKeyException as exc:
+        client.close()
+        raise SshError(f"{MGMT_HOST}:{port}: host key does not match the pinned key") from exc
+    except (paramiko.SSHException, OSError, EOFError) as exc:
+        client.close()
+        raise SshError(f"{MGMT_HOST}:{port}: {exc}") from exc
+    return client
+
+
+def run(client: paramiko.SSHClient, command: str, timeout: float = 60.0,
+        stdin: bytes | None = None) -> ExecResult:
+    """Run `command`, reading stdout and stderr together (no pipe deadlock), with a deadline."""
+    transport = client.get_transport()
+    if transport is None:
+        raise SshError("ssh transport closed")
+    channel = transport.open_session(timeout=timeout)
+    channel.settimeout(0.2)
+    channel.exec_command(command)
+    if stdin:
+        channel.sendall(stdin)
+    channel.shutdown_write()
+    out = bytearray()
+    err = bytearray()
+    deadline = time.monotonic() + timeout
+    while True:
+        progressed = False
+        while channel.recv_ready():
+            out += channel.recv(65536)
+            progressed = True
+        while channel.recv_stderr_ready():
+            err += channel.recv_stderr(65536)
+            progressed = True
+        if channel.exit_status_ready() and not channel.recv_ready() \
+                and not channel.recv_stderr_ready():
+            break
+        if time.monotonic() > deadline:
+            channel.close()
+            raise SshError(f"command timed out after {timeout:.0f} s: {command}")
+        if not progressed:
+            try:
+                chunk = channel.recv(65536)
+            except TimeoutError:
+                continue
+            if chunk:
+                out += chunk
+            elif channel.exit_status_ready():
+                break
+            else:
+                time.sleep(0.02)  # stdout at EOF, exit status not in yet
+    status = channel.recv_exit_status()
+    # The exit status can overtake data still buffered in the channel: drain both streams.
+    while channel.recv_ready():
+        out += channel.recv(65536)
+    while channel.recv_stderr_ready():
+        err += channel.recv_stderr(65536)
+    channel.close()
+    return ExecResult(status, out.decode(errors="replace"), err.decode(errors="replace"))
+
+
+def ssh_answers(port: int, client_key: Path, known_hosts: Path, timeout: float = 5.0) -> bool:
+    """True when the node's SSH server proves the pinned host key and accepts the lab key."""
+    try:
+        client = connect(port, client_key, known_hosts, timeout=timeout)
+    except SshError:
+        return False
+    client.close()
+    return True

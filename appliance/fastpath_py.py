@@ -42,14 +42,14 @@ from __future__ import annotations
 
 import enum
 import struct
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol, TypeAlias
 
 from appliance.packet.checksum import incremental_update, ones_complement_sum
 
-if TYPE_CHECKING:
-    from collections.abc import Buffer
+Buffer: TypeAlias = bytes | bytearray | memoryview
 
 __all__ = [
+    "COUNTER_NAMES",
     "EXTENSION_HEADERS",
     "FLAG_FORWARDING4",
     "FLAG_FORWARDING6",
@@ -60,7 +60,6 @@ __all__ = [
     "NEXTHOP",
     "ROUTE4",
     "ROUTE6",
-    "COUNTER_NAMES",
     "FastPath",
     "FastPathError",
     "NextHopKind",
@@ -284,7 +283,8 @@ class FastPath:
                 raise FastPathError(f"nexthop {len(hops)}: unknown kind {kind}")
             hops.append((kind, ifindex, gateway))
         fibs: list[tuple[dict[int, dict[int, int]], list[int]]] = []
-        for buf, record, bits, name in ((routes4, ROUTE4, 32, "routes4"), (routes6, ROUTE6, 128, "routes6")):
+        families = ((routes4, ROUTE4, 32, "routes4"), (routes6, ROUTE6, 128, "routes6"))
+        for buf, record, bits, name in families:
             fib: dict[int, dict[int, int]] = {}
             for prefix, length, nh in _records(buf, record, name):
                 assert isinstance(prefix, bytes) and isinstance(length, int)

@@ -1,0 +1,246 @@
+"""One data interface as an AF_PACKET socket with mmap'd TPACKET_V2 RX and TX rings.
+
+``RingSocket.open(ifname)`` gives a socket bound to the interface (all EtherTypes) with:
+
+- ``PACKET_VERSION = TPACKET_V2``: one frame per slot, handed over as soon as it arrives
+  (TPACKET_V3 hands over whole blocks and adds milliseconds at low rates).
+- an RX ring and a TX ring of ``frames`` slots of ``frame_size`` bytes each, mapped once
+  (RX first, TX right after, as the kernel lays them out); ``frame_size`` fits the MTU.
+- ``PACKET_QDISC_BYPASS``: frames from the TX ring skip the qdisc (and the packet taps, so
+  tcpdump on the router does not see them: capture on the peer).
+- ``PACKET_IGNORE_OUTGOING``: our own transmissions do not come back on the RX ring.
+- promiscuous membership (``PACKET_MR_PROMISC``), dropped by the kernel when the socket closes.
+- a non-blocking descriptor ``fd`` for ``select``/``poll``: readable when the RX ring has a frame.
+
+Attributes: ``name``, ``ifindex``, ``mac`` (6 bytes), ``mtu``, ``fd``, ``frame_size``,
+``rx_frames``, ``tx_frames``, ``map`` (the ``mmap`` of both rings), ``rx_head``/``tx_head``
+(next slot to look at) and ``attached``.
+
+Python path: ``recv_batch(limit) -> list[bytes]`` returns up to ``limit`` received frames with
+TCP/UDP checksums completed where the kernel left them partial (``TP_STATUS_CSUMNOTREADY``:
+a sender on this machine with checksum offload) and a VLAN tag the kernel stripped put back;
+``recv_raw(limit)`` returns ``(frame, csum_partial)`` pairs without completing. Both skip
+``PACKET_OUTGOING`` frames. ``send(frame) -> bool`` places a frame on the TX ring (False when
+the ring is full); ``flush()`` asks the kernel to send what is queued (``send(fd, NULL, 0,
+MSG_DONTWAIT)``; without MSG_DONTWAIT it would wait for the transmission). ``ring_drops()``
+is the number of frames the kernel dropped because the RX ring was full. ``close()``.
+
+C path: ``appliance._fastpath.FastPath.attach(ring)`` borrows ``map`` and the geometry and walks
+the rings itself; while attached (``attached`` is True) the Python methods raise ``RingError``,
+since two walkers with separate cursors would corrupt the rings. ``detach`` hands the cursors
+back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import mmap
+import socket
+import struct
+from types import TracebackType
+
+from appliance.fastpath_py import complete_l4_checksum
+
+__all__ = ["RingError", "RingSocket"]
+
+# <linux/if_packet.h>, <linux/if_ether.h>, <linux/sockios.h>
+SOL_PACKET = 263
+PACKET_ADD_MEMBERSHIP = 1
+PACKET_RX_RING = 5
+PACKET_STATISTICS = 6
+PACKET_VERSION = 10
+PACKET_TX_RING = 13
+PACKET_QDISC_BYPASS = 20
+PACKET_IGNORE_OUTGOING = 23
+PACKET_MR_PROMISC = 1
+TPACKET_V2 = 1
+ETH_P_ALL = 0x0003
+PACKET_OUTGOING = 4
+SIOCGIFMTU = 0x8921
+SIOCGIFHWADDR = 0x8927
+
+TP_STATUS_KERNEL = 0
+TP_STATUS_USER = 1
+TP_STATUS_CSUMNOTREADY = 8
+TP_STATUS_VLAN_VALID = 16
+TP_STATUS_VLAN_TPID_VALID = 64
+TP_STATUS_AVAILABLE = 0
+TP_STATUS_SEND_REQUEST = 1
+TP_STATUS_WRONG_FORMAT = 4
+
+# struct tpacket2_hdr: status, len, snaplen, mac, net, sec, nsec, vlan_tci, vlan_tpid
+_TPACKET2_HDR = struct.Struct("=IIIHHIIHH")
+_STATUS = struct.Struct("=I")
+_SLL_PKTTYPE = 32 + 10  # TPACKET_ALIGN(sizeof(tpacket2_hdr)) + offsetof(sockaddr_ll, sll_pkttype)
+_TX_DATA = 32  # TPACKET2_HDRLEN - sizeof(struct sockaddr_ll)
+_RX_OVERHEAD = 128  # header, sockaddr_ll, alignment and a VLAN tag, with room to spare
+_FRAMES_PER_BLOCK = 16
+
+
+class RingError(OSError):
+    """A ring socket could not be set up, or was used while the C fast path owns it."""
+
+
+def _interface_info(sock: socket.socket, ifname: str) -> tuple[bytes, int]:
+    """MAC and MTU of ``ifname`` in the socket's network namespace."""
+    name = ifname.encode()
+    hwaddr = fcntl.ioctl(sock.fileno(), SIOCGIFHWADDR, struct.pack("16s16x", name))
+    mtu = fcntl.ioctl(sock.fileno(), SIOCGIFMTU, struct.pack("16s16x", name))
+    return hwaddr[18:24], struct.unpack_from("i", mtu, 16)[0]
+
+
+class RingSocket:
+    """An AF_PACKET socket with TPACKET_V2 RX/TX rings on one interface (see module doc)."""
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        name: str,
+        ifindex: int,
+        mac: bytes,
+        mtu: int,
+        ring_map: mmap.mmap,
+        frame_size: int,
+        frames: int,
+    ) -> None:
+        self._sock = sock
+        self.name = name
+        self.ifindex = ifindex
+        self.mac = mac
+        self.mtu = mtu
+        self.map = ring_map
+        self.fd = sock.fileno()
+        self.frame_size = frame_size
+        self.rx_frames = frames
+        self.tx_frames = frames
+        self.rx_head = 0
+        self.tx_head = 0
+        self.attached = False
+        self._drops = 0
+        self._tx_base = frame_size * frames
+
+    @classmethod
+    def open(cls, ifname: str, *, frames: int = 2048) -> RingSocket:
+        """Open the rings on ``ifname`` (needs CAP_NET_RAW); ``frames`` slots per ring."""
+        if frames <= 0 or frames % _FRAMES_PER_BLOCK:
+            raise RingError(f"frames must be a positive multiple of {_FRAMES_PER_BLOCK}")
+        try:
+            ifindex = socket.if_nametoindex(ifname)
+        except OSError as err:
+            raise RingError(f"{ifname}: no such interface") from err
+        sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)  # receives nothing until bind
+        try:
+            mac, mtu = _interface_info(sock, ifname)
+            frame_size = 2048
+            while frame_size < mtu + 14 + _RX_OVERHEAD:
+                frame_size *= 2
+            block_size = frame_size * _FRAMES_PER_BLOCK
+            req = struct.pack("IIII", block_size, frames // _FRAMES_PER_BLOCK, frame_size, frames)
+            sock.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V2)
+            sock.setsockopt(SOL_PACKET, PACKET_QDISC_BYPASS, 1)
+            sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
+            sock.setsockopt(SOL_PACKET, PACKET_RX_RING, req)
+            sock.setsockopt(SOL_PACKET, PACKET_TX_RING, req)
+            ring_map = mmap.mmap(sock.fileno(), 2 * block_size * (frames // _FRAMES_PER_BLOCK))
+            try:
+                sock.bind((ifname, ETH_P_ALL))
+                mreq = struct.pack("iHH8s", ifindex, PACKET_MR_PROMISC, 0, b"")
+                sock.setsockopt(SOL_PACKET, PACKET_ADD_MEMBERSHIP, mreq)
+                sock.setblocking(False)
+            except BaseException:
+                ring_map.close()
+                raise
+        except OSError as err:
+            sock.close()
+            if isinstance(err, RingError):
+                raise
+            raise RingError(err.errno, f"{ifname}: {err.strerror or err}") from err
+        except BaseException:
+            sock.close()
+            raise
+        return cls(sock, ifname, ifindex, mac, mtu, ring_map, frame_size, frames)
+
+    def _check_owner(self) -> None:
+        if self.attached:
+            raise RingError(f"{self.name}: the ring belongs to the C fast path while attached")
+
+    def recv_raw(self, limit: int) -> list[tuple[bytes, bool]]:
+        """Up to ``limit`` frames as ``(frame, csum_partial)``; stripped VLAN tags put back."""
+        self._check_owner()
+        out: list[tuple[bytes, bool]] = []
+        ring, size, head = self.map, self.frame_size, self.rx_head
+        while len(out) < limit:
+            off = head * size
+            status, _, snaplen, mac_off, _, _, _, tci, tpid = _TPACKET2_HDR.unpack_from(ring, off)
+            if not status & TP_STATUS_USER:
+                break
+            if ring[off + _SLL_PKTTYPE] != PACKET_OUTGOING:
+                start = off + mac_off
+                end = min(start + snaplen, off + size)
+                frame = ring[start:end]
+                if status & TP_STATUS_VLAN_VALID and len(frame) >= 12:
+                    if not (status & TP_STATUS_VLAN_TPID_VALID and tpid):
+                        tpid = 0x8100
+                    frame = frame[:12] + struct.pack("!HH", tpid, tci) + frame[12:]
+                out.append((frame, bool(status & TP_STATUS_CSUMNOTREADY)))
+            _STATUS.pack_into(ring, off, TP_STATUS_KERNEL)
+            head = head + 1 if head + 1 < self.rx_frames else 0
+        self.rx_head = head
+        return out
+
+    def recv_batch(self, limit: int) -> list[bytes]:
+        """Up to ``limit`` received frames, checksums completed (the Python path)."""
+        frames = []
+        for frame, csum_partial in self.recv_raw(limit):
+            if csum_partial:
+                buf = bytearray(frame)
+                complete_l4_checksum(buf)
+                frame = bytes(buf)
+            frames.append(frame)
+        return frames
+
+    def send(self, frame: bytes) -> bool:
+        """Queue ``frame`` on the TX ring; False when the ring is full. ``flush()`` sends."""
+        self._check_owner()
+        if len(frame) > self.frame_size - _TX_DATA:
+            raise RingError(f"{self.name}: frame of {len(frame)} bytes does not fit a slot")
+        off = self._tx_base + self.tx_head * self.frame_size
+        (status,) = _STATUS.unpack_from(self.map, off)
+        if status not in (TP_STATUS_AVAILABLE, TP_STATUS_WRONG_FORMAT):
+            return False
+        self.map[off + _TX_DATA : off + _TX_DATA + len(frame)] = frame
+        struct.pack_into("=I", self.map, off + 4, len(frame))  # tp_len
+        _STATUS.pack_into(self.map, off, TP_STATUS_SEND_REQUEST)
+        self.tx_head = self.tx_head + 1 if self.tx_head + 1 < self.tx_frames else 0
+        return True
+
+    def flush(self) -> None:
+        """Kick the kernel to send the queued TX frames, without waiting for them."""
+        with contextlib.suppress(BlockingIOError, InterruptedError):
+            self._sock.send(b"", socket.MSG_DONTWAIT)
+
+    def ring_drops(self) -> int:
+        """Frames dropped by the kernel because the RX ring was full, since open."""
+        stats = self._sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8)
+        self._drops += struct.unpack("II", stats)[1]  # the kernel resets on read
+        return self._drops
+
+    def close(self) -> None:
+        """Unmap the rings and close the socket (detach from the C fast path first)."""
+        if self.attached:
+            raise RingError(f"{self.name}: detach from the fast path before closing")
+        if not self.map.closed:
+            self.map.close()
+        self._sock.close()
+
+    def __enter__(self) -> RingSocket:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

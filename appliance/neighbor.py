@@ -137,6 +137,7 @@ class NeighborEntry:
 
 
 Key = tuple[int, bytes]
+INCOMPLETE = NeighborState.INCOMPLETE
 
 
 class NeighborCache:
@@ -417,10 +418,10 @@ class NeighborCache:
         return entry.mac if Action.SEND_PACKET in actions else None
 
     def _make_room(self, now: float, events: list[NeighborEvent]) -> None:
-        """Evict entries when the table is full: STALE first, then other resolved entries,
-        then INCOMPLETE ones with nothing queued, each group oldest first. An INCOMPLETE entry
-        holding packets goes only when nothing else can, one at a time (its packets are
-        returned in ResolutionFailed)."""
+        """Evict entries when the table is full: STALE first, then the other resolved
+        entries, each group oldest first. INCOMPLETE entries (which always hold a waiting
+        packet) go only when nothing else can, one at a time, their packets returned in
+        ResolutionFailed."""
         limit = max(1, self.timers.max_entries)
         if len(self._entries) < limit:
             return
@@ -428,17 +429,12 @@ class NeighborCache:
         batch = max(want, limit // 16)  # free a little more so the next few creations are cheap
 
         def rank(item: tuple[Key, NeighborEntry]) -> tuple[int, float]:
-            entry = item[1]
-            if entry.state is NeighborState.STALE:
-                group = 0
-            elif entry.state is not NeighborState.INCOMPLETE:
-                group = 1
-            else:
-                group = 3 if entry.queue else 2
-            return group, entry.updated
+            state = item[1].state
+            group = 0 if state is NeighborState.STALE else 2 if state is INCOMPLETE else 1
+            return group, item[1].updated
 
         candidates = [item for item in self._entries.items() if not item[1].permanent]
-        for evicted, (key, entry) in enumerate(heapq.nsmallest(batch, candidates, key=rank)):
-            if rank((key, entry))[0] == 3 and evicted >= want:
+        for evicted, item in enumerate(heapq.nsmallest(batch, candidates, key=rank)):
+            if item[1].state is INCOMPLETE and evicted >= want:
                 break
-            self._step(key, entry, Event.EVICT, now, events)
+            self._step(item[0], item[1], Event.EVICT, now, events)

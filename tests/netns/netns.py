@@ -206,7 +206,8 @@ class RouterProcess:
         )
 
     def log(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors="replace")
 
     def ctl(self, *args: str, check: bool = True, timeout: float = 20.0
@@ -331,3 +332,20 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, interval: flo
         if time.monotonic() >= deadline:
             return False
         time.sleep(interval)
+
+
+_SEND_FRAMES = """
+import socket, sys
+frames = [bytes.fromhex(line) for line in sys.stdin.read().split()]
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+s.bind((sys.argv[1], 0))
+for f in frames:
+    s.send(f)
+s.close()
+"""
+
+
+def send_frames(ns: Namespace, ifname: str, frames: Sequence[bytes]) -> None:
+    """Send raw Ethernet `frames` out of `ifname` in `ns` (an AF_PACKET socket, no checks)."""
+    ns.run([sys.executable, "-c", _SEND_FRAMES, ifname],
+           input="\n".join(f.hex() for f in frames))

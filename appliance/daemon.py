@@ -1,0 +1,370 @@
+"""vrlab-router: the appliance daemon. Rings in, the router core in the middle, rings out.
+
+    vrlab-router --config router.yaml [--control /run/vrlab-router.sock]
+                 [--fastpath auto|c|python|off | --no-fastpath]
+
+Start-up, in order (each step logs to stderr; any failure exits non-zero before "ready"):
+
+1. load and check the configuration (`appliance.config`);
+2. take the data interfaces away from the kernel (`appliance.kernel`: kernel IPv6 off,
+   forwarding off, kernel addresses removed, GRO off, MTU, link up);
+3. open one TPACKET_V2 ring socket per interface (`appliance.io.ring`);
+4. build the `Router` from the config and each link's ifindex/MAC/MTU, send its start-up
+   announcements (gratuitous ARP, DAD, unsolicited NA);
+5. pick the fast path (`--fastpath auto`: the C extension when built, else its Python twin;
+   `--no-fastpath`: every frame through the slow path), upload the tables, attach the rings;
+6. create the control socket (mode 0600) and print ``vrlab-router: ready`` on stdout. The
+   orchestrator waits for that line or for the socket: both mean every interface is open.
+
+The loop: poll() over the ring descriptors, the control socket and a signal wake-up pipe,
+with a timeout to the next timer. On each wake-up the fast path's batch call runs first
+(forwarding what it can straight from RX ring to TX ring) and returns the punts, which go to
+`Router.receive`; the router's `Transmit` actions go back onto the TX rings. Whenever
+`Router.generation` moved, the changed tables are re-uploaded before the next batch, so the
+fast path never forwards on a stale route or neighbor. `Router.tick` runs every `TICK` seconds
+(neighbor timers, reassembly timeouts).
+
+While `routerctl trace` runs the rings are detached from the fast path and every frame goes
+through the slow path, so each traced packet shows every stage.
+
+SIGTERM / SIGINT: detach and close the rings, close and remove the control socket, exit 0.
+Kernel settings are not restored: the interfaces stay the router's until the machine or
+namespace goes away, which is what an appliance wants.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import select
+import signal
+import socket
+import sys
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from types import FrameType
+from typing import Any
+
+from appliance import fastpath_py, kernel
+from appliance.config import ConfigError, RouterConfig, load_router_config
+from appliance.control import DEFAULT_SOCKET, ControlCommands, ControlError, ControlServer
+from appliance.fastpath import FastPathLike, TableSync, have_c, new_fastpath
+from appliance.io.ring import RingError, RingSocket
+from appliance.router import Action, LinkInfo, Router, Transmit
+from appliance.trace import Tracer
+
+TICK = 0.1
+"""Seconds between Router.tick calls (neighbor retransmissions are 1 s apart by default)."""
+BUDGET = 256
+"""Frames per fast-path batch call and per ring per slow-path pass."""
+MAX_TRACEBACKS = 5
+"""Slow-path exceptions logged in full; later ones are only counted."""
+
+
+
+def log(message: str) -> None:
+    print(f"vrlab-router: {message}", file=sys.stderr, flush=True)
+
+
+def load_fastpath(mode: str) -> tuple[FastPathLike | None, str]:
+    """The fast path for `mode` (auto, c, python, off) and a line saying which it is."""
+    if mode == "off":
+        return None, "off: every frame goes through the Python slow path"
+    if mode == "c" and not have_c():
+        raise SystemExit("vrlab-router: --fastpath c, but the C extension is not built "
+                         "(run `make build`)")
+    fp = new_fastpath(mode)
+    if isinstance(fp, fastpath_py.FastPath):
+        why = "; the C extension is not built" if mode == "auto" else ""
+        return fp, f"Python twin (appliance.fastpath_py{why})"
+    return fp, "C (appliance._fastpath: batch calls on the rings)"
+
+
+# ---------------------------------------------------------------------------- the daemon
+
+
+class Daemon:
+    def __init__(self, config: RouterConfig, control_path: str, fastpath_mode: str) -> None:
+        self.config = config
+        self.control_path = control_path
+        self.fastpath_mode = fastpath_mode
+        self.rings: dict[int, RingSocket] = {}
+        self.router: Router | None = None
+        self.fp: FastPathLike | None = None
+        self.fastpath_text = ""
+        self.tables: TableSync | None = None
+        self.attached = False
+        self.control: ControlServer | None = None
+        self.commands: ControlCommands | None = None
+        self.poller = select.poll()
+        self.stopping = False
+        self.started = time.monotonic()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._errors = 0
+        self._dirty: set[int] = set()
+
+    # --- start-up --------------------------------------------------------------------
+
+    def start(self) -> None:
+        names = [i.name for i in self.config.interfaces]
+        mtus = {i.name: i.mtu for i in self.config.interfaces}
+        try:
+            kernel_links = kernel.take_interfaces(names, mtus, log)
+        except kernel.KernelError as e:
+            raise SystemExit(f"vrlab-router: {e}") from None
+        for name in names:
+            log(kernel.describe(name))
+
+        links: dict[str, LinkInfo] = {}
+        for name in names:
+            try:
+                ring = RingSocket.open(name)
+            except (RingError, OSError) as e:
+                raise SystemExit(f"vrlab-router: {name}: cannot open the packet rings: {e}"
+                                 ) from None
+            self.rings[ring.ifindex] = ring
+            link = kernel_links[name]
+            links[name] = LinkInfo(ring.ifindex, link.mac, link.mtu)
+
+        router = Router(self.config, links, tracer=Tracer(clock=time.monotonic))
+        self.router = router
+        for iface in sorted(router.interfaces.values(), key=lambda i: i.ifindex):
+            addrs = " ".join(str(a) for a in [*iface.ipv4, *iface.ipv6])
+            mac = ":".join(f"{b:02x}" for b in iface.mac)
+            log(f"{iface.name} up: ifindex {iface.ifindex} ether {mac} mtu {iface.mtu}: {addrs}")
+        routes = list(router.fib.routes())
+        by_origin: dict[str, int] = {}
+        for r in routes:
+            by_origin[r.origin.name.lower()] = by_origin.get(r.origin.name.lower(), 0) + 1
+        log(f"{len(routes)} routes loaded ("
+            + ", ".join(f"{n} {o}" for o, n in sorted(by_origin.items())) + ")")
+
+        self.fp, self.fastpath_text = load_fastpath(self.fastpath_mode)
+        log(f"fast path: {self.fastpath_text}")
+        if self.fp is not None:
+            self.tables = TableSync(self.fp, router)  # loads every table once
+            self.attach()
+
+        for ring in self.rings.values():
+            self.poller.register(ring.fd, select.POLLIN)
+        self.poller.register(self._wake_r.fileno(), select.POLLIN)
+
+        self.send(router.start(time.monotonic()))
+        self.flush()
+
+        self.commands = ControlCommands(router, status=self.status)
+        try:
+            self.control = ControlServer(self.control_path, self.dispatch, log=log)
+        except ControlError as e:
+            raise SystemExit(f"vrlab-router: {e}") from None
+        self.control.attach(self.poller)
+        log(f"control socket {self.control_path} (mode 0600)")
+
+    def attach(self) -> None:
+        if self.fp is not None and not self.attached:
+            for ring in self.rings.values():
+                self.fp.attach(ring)
+            self.attached = True
+
+    def detach(self) -> None:
+        if self.fp is not None and self.attached:
+            for ifindex in self.rings:
+                self.fp.detach(ifindex)
+            self.attached = False
+
+    # --- control ---------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        assert self.router is not None
+        return {
+            "hostname": self.router.hostname,
+            "fastpath": self.fastpath_text,
+            "interfaces": [i.name for i in self.router.interfaces.values()],
+            "uptime": round(time.monotonic() - self.started, 1),
+            "generation": self.router.generation,
+            "slowpath_errors": self._errors,
+        }
+
+    def dispatch(self, request: dict[str, Any]) -> Any:
+        assert self.commands is not None
+        self.fold_counters()
+        result = self.commands(request)
+        self.sync_tables()
+        return result
+
+    def fold_counters(self) -> None:
+        """Add what the fast path forwarded since last time to the router's Stats, so
+        `routerctl show stats` counts every packet ("N forwarded (M fast forwarded)")."""
+        if self.tables is not None and self.router is not None:
+            self.tables.merge_counters(self.router.stats)
+
+    def sync_tables(self) -> None:
+        if self.tables is not None:
+            self.tables.sync()
+
+    # --- packets ---------------------------------------------------------------------
+
+    def send(self, actions: Sequence[Action]) -> None:
+        for action in actions:
+            if isinstance(action, Transmit):
+                if self.attached and self.fp is not None:
+                    self.fp.transmit(action.ifindex, action.frame)
+                else:
+                    ring = self.rings.get(action.ifindex)
+                    if ring is not None and ring.send(action.frame):
+                        self._dirty.add(action.ifindex)
+
+    def flush(self) -> None:
+        if self.attached and self.fp is not None:
+            self.fp.flush()
+        else:
+            for ifindex in self._dirty:
+                self.rings[ifindex].flush()
+        self._dirty.clear()
+
+    def slow(self, ifindex: int, frame: bytes, now: float) -> None:
+        assert self.router is not None
+        try:
+            self.send(self.router.receive(ifindex, frame, now))
+        except Exception:  # a bug in the slow path must not stop the router
+            self._errors += 1
+            if self._errors <= MAX_TRACEBACKS:
+                log(f"slow path error on a {len(frame)}-byte frame from ifindex {ifindex} "
+                    f"({frame[:64].hex()}):\n{traceback.format_exc()}")
+
+    def pump(self, now: float) -> None:
+        """One round: the fast path's batch (or the rings directly), then the punts."""
+        if self.attached and self.fp is not None:
+            _count, punts = self.fp.poll(BUDGET)
+            for ifindex, _verdict, frame in punts:
+                self.slow(ifindex, frame, now)
+        else:
+            for ifindex, ring in self.rings.items():
+                for frame in ring.recv_batch(BUDGET):
+                    self.slow(ifindex, frame, now)
+        self.flush()
+
+    def tracing_changed(self) -> None:
+        """Detach the rings while a trace runs (every frame through the slow path)."""
+        if self.commands is None or self.fp is None:
+            return
+        if self.commands.tracing and self.attached:
+            self.detach()
+        elif not self.commands.tracing and not self.attached:
+            self.attach()
+
+    # --- the loop --------------------------------------------------------------------
+
+    def request_stop(self, signum: int, frame: FrameType | None) -> None:
+        self.stopping = True
+
+    def run(self) -> None:
+        assert self.router is not None and self.control is not None
+        router = self.router
+        wake_fd = self._wake_r.fileno()
+        ring_fds = {ring.fd for ring in self.rings.values()}
+        next_tick = time.monotonic() + TICK
+        last_fold = time.monotonic()
+        while not self.stopping:
+            timeout = max(0.0, next_tick - time.monotonic())
+            events = self.poller.poll(timeout * 1000.0)
+            now = time.monotonic()
+            rings_ready = False
+            for fd, mask in events:
+                if fd in ring_fds:
+                    rings_ready = True
+                elif fd == wake_fd:
+                    with contextlib.suppress(BlockingIOError):
+                        self._wake_r.recv(64)
+                elif self.control.owns(fd):
+                    self.control.handle(fd, mask)
+            self.tracing_changed()
+            if rings_ready:
+                self.sync_tables()
+                self.pump(now)
+            if now >= next_tick:
+                self.send(router.tick(now))
+                self.flush()
+                next_tick = now + TICK
+                if now - last_fold >= 1.0:
+                    self.fold_counters()
+                    last_fold = now
+            self.sync_tables()
+            if self.commands is not None:
+                self.commands.trace_poll()
+
+    def close(self) -> None:
+        if self.control is not None:
+            self.control.close()
+            self.control = None
+        with contextlib.suppress(Exception):
+            self.detach()
+        for ring in self.rings.values():
+            with contextlib.suppress(Exception):
+                ring.close()
+        self.rings.clear()
+        self._wake_r.close()
+        self._wake_w.close()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vrlab-router",
+        description="Run the vrlab IPv4/IPv6 router on the interfaces named in the config.")
+    parser.add_argument("--config", required=True, help="router YAML (see DESIGN.md)")
+    parser.add_argument("--control", default=DEFAULT_SOCKET,
+                        help=f"control socket for routerctl (default {DEFAULT_SOCKET})")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--fastpath", choices=("auto", "c", "python", "off"), default="auto",
+                       help="auto: the C extension if built, else its Python twin (default)")
+    group.add_argument("--no-fastpath", dest="fastpath", action="store_const", const="off",
+                       help="every frame through the Python slow path")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = load_router_config(args.config)
+    except ConfigError as e:
+        for problem in e.problems:
+            print(f"vrlab-router: {problem}", file=sys.stderr)
+        return 2
+    log(f"{config.hostname}: starting (pid {os.getpid()}, config {args.config})")
+    daemon = Daemon(config, args.control, args.fastpath)
+    handlers: dict[signal.Signals, Callable[[int, FrameType | None], Any] | int | None] = {}
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        handlers[sig] = signal.signal(sig, daemon.request_stop)
+    old_wakeup = signal.set_wakeup_fd(daemon._wake_w.fileno(), warn_on_full_buffer=False)
+    try:
+        try:
+            daemon.start()
+        except ConfigError as e:  # the router refused the config given these links
+            for problem in e.problems:
+                print(f"vrlab-router: {problem}", file=sys.stderr)
+            return 2
+        if daemon.stopping:
+            return 0
+        print("vrlab-router: ready", flush=True)
+        log("ready")
+        daemon.run()
+        log("stopping on signal")
+        return 0
+    except SystemExit as e:
+        if isinstance(e.code, str):
+            print(e.code, file=sys.stderr)
+            return 1
+        raise
+    finally:
+        signal.set_wakeup_fd(old_wakeup)
+        daemon.close()
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

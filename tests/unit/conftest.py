@@ -168,3 +168,21 @@ def neighbor_advert(host: Host, router_ifindex: int, solicited: bool = True) -> 
                / IPv6(src=host.ip6, dst=ROUTER_LL[router_ifindex], hlim=255)
                / ICMPv6ND_NA(tgt=host.ip6, R=0, S=int(solicited), O=1)
                / ICMPv6NDOptDstLLAddr(lladdr=host.mac))
+
+
+def assert_frame(actual: bytes, expected: Any) -> None:
+    """Compare a frame with a scapy-built golden one, field by field first (a readable
+    failure), then byte for byte (checksums and lengths included)."""
+    got = Ether(actual)
+    want = Ether(raw(expected))
+    layer_got: Any = got
+    layer_want: Any = want
+    while layer_want is not None and layer_want.name != "NoPayload":
+        assert layer_got is not None and layer_got.name == layer_want.name, (
+            f"layer {layer_want.name} missing: got {got.summary()}")
+        for f in layer_want.fields_desc:
+            a, b = layer_got.getfieldval(f.name), layer_want.getfieldval(f.name)
+            if isinstance(a, bytes | str | int | list | type(None)):
+                assert a == b, f"{layer_want.name}.{f.name}: got {a!r}, want {b!r}"
+        layer_got, layer_want = layer_got.payload, layer_want.payload
+    assert actual == raw(expected)

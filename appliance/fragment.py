@@ -247,7 +247,7 @@ class Reassembler:
         *,
         max_datagrams: int = 200,
         max_bytes: int = 4 << 20,
-        max_fragments: int = 64,
+        max_fragments: int = 128,
         timeout_v4: float = IPV4_REASSEMBLY_TIMEOUT,
         timeout_v6: float = IPV6_REASSEMBLY_TIMEOUT,
     ) -> None:

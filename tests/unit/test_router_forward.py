@@ -5,21 +5,6 @@ handling. Errors are compared with scapy-built golden frames."""
 from __future__ import annotations
 
 import pytest
-from scapy.all import (  # type: ignore[attr-defined]
-    ICMP,
-    IP,
-    UDP,
-    Ether,
-    ICMPv6DestUnreach,
-    ICMPv6EchoReply,
-    ICMPv6EchoRequest,
-    ICMPv6PacketTooBig,
-    ICMPv6TimeExceeded,
-    IPv6,
-    raw,
-)
-
-from appliance.router import Drop, Hold, Router
 from conftest import (
     H1,
     H1_LL,
@@ -37,6 +22,21 @@ from conftest import (
     only_frame,
     transmits,
 )
+from scapy.all import (  # type: ignore[attr-defined]
+    ICMP,
+    IP,
+    UDP,
+    Ether,
+    ICMPv6DestUnreach,
+    ICMPv6EchoReply,
+    ICMPv6EchoRequest,
+    ICMPv6PacketTooBig,
+    ICMPv6TimeExceeded,
+    IPv6,
+    raw,
+)
+
+from appliance.router import Drop, Hold, Router
 
 R1 = "198.51.100.1"
 R1_6 = "2001:db8:1::1"

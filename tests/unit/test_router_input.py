@@ -4,10 +4,10 @@ counted under its BSD counter, in BSD ip_input order (seed 003, figure 8.12)."""
 from __future__ import annotations
 
 import pytest
+from conftest import H1, H1_MAC, R_MAC1, Clock, learn, only_frame, transmits
 from scapy.all import ICMP, IP, Ether, ICMPv6EchoRequest, IPv6, raw  # type: ignore[attr-defined]
 
 from appliance.router import Drop, Router
-from conftest import H1, H1_MAC, R_MAC1, Clock, learn, only_frame, transmits
 
 R1 = "198.51.100.1"
 

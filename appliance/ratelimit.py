@@ -13,7 +13,7 @@ not letting two full windows back to back double the burst at a boundary.
 - ``allow(now)`` takes one token if there is one and says whether the error may be sent.
 - A clock that goes backwards refills nothing (the bucket never gains from a bad clock).
 - ``set_rate`` changes the rate (a sysctl write) keeping the tokens already earned, capped at
-  the new burst.
+  the new burst; going from unlimited (0) to a limit starts with a full bucket.
 """
 
 from __future__ import annotations
@@ -49,9 +49,11 @@ class TokenBucket:
             burst = max(float(rate_per_s), 1.0)
         if burst < 1:
             raise ValueError(f"burst must be >= 1, got {burst}")
+        was_unlimited = self.rate_per_s == 0
         self.rate_per_s = float(rate_per_s)
         self.burst = float(burst)
-        self._tokens = min(self._tokens, self.burst)
+        # Leaving "unlimited" starts full: nothing was spent while there was no limit.
+        self._tokens = self.burst if was_unlimited else min(self._tokens, self.burst)
 
     def tokens(self, now: float) -> float:
         """Tokens available at ``now`` (refills, does not take one)."""

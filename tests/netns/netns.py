@@ -2,7 +2,7 @@
 
 Everything is created through a `Lab`, which records each object *before* creating it and
 removes all of it in `close()` (reverse order), even when a test fails halfway through
-building its topology. Namespace names carry the test process id (`vrl<pid>-<role>`) so
+building its topology. Namespace names carry the test process id (`vrl<pid>-<serial>-<role>`) so
 parallel runs never collide, and `remove_stale()` clears namespaces left by a run that was
 killed before its clean-up could run.
 
@@ -16,6 +16,7 @@ namespace with `ip netns exec`.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import re
@@ -36,6 +37,7 @@ from pyroute2 import NetNS, netns
 REPO = Path(__file__).resolve().parents[2]
 PREFIX = f"vrl{os.getpid()}"
 _STALE = re.compile(r"^vrl(\d+)-")
+_SERIAL = itertools.count(1)
 
 
 def remove_stale() -> list[str]:
@@ -97,7 +99,7 @@ class Namespace:
         addr, plen = cidr.split("/")
         kwargs: dict[str, Any] = {}
         if ":" in addr:
-            kwargs["flags"] = 0x80  # IFA_F_NODAD: usable at once, tests do not wait for DAD
+            kwargs["flags"] = 0x02  # IFA_F_NODAD: usable at once, tests do not wait for DAD
         self.ipr.addr("add", index=self.ifindex(ifname), address=addr, prefixlen=int(plen),
                       **kwargs)
 
@@ -254,7 +256,7 @@ class Lab:
     _cleanups: list[Callable[[], None]] = field(default_factory=list)
 
     def namespace(self, role: str) -> Namespace:
-        ns = Namespace(f"{PREFIX}-{role}")
+        ns = Namespace(f"{PREFIX}-{next(_SERIAL)}-{role}")
         self.namespaces.append(ns)
         return ns
 

@@ -775,3 +775,42 @@ def tcpdump_filter(pcap: Path, expression: str) -> tuple[int, list[str], str]:
         return 0, [], excerpt(result.stderr, 3)
     lines = [line for line in result.stdout.splitlines() if line.strip()]
     return len(lines), lines, ""
+
+
+# ---------------------------------------------------------------------------------------------
+# Presenting results
+
+
+def results_table(results: list[CheckResult], title: str = "checks") -> Any:
+    """A rich Table: one row per check with its verdict and the reason."""
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title=title, title_justify="left", expand=False)
+    table.add_column("#", justify="right", style="dim")
+    table.add_column("check")
+    table.add_column("result")
+    table.add_column("tries", justify="right")
+    table.add_column("time", justify="right")
+    table.add_column("reason", overflow="fold")
+    for i, r in enumerate(results, start=1):
+        verdict = Text("PASS", style="bold green") if r.passed else Text("FAIL", style="bold red")
+        table.add_row(str(i), f"{r.name}\n[dim]{r.spec.kind} {Path(r.spec.file).name}:"
+                      f"{r.spec.line}[/dim]", verdict, str(r.attempts), f"{r.duration:.1f}s",
+                      r.reason)
+    return table
+
+
+def print_results(results: list[CheckResult], console: Any, title: str = "checks") -> None:
+    """The table, then the evidence (command output, capture excerpt) of each failure."""
+    from rich.markup import escape
+    from rich.panel import Panel
+
+    console.print(results_table(results, title))
+    for i, r in enumerate(results, start=1):
+        if not r.passed and r.detail:
+            console.print(Panel(escape(r.detail), title=f"#{i} {escape(r.name)}",
+                                title_align="left", border_style="red"))
+    failed = sum(1 for r in results if not r.passed)
+    style = "bold red" if failed else "bold green"
+    console.print(f"[{style}]{len(results) - failed} passed, {failed} failed[/{style}]")

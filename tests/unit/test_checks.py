@@ -321,3 +321,120 @@ def test_check_validation_reports_every_key() -> None:
         "c.yaml:6:28: tests[0].cmd: unknown key 'cmd' for an exec check (exec takes: node, "
         "command, status, stdout)",
     ]
+
+
+# -- `vrlab test` with the lab module replaced by fakes
+
+
+class FakeStatus:
+    def __init__(self, name: str, state: str = "running") -> None:
+        self.name, self.state = name, state
+
+
+class LabError(Exception):
+    pass
+
+
+def fake_lab_module(tmp_path: Path, *, existing: FakeLab | None, rules: dict[str, Any],
+                    state: str = "up") -> Any:
+    import types
+
+    made: list[FakeLab] = []
+
+    class Lab:
+        @staticmethod
+        def open(name: str) -> FakeLab:
+            if existing is None:
+                raise LabError(f"no lab named {name!r}")
+            return existing
+
+        @staticmethod
+        def up(topology: Topology, backend: str, accel: str) -> FakeLab:
+            lab = FakeLab(tmp_path, rules)
+            lab.record = types.SimpleNamespace(data={"state": "up"})  # type: ignore[attr-defined]
+            lab.status = lambda: [FakeStatus(n) for n in topology.nodes]  # type: ignore[attr-defined]
+            lab.up_args = (backend, accel)  # type: ignore[attr-defined]
+            made.append(lab)
+            return lab
+
+    if existing is not None:
+        existing.record = types.SimpleNamespace(data={"state": state})  # type: ignore[attr-defined]
+        existing.status = lambda: [FakeStatus(n) for n in ("h1", "h2", "r1")]  # type: ignore[attr-defined]
+    return types.SimpleNamespace(Lab=Lab, LabError=LabError, made=made)
+
+
+def run_test_command(monkeypatch: pytest.MonkeyPatch, module: Any, *argv: str) -> int:
+    from orchestrate.commands import test as test_command
+
+    monkeypatch.setattr(test_command, "_lab_module", lambda: module)
+    sleeps: list[float] = []
+    monkeypatch.setattr(test_command, "CheckRunner",
+                        lambda lab, topology: CheckRunner(lab, topology, sleep=sleeps.append))
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    test_command.register(parser.add_subparsers())
+    args = parser.parse_args(["test", *argv])
+    status: int = args.func(args)
+    return status
+
+
+FORWARDS = iter(range(0, 1000, 5))
+LINE_RULES: dict[str, Any] = {
+    "*": [(r"^ping .*-t 1 ", (1, ping_output("x", 1, 0, ("From 198.51.100.1 icmp_seq=1 Time "
+                                                         "to live exceeded",)), "")),
+          (r"^ping .*192\.0\.2\.1", (1, ping_output("x", 1, 0, (
+              "From 198.51.100.1 icmp_seq=1 Destination Net Unreachable",)), "")),
+          (r"^ping .*2001:db8:99::1", (1, ping_output("x", 1, 0, (
+              "From 2001:db8:1::1 icmp_seq=1 Destination unreachable: No route",)), "")),
+          (r"^ping -c 5", (0, "", "")),
+          (r"^ping ", (0, ping_output("x", 1, 1), "")),
+          (r"^traceroute -4", (0, TRACE_OK, "")),
+          (r"^traceroute -6", (0, " 1  2001:db8:1::1  1 ms\n 2  2001:db8:2::2  1 ms\n", "")),
+          (r"routerctl show stats", lambda cmd: (0, stats_json(ip_forward=next(FORWARDS)), "")),
+          (r"routerctl show routes", (0, "198.51.100.64/26 connected\n", ""))],
+}
+
+
+@needs_tcpdump
+def test_vrlab_test_brings_up_runs_and_tears_down(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from scapy.layers.inet import ICMP, IP
+    from scapy.layers.l2 import Ether
+
+    module = fake_lab_module(tmp_path, existing=None, rules=LINE_RULES)
+    junit = tmp_path / "out.xml"
+    original_up = module.Lab.up
+
+    def up(topology: Topology, backend: str, accel: str) -> FakeLab:
+        lab = original_up(topology, backend, accel)
+        lab.packets = [Ether() / IP(src="198.51.100.2", dst="198.51.100.66") / ICMP(type=8)]
+        return lab
+
+    module.Lab.up = up
+    status = run_test_command(monkeypatch, module, str(CONFIGS / "line.yaml"), "--junit",
+                              str(junit), "--accel", "tcg")
+    (lab,) = module.made
+    assert status == 0
+    assert lab.up_args == ("qemu", "tcg")
+    assert lab.downs == 1
+    assert junit.read_text().count("<testcase") == 13
+
+
+def test_vrlab_test_reuses_a_running_lab_and_fails(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    existing = FakeLab(tmp_path, {"*": [(r".", (1, "", "nope"))]})
+    module = fake_lab_module(tmp_path, existing=existing, rules={})
+    status = run_test_command(monkeypatch, module, str(CONFIGS / "line.yaml"), "--keep")
+    assert status == 1
+    assert module.made == [] and existing.downs == 0  # not rebooted, not torn down
+    assert len(existing.log) == 13 * 3  # every check tried 3 times, failing at its first command
+    assert ("h1", "ping -4 -n -c 1 -W 2 198.51.100.1") in existing.log
+
+
+def test_vrlab_test_bad_file_starts_nothing(tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    module = fake_lab_module(tmp_path, existing=None, rules={})
+    bad = Path(__file__).parent / "bad_topologies" / "bad_role.yaml"
+    assert run_test_command(monkeypatch, module, str(bad)) == 2
+    assert module.made == []

@@ -332,6 +332,12 @@ class Reassembler:
         self._remove(dgram)
         first = IPv4Header.parse(dgram.unfragmentable)
         assert dgram.total is not None
+        if first.header_length + dgram.total > MAX_PACKET:
+            # Later fragments may carry fewer options than the first: only now is the
+            # final length known (FreeBSD ip_reass: ips_toolong).
+            counters["ip.toolong"] = counters.get("ip.toolong", 0) + 1
+            counters["ip.fragdropped"] = counters.get("ip.fragdropped", 0) + dgram.fragments - 1
+            return self._result(counters, drop="ip.fragdropped", detail="reassembled over 65535")
         header = IPv4Header(
             tos=first.tos,
             total_length=first.header_length + dgram.total,

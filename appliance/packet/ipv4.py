@@ -128,6 +128,8 @@ class IPv4Header:
     def pack(self, with_checksum: bool = True) -> bytes:
         """The header bytes; the checksum is recomputed unless ``with_checksum`` is False."""
         options = self.options
+        if len(options) > 40:
+            raise ValueError(f"IPv4 options are at most 40 bytes, got {len(options)}")
         if len(options) & 3:
             options += b"\x00" * (4 - (len(options) & 3))
         vihl = 0x40 | (5 + len(options) // 4)

@@ -531,3 +531,35 @@ def test_ipv6_malformed_is_a_drop() -> None:
     cut = bytearray(frag[:44])
     cut[4:6] = (4).to_bytes(2, "big")
     assert r.add_v6(bytes(cut), 0.0).drop == "ip6.tooshort"
+
+
+def test_reassembled_over_65535_because_of_first_fragment_options() -> None:
+    # Each fragment fits on its own (20-byte header), but the first carries 40 bytes of
+    # options, so the whole datagram would be 65560 bytes: dropped when complete.
+    def frag(offset: int, size: int, more: bool, options: bytes = b"") -> bytes:
+        header = IPv4Header(
+            0,
+            20 + len(options) + size,
+            9,
+            IPV4_MF if more else 0,
+            offset // 8,
+            64,
+            17,
+            0,
+            bytes((192, 0, 2, 1)),
+            bytes((198, 51, 100, 1)),
+            options,
+        )
+        return header.pack() + b"d" * size
+
+    r = Reassembler()
+    pieces = [frag(0, 1480, True, ROUTER_ALERT * 10)]
+    pieces += [frag(off, 1480, True) for off in range(1480, 65120, 1480)]
+    pieces.append(frag(65120, 380, False))  # 20 + 65500 fits; 60 + 65500 does not
+    results = feed_v4(r, pieces)
+    assert all(res.held for res in results[:-1])
+    last = results[-1]
+    assert last.datagram is None and last.drop == "ip.fragdropped"
+    assert last.counters["ip.toolong"] == 1
+    assert r.counters["ip.fragdropped"] == len(pieces)
+    assert len(r) == 0 and r.bytes_held == 0

@@ -133,3 +133,10 @@ def test_address_classes() -> None:
     assert not ipv4_is_class_e(b"\xff\xff\xff\xff")
     assert ipv4_is_limited_broadcast(b"\xff\xff\xff\xff")
     assert not ipv4_is_limited_broadcast(DST)
+
+
+def test_pack_refuses_more_than_40_bytes_of_options() -> None:
+    header = IPv4Header(0, 64, 0, 0, 0, 64, 17, 0, SRC, DST, b"\x01" * 44)
+    with pytest.raises(ValueError):
+        header.pack()
+    assert IPv4Header(0, 60, 0, 0, 0, 64, 17, 0, SRC, DST, b"\x01" * 40).ihl == 15

@@ -28,7 +28,7 @@ from orchestrate.record import lab_home
 KVM_DEVICE = Path("/dev/kvm")
 KVM_GET_API_VERSION = 0xAE00
 KVM_API_VERSION = 12
-PROBE_TIMEOUT = 20.0
+PROBE_TIMEOUT = 10.0
 # Lines the kernel prints only after every initcall ran: it is about to exec init.
 PROBE_SUCCESS = ("Run /init as init process", "Kernel panic - not syncing: VFS", "Freeing unused")
 PROBE_FAILURE = ("emulation failure", "KVM internal error", "failed to initialize kvm")

@@ -39,7 +39,7 @@ from orchestrate.record import (
 
 DEFAULT_TIMEOUT = 300.0
 SOCKET_PATH_MAX = 100  # sun_path is 108 bytes; leave room for the NUL and a suffix
-BOOT_MARKER = "Linux version"
+BOOT_MARKERS = ("Linux version", "\n")  # the banner, or any line (a `quiet` kernel)
 ROUTER_PROBE = "routerctl show interfaces"
 
 STAGES_HOST = ("boot", "booted", "ssh", "ready")
@@ -343,7 +343,7 @@ class Lab:
 
         def wait_node(node: str) -> None:
             spec = self.spec(node)
-            while BOOT_MARKER not in _read(spec.serial_log):
+            while not any(marker in _read(spec.serial_log) for marker in BOOT_MARKERS):
                 alive(node)
                 if cancel.wait(0.25):
                     return
@@ -445,6 +445,8 @@ class Lab:
 
 def teardown(record: Record) -> list[str]:
     problems: list[str] = []
+    if not record.path.exists():
+        return problems  # already down: the journal goes last, after everything it listed
     record.set_fields(state="stopping")
     backend_name = str(record.data.get("backend", "qemu"))
     try:

@@ -24,7 +24,11 @@ from orchestrate import links
 from orchestrate.backends import BackendError, NodeSpec
 from orchestrate.record import Record
 
-QEMU = os.environ.get("VRLAB_QEMU", "qemu-system-x86_64")
+
+def qemu_binary() -> str:
+    """`VRLAB_QEMU` or qemu-system-x86_64 (tests substitute a stand-in)."""
+    return os.environ.get("VRLAB_QEMU", "qemu-system-x86_64")
+
 QUIT_GRACE = 3.0
 
 
@@ -147,7 +151,7 @@ def build_argv(spec: NodeSpec, tap_fds: dict[str, int] | None = None) -> list[st
 
     tap_fds = tap_fds or {}
     argv = [
-        QEMU,
+        qemu_binary(),
         "-name", f"guest={spec.lab}.{spec.name},debug-threads=on",
         "-nodefaults", "-no-user-config", "-display", "none",
         "-machine", "q35", *qemu_accel_args(spec.accel),

@@ -1,20 +1,258 @@
 """pytest plugin for vrlab labs (entry point `vrlab` in pyproject.toml).
 
-Registers `--vrlab-topology FILE` and the marker `vrlab_topology(path)`; the `lab` fixture
-follows in this module.
+```python
+import pytest
+
+@pytest.mark.vrlab_topology("configs/line.yaml")
+def test_h1_reaches_h2(lab):
+    assert lab.ping("h1", "h2", family=6, count=3).ok
+    assert lab.node("r1").exec("routerctl show routes").exit_status == 0
+```
+
+- The topology comes from the closest `vrlab_topology(path)` marker (test, class or module),
+  else from `--vrlab-topology FILE`; a relative path is looked up from the rootdir, then from
+  the test file's directory.
+- Each topology is brought up once per session, on first use, and taken down at the end of
+  the session, also when tests fail or the run is interrupted (`--vrlab-keep` leaves labs up).
+  The session-scoped `vrlab_labs` pool owns them; `lab` hands a test the one its marker names,
+  so tests of different topologies can share a session.
+- When a test using `lab` fails, its report gets a section per node with the tail of the
+  node's serial log and, for routers, `routerctl show stats`.
+- Override the session fixture `vrlab_lab_factory` (topology -> lab object) to run against
+  something other than `orchestrate.lab.Lab.up` (a fake lab in unit tests).
 """
 
 from __future__ import annotations
 
+import contextlib
+import tempfile
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
 import pytest
+
+from orchestrate.checks import (
+    CheckResult,
+    CheckRunner,
+    PingResult,
+    excerpt,
+    ping,
+    validate_check,
+)
+from orchestrate.topology import CheckSpec, Topology, TopologyError, load_topology
+
+SERIAL_TAIL_LINES = 40
+POOL_KEY = pytest.StashKey["LabPool"]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("vrlab")
     group.addoption("--vrlab-topology", metavar="FILE", default=None,
                     help="topology file for the `lab` fixture (a vrlab_topology marker wins)")
+    group.addoption("--vrlab-backend", default=None, choices=("qemu", "libvirt"),
+                    help="backend for labs the tests bring up (default: the file's)")
+    group.addoption("--vrlab-accel", default=None, choices=("auto", "kvm", "tcg"),
+                    help="acceleration for labs the tests bring up (default: the file's)")
+    group.addoption("--vrlab-keep", action="store_true", default=False,
+                    help="leave the labs up at the end of the session")
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "vrlab_topology(path): the topology file the `lab` fixture brings up")
+
+
+class LabSession:
+    """What the `lab` fixture gives a test: the running lab plus check helpers."""
+
+    def __init__(self, lab: Any, topology: Topology) -> None:
+        self.raw = lab
+        """The underlying lab (orchestrate.lab.Lab, or a fake)."""
+        self.topology = topology
+        self.runner = CheckRunner(lab, topology)
+        self._tmp = Path(tempfile.mkdtemp(prefix=f"vrlab-{topology.name}-"))
+
+    @property
+    def name(self) -> str:
+        return self.topology.name
+
+    def node(self, name: str) -> Any:
+        """The node's handle: `.exec(cmd, timeout) -> ExecResult(exit_status, stdout, stderr)`."""
+        if name not in self.topology.nodes:
+            raise KeyError(f"lab {self.name} has no node {name!r} "
+                           f"(nodes: {', '.join(self.topology.nodes)})")
+        return self.raw.node(name)
+
+    def ping(self, src: str, dst: str, family: int | None = 4, count: int = 1,
+             **options: Any) -> PingResult:
+        """iputils ping from node `src` to `dst` (node, node:ifname or address).
+
+        options: size, df, ttl, wait, timeout. The result has `.ok`, `.received`, `.errors`.
+        """
+        return ping(self.raw, self.topology, src, dst, family=family, count=count, **options)
+
+    def capture(self, node: str, ifname: str, path: str | Path | None = None
+                ) -> contextlib.AbstractContextManager[Any]:
+        """Capture node:ifname into a pcap (a temporary file unless `path` is given)."""
+        if path is None:
+            path = self._tmp / f"{node}-{ifname}-{len(list(self._tmp.iterdir()))}.pcap"
+        return self.raw.capture(node, ifname, Path(path))
+
+    def counters(self, router: str) -> dict[str, int]:
+        """`routerctl show stats --json` of a router, as {"ip.forward": 3, ...}."""
+        return self.runner.counters(router)
+
+    def check(self, kind: str, **params: Any) -> CheckResult:
+        """Run one check as the tests: section would (`from` may be given as `from_`)."""
+        item = {"kind": kind, **{k.rstrip("_"): v for k, v in params.items()}}
+        problems, spec = validate_check(item, self.topology)
+        if problems or spec is None:
+            raise ValueError("; ".join(f"{'.'.join(map(str, p[0])) or kind}: {p[1]}"
+                                       for p in problems))
+        kind, name, clean = spec
+        return self.runner.run(CheckSpec(kind, name, clean, "<test>", 0, 0))
+
+    def evidence(self) -> list[tuple[str, str]]:
+        """Report sections for a failed test: serial log tails and router counters."""
+        sections: list[tuple[str, str]] = []
+        for name, node in self.topology.nodes.items():
+            try:
+                handle = self.raw.node(name)
+                log = getattr(handle, "serial_log", None)
+                if log is not None and Path(log).is_file():
+                    text = Path(log).read_text(errors="replace")
+                    tail = "\n".join(text.splitlines()[-SERIAL_TAIL_LINES:])
+                    sections.append((f"vrlab {name} serial log (last {SERIAL_TAIL_LINES} lines)",
+                                     tail))
+                if node.is_router:
+                    result = handle.exec("routerctl show stats", 20.0)
+                    body = result.stdout if result.exit_status == 0 else (
+                        f"exit {result.exit_status}\n{result.stdout}{result.stderr}")
+                    sections.append((f"vrlab {name} routerctl show stats", excerpt(body, 200)))
+            except Exception as e:  # evidence must never hide the real failure
+                sections.append((f"vrlab {name}", f"could not collect: {type(e).__name__}: {e}"))
+        return sections
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            for path in self._tmp.iterdir():
+                path.unlink()
+            self._tmp.rmdir()
+
+
+class LabPool:
+    """Labs of this session by topology file: up on first use, all down at the end."""
+
+    def __init__(self, factory: Callable[[Topology], Any], keep: bool = False) -> None:
+        self.factory = factory
+        self.keep = keep
+        self.sessions: dict[Path, LabSession] = {}
+        self.failures: dict[Path, str] = {}
+
+    def get(self, path: Path) -> LabSession:
+        path = path.resolve()
+        if path in self.sessions:
+            return self.sessions[path]
+        if path in self.failures:  # do not boot a broken lab again for every test
+            pytest.fail(self.failures[path], pytrace=False)
+        lab: Any = None
+        try:
+            topology = load_topology(path)
+            lab = self.factory(topology)
+        except TopologyError as e:
+            self.failures[path] = f"vrlab: invalid topology:\n{e}"
+        except Exception as e:
+            self.failures[path] = f"vrlab: lab {topology.name} did not come up: {e}"
+        if path in self.failures:  # failed outside the except blocks: no chained traceback
+            pytest.fail(self.failures[path], pytrace=False)
+        self.sessions[path] = LabSession(lab, topology)
+        return self.sessions[path]
+
+    def close(self) -> list[str]:
+        """Take every lab down (unless keep); return teardown problems."""
+        problems: list[str] = []
+        sessions, self.sessions = self.sessions, {}
+        for session in sessions.values():
+            session.close()
+            if self.keep:
+                continue
+            try:
+                problems.extend(session.raw.down() or [])
+            except Exception as e:
+                problems.append(f"{session.name}: {type(e).__name__}: {e}")
+        return problems
+
+
+@pytest.fixture(scope="session")
+def vrlab_lab_factory(pytestconfig: pytest.Config) -> Callable[[Topology], Any]:
+    """topology -> running lab; the default boots VMs with orchestrate.lab.Lab.up."""
+    backend = pytestconfig.getoption("--vrlab-backend")
+    accel = pytestconfig.getoption("--vrlab-accel")
+
+    def factory(topology: Topology) -> Any:
+        from orchestrate.lab import Lab
+
+        return Lab.up(topology, backend=backend or topology.defaults.backend,
+                      accel=accel or topology.defaults.accel)
+
+    return factory
+
+
+@pytest.fixture(scope="session")
+def vrlab_labs(pytestconfig: pytest.Config,
+               vrlab_lab_factory: Callable[[Topology], Any]) -> Iterator[LabPool]:
+    """The session's labs; every one is taken down when the session ends."""
+    pool = LabPool(vrlab_lab_factory, keep=pytestconfig.getoption("--vrlab-keep"))
+    pytestconfig.stash[POOL_KEY] = pool
+    try:
+        yield pool
+    finally:
+        problems = pool.close()
+        if problems:
+            warnings.warn(pytest.PytestWarning("vrlab teardown: " + "; ".join(problems)),
+                          stacklevel=1)
+
+
+def _topology_path(request: pytest.FixtureRequest) -> Path:
+    marker = request.node.get_closest_marker("vrlab_topology")
+    given = marker.args[0] if marker and marker.args else request.config.getoption(
+        "--vrlab-topology")
+    if not given:
+        pytest.fail("the `lab` fixture needs a topology: mark the test with "
+                    "@pytest.mark.vrlab_topology(\"configs/line.yaml\") or pass "
+                    "--vrlab-topology FILE", pytrace=False)
+    path = Path(given)
+    if path.is_absolute():
+        return path
+    for base in (request.config.rootpath, Path(str(request.node.path)).parent, Path.cwd()):
+        if (base / path).exists():
+            return base / path
+    return request.config.rootpath / path
+
+
+@pytest.fixture
+def lab(request: pytest.FixtureRequest, vrlab_labs: LabPool) -> LabSession:
+    """The running lab of this test's topology (booted once per session)."""
+    return vrlab_labs.get(_topology_path(request))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
+                              ) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    if report.when != "call" or not report.failed:
+        return
+    session = getattr(item, "funcargs", {}).get("lab")
+    if isinstance(session, LabSession):
+        for title, text in session.evidence():
+            report.sections.append((title, text))
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    # Normally the vrlab_labs finalizer has run already; after an interrupt it may not have.
+    pool = session.config.stash.get(POOL_KEY, None)
+    if pool is not None:
+        pool.close()

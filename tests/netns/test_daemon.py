@@ -1,0 +1,249 @@
+"""The daemon's life: taking interfaces from the kernel, routerctl against the live router,
+the trace, refusing bad input, and a clean SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import stat
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import MODE_ARGS, Line, line_config
+from netns import REPO
+
+
+def ping_ok(line: Line, target: str, count: int = 2) -> bool:
+    proc = line.h1.run(["ping", "-n", "-c", str(count), "-i", "0.2", "-W", "2", target],
+                       check=False)
+    return proc.returncode == 0
+
+
+# ---------------------------------------------------------------------------- routerctl
+
+
+def test_show_interfaces(line: Line) -> None:
+    assert line.router is not None
+    data = json.loads(line.router.ctl("show", "interfaces", "--json").stdout)
+    by_name = {i["name"]: i for i in data}
+    assert set(by_name) == {"r-h1", "r-h2"}
+    assert by_name["r-h1"]["mac"] == "02:00:00:00:01:01"
+    assert by_name["r-h2"]["mtu"] == 1280
+    assert "198.51.100.1/26" in by_name["r-h2"]["ipv4"]
+    assert f"{Line.R_H1_LL}/64" in by_name["r-h1"]["ipv6"]
+    text = line.router.ctl("show", "interfaces").stdout
+    assert "r-h2: ifindex" in text and "mtu 1280" in text
+
+
+def test_show_routes_and_neighbors(line: Line) -> None:
+    assert line.router is not None
+    routes = line.router.ctl("show", "routes").stdout
+    assert re.search(r"^192\.0\.2\.0/26\s+link#r-h1\s+r-h1\s+connected$", routes, re.M), routes
+    assert re.search(r"^203\.0\.113\.0/25\s+reject\s", routes, re.M), routes
+    assert ping_ok(line, Line.H2) and ping_ok(line, Line.H2_6)
+    neighbors = json.loads(line.router.ctl("show", "neighbors", "--json").stdout)
+    seen = {(n["address"], n["interface"]): n for n in neighbors}
+    h2 = seen[(Line.H2, "r-h2")]
+    assert h2["mac"] == "02:00:00:00:02:02"
+    assert h2["state"] in ("REACHABLE", "STALE", "DELAY", "PROBE")
+    assert (Line.H2_6, "r-h2") in seen
+
+
+def test_show_stats_text(line: Line) -> None:
+    assert line.router is not None
+    assert ping_ok(line, Line.H2)
+    text = line.router.ctl("show", "stats").stdout
+    assert re.search(r"^ip:$", text, re.M)
+    m = re.search(r"^\t(\d+) packets forwarded \((\d+) packets? fast forwarded\)$", text, re.M)
+    assert m, text
+    assert int(m.group(1)) >= 4
+    assert (int(m.group(2)) > 0) == (line.mode != "off")
+
+
+def test_status(line: Line) -> None:
+    assert line.router is not None
+    status = json.loads(line.router.ctl("status", "--json").stdout)
+    assert status["hostname"] == "r"
+    assert status["pid"] == line.router.proc.pid
+    assert status["fastpath"].startswith({"c": "C", "python": "Python", "off": "off"}[line.mode])
+
+
+def test_sysctl_forwarding_off_and_on(line: Line) -> None:
+    """The sysctl reaches the fast path too: with forwarding off nothing crosses."""
+    assert line.router is not None
+    ctl = line.router.ctl
+    assert ping_ok(line, Line.H2)
+    out = ctl("sysctl", "-w", "net.inet.ip.forwarding=0").stdout
+    assert out == "net.inet.ip.forwarding: 1 -> 0\n"
+    try:
+        before = line.router.stats()["ip.cantforward"]
+        assert not ping_ok(line, Line.H2)
+        assert line.router.stats()["ip.cantforward"] > before
+        assert ping_ok(line, Line.H2_6)  # IPv6 has its own knob
+        assert ctl("sysctl", "net.inet.ip.forwarding").stdout == "net.inet.ip.forwarding: 0\n"
+    finally:
+        ctl("sysctl", "-w", "net.inet.ip.forwarding=1")
+    assert ping_ok(line, Line.H2)
+
+
+def test_sysctl_refuses_unknown_and_out_of_range(line: Line) -> None:
+    assert line.router is not None
+    proc = line.router.ctl("sysctl", "-w", "net.inet.ip.bogus=1", check=False)
+    assert proc.returncode == 1 and "unknown sysctl" in proc.stderr
+    proc = line.router.ctl("sysctl", "-w", "net.inet.ip.ttl=0", check=False)
+    assert proc.returncode == 1 and "out of range" in proc.stderr
+    assert line.router.ctl("sysctl", "net.inet.ip.ttl").stdout == "net.inet.ip.ttl: 64\n"
+
+
+def test_route_blackhole_then_delete(line: Line) -> None:
+    assert line.router is not None
+    ctl = line.router.ctl
+    assert ping_ok(line, Line.H2)
+    assert ctl("route", "add", f"{Line.H2}/32", "blackhole").stdout == \
+        f"add route {Line.H2}/32: blackhole\n"
+    try:
+        assert not ping_ok(line, Line.H2)
+        assert ping_ok(line, Line.H2_6)
+    finally:
+        ctl("route", "del", f"{Line.H2}/32")
+    assert ping_ok(line, Line.H2)
+
+
+def test_route_add_via_gateway(line: Line) -> None:
+    """A new prefix behind h2 becomes reachable once routed, and unreachable once deleted."""
+    assert line.router is not None
+    ctl = line.router.ctl
+    line.h2.run(["ip", "addr", "add", "203.0.113.130/32", "dev", "lo"])
+    try:
+        assert not ping_ok(line, "203.0.113.130", count=1)
+        ctl("route", "add", "203.0.113.128/25", "via", Line.H2)
+        assert ping_ok(line, "203.0.113.130")
+        routes = json.loads(ctl("show", "routes", "--json").stdout)
+        assert {"prefix": "203.0.113.128/25", "type": "unicast", "gateway": Line.H2,
+                "interface": "r-h2", "origin": "static"} in routes
+        ctl("route", "del", "203.0.113.128/25")
+        assert not ping_ok(line, "203.0.113.130", count=1)
+    finally:
+        line.h2.run(["ip", "addr", "del", "203.0.113.130/32", "dev", "lo"], check=False)
+        line.router.ctl("route", "del", "203.0.113.128/25", check=False)
+
+
+def test_route_errors(line: Line) -> None:
+    assert line.router is not None
+    proc = line.router.ctl("route", "add", "203.0.113.128/25", "via", "192.0.2.200/1",
+                           check=False)
+    assert proc.returncode == 1 and "bad gateway" in proc.stderr
+    proc = line.router.ctl("route", "add", "203.0.113.128/25", "via", "203.0.113.1",
+                           check=False)
+    assert proc.returncode == 1 and "not on a connected subnet" in proc.stderr
+    proc = line.router.ctl("route", "del", "203.0.113.128/26", check=False)
+    assert proc.returncode == 1 and "no route" in proc.stderr
+
+
+def test_trace_shows_stages(line: Line) -> None:
+    """routerctl trace -n 2 while h1 pings h2: each packet's stages, times relative to rx."""
+    assert line.router is not None
+    assert ping_ok(line, Line.H2)  # neighbors resolved: the traced packets are plain forwards
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    tracer = subprocess.Popen(
+        [sys.executable, "-m", "appliance.ctl", "--socket", str(line.router.socket),
+         "trace", "-n", "2", "--wait", "20"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        for _ in range(50):  # bounded: ping until the tracer has its two packets
+            if tracer.poll() is not None:
+                break
+            line.h1.run(["ping", "-n", "-c", "1", "-W", "1", Line.H2], check=False)
+        out, err = tracer.communicate(timeout=30)
+    finally:
+        if tracer.poll() is None:
+            tracer.kill()
+            tracer.wait(5)
+    assert tracer.returncode == 0, err
+    records = out.split("packet ")[1:]
+    assert len(records) == 2, out
+    first = records[0]
+    assert re.search(r"^\s+\+0\.0 us\s+rx\s", first, re.M), first
+    for stage in ("verify", "fib", "ttl", "tx"):
+        assert re.search(rf"^\s+\+\d+\.\d us\s+{stage}\s", first, re.M), (stage, first)
+    # Tracing has ended: the fast path (if any) forwards again.
+    if line.mode != "off":
+        before = line.router.stats()["ip.fastforward"]
+        assert ping_ok(line, Line.H2, count=3)
+        assert line.router.stats()["ip.fastforward"] > before
+
+
+# ---------------------------------------------------------------------------- life cycle
+
+
+def test_takes_interfaces_from_the_kernel(fresh_line: Line) -> None:
+    """Kernel addresses, kernel IPv6 and kernel forwarding on r's interfaces before start are
+    all gone once the daemon is ready (decision: remove, logged; see appliance/kernel.py)."""
+    r = fresh_line.r
+    r.add_address("r-h1", "192.0.2.1/26")
+    r.add_address("r-h1", "2001:db8:1::1/64")
+    r.sysctl("net.ipv4.conf.r-h1.forwarding", 1)
+    r.sysctl("net.ipv6.conf.r-h2.forwarding", 1)
+    router = fresh_line.start()
+    assert r.run(["ip", "-o", "addr", "show", "dev", "r-h1"]).stdout.strip() == ""
+    assert r.run(["ip", "-o", "addr", "show", "dev", "r-h2"]).stdout.strip() == ""
+    for ifname in ("r-h1", "r-h2"):
+        assert r.read_sysctl(f"net/ipv4/conf/{ifname}/forwarding") == "0"
+        assert r.read_sysctl(f"net/ipv6/conf/{ifname}/disable_ipv6") == "1"
+        assert r.read_sysctl(f"net/ipv4/conf/{ifname}/arp_ignore") == "8"
+    assert "r-h1: removed kernel address 192.0.2.1/26" in router.log()
+    # Only the appliance answers: one echo reply per request, from the router.
+    out = fresh_line.h1.run(["ping", "-n", "-c", "2", "-W", "3", Line.R_H1]).stdout
+    assert "DUP!" not in out and " 0% packet loss" in out
+    assert router.stats()["icmp.outhist.0"] >= 2
+
+
+def test_sigterm_cleans_up(fresh_line: Line) -> None:
+    router = fresh_line.start()
+    mode = os.stat(router.socket).st_mode
+    assert stat.S_ISSOCK(mode) and stat.S_IMODE(mode) == 0o600
+    assert router.stop() == 0
+    assert not router.socket.exists()
+    assert "stopping on signal" in router.log()
+    # The namespace has no packet sockets left (the rings were closed).
+    sockets = fresh_line.r.run(["cat", "/proc/net/packet"]).stdout.splitlines()
+    assert len(sockets) == 1, sockets  # the header line only
+
+
+def test_sigint_cleans_up(fresh_line: Line) -> None:
+    router = fresh_line.start()
+    router.proc.send_signal(signal.SIGINT)
+    assert router.proc.wait(10) == 0
+    assert not router.socket.exists()
+
+
+def test_refuses_missing_interface(fresh_line: Line) -> None:
+    config = line_config(interfaces=[
+        {"name": "r-h1", "addresses": ["192.0.2.1/26"]},
+        {"name": "r-nope", "addresses": ["198.51.100.1/26"]},
+    ])
+    with pytest.raises(AssertionError, match="r-nope: no such interface"):
+        fresh_line.lab.start_router(fresh_line.r, config, MODE_ARGS[fresh_line.mode])
+    assert not list(fresh_line.lab.workdir.glob("*.sock"))
+    # Nothing was changed on the interface that does exist (the check comes first).
+    assert fresh_line.r.read_sysctl("net/ipv6/conf/r-h1/disable_ipv6") == "0"
+
+
+def test_refuses_bad_config(fresh_line: Line) -> None:
+    config = line_config(sysctl={"net.inet.ip.nonsense": 1})
+    with pytest.raises(AssertionError, match=r"sysctl\.net\.inet\.ip\.nonsense"):
+        fresh_line.lab.start_router(fresh_line.r, config, MODE_ARGS[fresh_line.mode])
+
+
+def test_ready_only_when_socket_answers(fresh_line: Line) -> None:
+    """The readiness line comes after the control socket exists and answers."""
+    started = time.monotonic()
+    router = fresh_line.start()
+    assert router.stdout_lines[-1] == "vrlab-router: ready"
+    assert router.socket.exists()
+    assert json.loads(router.ctl("status", "--json").stdout)["uptime"] <= \
+        time.monotonic() - started + 1

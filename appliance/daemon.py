@@ -65,7 +65,10 @@ MAX_TRACEBACKS = 5
 
 
 def log(message: str) -> None:
-    print(f"vrlab-router: {message}", file=sys.stderr, flush=True)
+    # Whoever started us may have closed stderr (an orchestrator that stopped reading):
+    # losing a log line must not stop the router.
+    with contextlib.suppress(OSError, ValueError):
+        print(f"vrlab-router: {message}", file=sys.stderr, flush=True)
 
 
 def load_fastpath(mode: str) -> tuple[FastPathLike | None, str]:
@@ -349,7 +352,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         if daemon.stopping:
             return 0
-        print("vrlab-router: ready", flush=True)
+        with contextlib.suppress(OSError, ValueError):
+            print("vrlab-router: ready", flush=True)
         log("ready")
         daemon.run()
         log("stopping on signal")

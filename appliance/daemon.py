@@ -190,6 +190,8 @@ class Daemon:
             "uptime": round(time.monotonic() - self.started, 1),
             "generation": self.router.generation,
             "slowpath_errors": self._errors,
+            "ring_drops": {ring.name: ring.ring_drops() for ring in self.rings.values()},
+            "fastpath_counters": self.fp.counters() if self.fp is not None else {},
         }
 
     def dispatch(self, request: dict[str, Any]) -> Any:
@@ -212,14 +214,24 @@ class Daemon:
     # --- packets ---------------------------------------------------------------------
 
     def send(self, actions: Sequence[Action]) -> None:
+        """Put the router's Transmit actions on the TX rings (a full ring drops, counted)."""
+        assert self.router is not None
+        stats = self.router.stats
         for action in actions:
-            if isinstance(action, Transmit):
-                if self.attached and self.fp is not None:
-                    self.fp.transmit(action.ifindex, action.frame)
-                else:
-                    ring = self.rings.get(action.ifindex)
-                    if ring is not None and ring.send(action.frame):
-                        self._dirty.add(action.ifindex)
+            if not isinstance(action, Transmit):
+                continue
+            if self.attached and self.fp is not None:
+                sent = self.fp.transmit(action.ifindex, action.frame)
+            else:
+                ring = self.rings.get(action.ifindex)
+                sent = ring is not None and ring.send(action.frame)
+                if sent:
+                    self._dirty.add(action.ifindex)
+            if sent:
+                stats.bump("link.sent")
+            else:
+                stats.bump("ip6.odropped" if action.frame[12:14] == b"\x86\xdd"
+                           else "ip.odropped")
 
     def flush(self) -> None:
         if self.attached and self.fp is not None:

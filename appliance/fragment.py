@@ -175,6 +175,8 @@ class Reassembly:
     """Every Stats key this call moved and by how much (other datagrams evicted included)."""
     param_problem_pointer: int | None = None
     """IPv6 only: send Parameter Problem code 0 with this pointer about the fragment."""
+    fragments: int = 0
+    """How many fragments made up ``datagram`` (0 when it was not reassembled)."""
 
     @property
     def held(self) -> bool:
@@ -353,7 +355,7 @@ class Reassembler:
         )
         body = b"".join(dgram.pieces[s][0] for s in sorted(dgram.pieces))
         counters["ip.reassembled"] = counters.get("ip.reassembled", 0) + 1
-        return self._result(counters, datagram=header.pack() + body)
+        return self._result(counters, datagram=header.pack() + body, fragments=dgram.fragments)
 
     # ---- IPv6 -----------------------------------------------------------------------------
 
@@ -388,7 +390,7 @@ class Reassembler:
             whole = bytearray(packet[:frag_at] + data)
             whole[nh_offset] = frag.next_header
             whole[4:6] = (len(whole) - 40).to_bytes(2, "big")
-            return self._result(counters, datagram=bytes(whole))
+            return self._result(counters, datagram=bytes(whole), fragments=1)
         start = frag.offset << 3
         if frag.more and (not data or len(data) & 7):
             return self._result(
@@ -430,7 +432,7 @@ class Reassembler:
         head[4:6] = (len(head) - 40 + dgram.total).to_bytes(2, "big")
         body = b"".join(dgram.pieces[s][0] for s in sorted(dgram.pieces))
         counters["ip6.reassembled"] = counters.get("ip6.reassembled", 0) + 1
-        return self._result(counters, datagram=bytes(head) + body)
+        return self._result(counters, datagram=bytes(head) + body, fragments=dgram.fragments)
 
     # ---- timeouts ---------------------------------------------------------------------------
 
@@ -461,11 +463,12 @@ class Reassembler:
         drop: str | None = None,
         detail: str = "",
         param_problem_pointer: int | None = None,
+        fragments: int = 0,
     ) -> Reassembly:
         if drop is not None:
             counters[drop] = counters.get(drop, 0) + 1
         self.counters.update(counters)
-        return Reassembly(datagram, drop, detail, counters, param_problem_pointer)
+        return Reassembly(datagram, drop, detail, counters, param_problem_pointer, fragments)
 
     def _overflow_key(self, dgram: _Datagram) -> str:
         return "ip.fragdropped" if dgram.version == 4 else "ip6.fragoverflow"

@@ -29,6 +29,7 @@ from appliance.fragment import (
 from appliance.packet.checksum import verify
 from appliance.packet.errors import PacketError
 from appliance.packet.ipv4 import IPV4_MF, IPv4Header, split_ipv4_options
+from appliance.packet.ipv6 import IPv6Fragment, IPv6Header
 
 ROUTER_ALERT = b"\x94\x04\x00\x00"  # copied flag set
 RECORD_ROUTE = b"\x07\x07\x04\x00\x00\x00\x00"  # copied flag clear
@@ -563,3 +564,85 @@ def test_reassembled_over_65535_because_of_first_fragment_options() -> None:
     assert last.counters["ip.toolong"] == 1
     assert r.counters["ip.fragdropped"] == len(pieces)
     assert len(r) == 0 and r.bytes_held == 0
+
+
+def fast_v4_fragment(ident: int, offset: int, data: bytes, more: bool) -> bytes:
+    header = IPv4Header(
+        0,
+        20 + len(data),
+        ident,
+        IPV4_MF if more else 0,
+        offset // 8,
+        64,
+        17,
+        0,
+        bytes((192, 0, 2, 1)),
+        bytes((198, 51, 100, 1)),
+    )
+    return header.pack() + data
+
+
+def fast_v6_fragment(ident: int, offset: int, data: bytes, more: bool) -> bytes:
+    src = bytes.fromhex("20010db8000000000000000000000001")
+    dst = bytes.fromhex("20010db8000000000000000000000002")
+    header = IPv6Header(0, 0, 8 + len(data), 44, 64, src, dst)
+    return header.pack() + IPv6Fragment(17, offset // 8, more, ident).pack() + data
+
+
+fragment_spec = st.tuples(
+    st.sampled_from([4, 6]),
+    st.integers(min_value=1, max_value=3),  # ident
+    st.integers(min_value=0, max_value=12),  # offset in 8-byte units
+    st.integers(min_value=0, max_value=40),  # data length
+    st.booleans(),  # more fragments
+    st.floats(min_value=0, max_value=5),  # time step
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(fragment_spec, max_size=25))
+def test_random_fragment_streams_keep_invariants(
+    specs: list[tuple[int, int, int, int, bool, float]],
+) -> None:
+    r = Reassembler(max_datagrams=3, max_bytes=600, max_fragments=6, timeout_v4=8, timeout_v6=9)
+    now = 0.0
+    completed = {"ip": 0, "ip6": 0}
+    for version, ident, offset, length, more, step in specs:
+        now += step
+        data = bytes([ident]) * length
+        if version == 4:
+            res = r.add_v4(fast_v4_fragment(ident, offset * 8, data, more), now)
+            family = "ip"
+        else:
+            res = r.add_v6(fast_v6_fragment(ident, offset * 8, data, more), now)
+            family = "ip6"
+        assert sum(x is not None for x in (res.datagram, res.drop)) <= 1
+        if offset == 0 and not more:
+            # Not a fragment (IPv4) or an atomic fragment (IPv6): handed straight back.
+            assert res.datagram is not None
+            assert res.counters == ({} if version == 4 else {"ip6.fragments": 1})
+            if version == 6:
+                completed["ip6"] += res.fragments
+            continue
+        assert res.counters.get(f"{family}.fragments") == 1
+        if res.datagram is not None:
+            assert res.counters.get(f"{family}.reassembled") == 1
+            assert res.datagram.endswith(bytes([ident]) * length)
+            assert res.fragments >= 1
+            completed[family] += res.fragments
+        assert len(r) <= 3
+        assert 0 <= r.bytes_held <= 600
+        for gone in r.expire(now):
+            assert gone.fragments >= 1
+    r.expire(now + 100)
+    assert len(r) == 0 and r.bytes_held == 0
+    # Every fragment received is accounted for exactly once: in a reassembled datagram,
+    # dropped, timed out or evicted.
+    c = r.counters
+    for family in ("ip", "ip6"):
+        assert c[f"{family}.fragments"] == (
+            completed[family]
+            + c[f"{family}.fragdropped"]
+            + c[f"{family}.fragtimeout"]
+            + c[f"{family}.fragoverflow"]
+        )

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scapy.all import (  # type: ignore[attr-defined]
     ARP,
     ICMP,
@@ -26,8 +28,13 @@ from appliance.packet.ethernet import Ethernet
 from appliance.packet.icmp import Icmp
 from appliance.packet.icmpv6 import Icmp6
 from appliance.packet.ipv4 import IPv4Header
-from appliance.packet.ipv6 import IPv6Fragment, IPv6Header
-from appliance.packet.nd import NeighborAdvertisement, NeighborSolicitation, Redirect
+from appliance.packet.ipv6 import IPv6Fragment, IPv6Header, walk_extension_headers
+from appliance.packet.nd import (
+    NeighborAdvertisement,
+    NeighborSolicitation,
+    Redirect,
+    parse_nd_options,
+)
 from appliance.packet.udp import Udp
 
 CASES: list[tuple[str, Callable[[bytes | memoryview], object], bytes, int]] = [
@@ -56,3 +63,41 @@ def test_every_truncation_raises_packet_error(
         with pytest.raises(PacketError) as err:
             parse(wire[:cut])
         assert err.value.reason
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=80), st.sampled_from(CASES))
+def test_random_bytes_raise_only_packet_error(
+    data: bytes, case: tuple[str, Callable[[bytes | memoryview], object], bytes, int]
+) -> None:
+    _, parse, wire, _ = case
+    # Random bytes, and random bytes on a valid header's prefix (to get past the first checks).
+    for buf in (data, wire[: len(wire) // 2] + data):
+        try:
+            parse(buf)
+        except PacketError as err:
+            assert err.reason
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from([0, 43, 44, 51, 60, 17, 58, 59]), st.binary(max_size=120))
+def test_extension_walk_on_random_bytes(next_header: int, data: bytes) -> None:
+    buf = bytes(40) + data
+    try:
+        walk = walk_extension_headers(next_header, buf, 40)
+    except PacketError as err:
+        assert err.reason == "ip6.tooshort"
+        return
+    assert 40 <= walk.upper_offset <= len(buf)
+    assert [off for _, off in walk.headers] == sorted(off for _, off in walk.headers)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=64))
+def test_nd_options_on_random_bytes(data: bytes) -> None:
+    try:
+        options = parse_nd_options(data)
+    except PacketError as err:
+        assert err.reason == "nd.badopt"
+        return
+    assert sum(len(o.data) + 2 for o in options) == len(data)

@@ -1,0 +1,487 @@
+"""Forwarding benchmark: 64-byte UDP frames per second arriving at h2 through r.
+
+    python3 -m bench forward            # median of 3 runs of 5 s per forwarder
+    python3 -m bench.forward --quick    # 1 run of 2 s, 100k routes for the big-table case
+
+One namespace topology, documentation addresses only, rebuilt for each forwarder::
+
+    h1 [h1-r] 192.0.2.2/26 -- [r-h1] r [r-h2] -- [h2-r] 198.51.100.2/26 h2
+
+A C generator (bench/gen.c, compiled here with gcc into a temporary directory) sends 18-byte
+UDP payloads (64-byte frames on the wire with the FCS) from h1 with sendmmsg, pinned to CPU 0;
+the forwarder in r is pinned to CPU 1. The figure is h2-r's rx_packets over the window. The
+forwarders:
+
+- the Linux kernel (addresses on r, net.ipv4.ip_forward=1);
+- ``vrlab-router`` with ``--fastpath c``, ``--fastpath python`` and ``--no-fastpath``: the real
+  daemon, slow path and all;
+- a bare loop around ``FastPath.poll`` (the C extension on the rings, tables loaded directly,
+  nothing else) with the two routes the traffic needs, and with those plus a big table
+  (1,000,000 IPv4 routes with an Internet-like mix of lengths) -- the table's cost with one hot
+  destination, which is what this traffic exercises.
+
+Hosts keep checksum offload on (so the ring forwarders complete partial UDP checksums, as in
+production) and GSO/TSO off. The machine is shared and has two cores: compare figures within
+one run (the ratios), not across runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import random
+import resource
+import select
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+PREFIX = f"vrb{os.getpid()}"
+MACS = {"h1-r": "02:00:00:00:21:02", "r-h1": "02:00:00:00:21:01",
+        "r-h2": "02:00:00:00:22:01", "h2-r": "02:00:00:00:22:02"}
+PAYLOAD = 18  # 14 Ethernet + 20 IPv4 + 8 UDP + 18 + 4 FCS = 64 bytes on the wire
+DST = "198.51.100.2"
+GEN_CPU, FORWARDER_CPU = "0", "1"
+SPIN = ["--spin", "0.001"]  # busy-poll 1 ms after the last frame before sleeping
+
+
+@dataclass
+class Forwarder:
+    """One line of the table."""
+
+    key: str
+    label: str
+    kind: str  # kernel | daemon | bare
+    args: list[str] = field(default_factory=list)
+    routes: int = 0
+    detach_kernel: bool = False
+    samples: list[float] = field(default_factory=list)
+    sent: list[float] = field(default_factory=list)
+    note: str = ""
+
+
+def run(argv: list[str], *, check: bool = True, timeout: float = 30.0
+        ) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)}: exit {proc.returncode}: {proc.stderr.strip()}")
+    return proc
+
+
+def nsexec(ns: str, argv: list[str]) -> list[str]:
+    """`argv` run in namespace `ns` (a full name, e.g. Topology.ns("r"))."""
+    return ["ip", "netns", "exec", ns, *argv]
+
+
+class Topology:
+    """h1 -- r -- h2; `close()` removes the namespaces and every process started in them."""
+
+    def __init__(self, key: str) -> None:
+        self.prefix = f"{PREFIX}-{key}"
+        self.names: list[str] = []
+        self.procs: list[subprocess.Popen[str]] = []
+        ns = self.ns
+        try:
+            for role in ("h1", "r", "h2"):
+                run(["ip", "netns", "add", ns(role)])
+                self.names.append(ns(role))
+                run(nsexec(ns(role), ["ip", "link", "set", "lo", "up"]))
+            run(nsexec(ns("r"), ["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1",
+                                 "net.ipv6.conf.default.disable_ipv6=1"]))
+            run(["ip", "-n", ns("h1"), "link", "add", "h1-r", "type", "veth", "peer",
+                 "name", "r-h1", "netns", ns("r")])
+            run(["ip", "-n", ns("r"), "link", "add", "r-h2", "type", "veth", "peer",
+                 "name", "h2-r", "netns", ns("h2")])
+            for role, ifname in (("h1", "h1-r"), ("r", "r-h1"), ("r", "r-h2"), ("h2", "h2-r")):
+                run(nsexec(ns(role), ["ip", "link", "set", ifname, "address", MACS[ifname],
+                                      "up"]))
+            for role, ifname in (("h1", "h1-r"), ("h2", "h2-r")):
+                run(nsexec(ns(role), ["ethtool", "-K", ifname, "tso", "off", "gso", "off"]),
+                    check=False)
+            run(nsexec(ns("h1"), ["ip", "addr", "add", "192.0.2.2/26", "dev", "h1-r"]))
+            run(nsexec(ns("h1"), ["ip", "route", "add", "default", "via", "192.0.2.1"]))
+            run(nsexec(ns("h1"), ["ip", "neigh", "replace", "192.0.2.1", "lladdr",
+                                  MACS["r-h1"], "dev", "h1-r", "nud", "permanent"]))
+            run(nsexec(ns("h2"), ["ip", "addr", "add", "198.51.100.2/26", "dev", "h2-r"]))
+            run(nsexec(ns("h2"), ["ip", "route", "add", "default", "via", "198.51.100.1"]))
+        except BaseException:
+            self.close()
+            raise
+
+    def ns(self, role: str) -> str:
+        return f"{self.prefix}-{role}"
+
+    def popen(self, ns: str, argv: list[str], **kwargs: Any) -> subprocess.Popen[str]:
+        proc = subprocess.Popen(nsexec(self.ns(ns), argv), text=True, **kwargs)
+        self.procs.append(proc)
+        return proc
+
+    def rx_packets(self) -> int:
+        out = run(nsexec(self.ns("h2"), ["cat", "/sys/class/net/h2-r/statistics/rx_packets"]))
+        return int(out.stdout)
+
+    def close(self) -> None:
+        for proc in reversed(self.procs):
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(5)
+        for name in reversed(self.names):
+            run(["ip", "netns", "del", name], check=False)
+        self.names.clear()
+
+
+def wait_line(proc: subprocess.Popen[str], wanted: str, timeout: float) -> None:
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([proc.stdout], [], [], 0.5)
+        if ready:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            if line.strip() == wanted:
+                return
+        elif proc.poll() is not None:
+            break
+    raise RuntimeError(f"forwarder did not print {wanted!r} (exit {proc.poll()})")
+
+
+def start_forwarder(topo: Topology, fwd: Forwarder, workdir: Path) -> subprocess.Popen[str] | None:
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    if fwd.kind == "kernel":
+        r = topo.ns("r")
+        run(nsexec(r, ["ip", "addr", "add", "192.0.2.1/26", "dev", "r-h1"]))
+        run(nsexec(r, ["ip", "addr", "add", "198.51.100.1/26", "dev", "r-h2"]))
+        run(nsexec(r, ["ip", "neigh", "replace", DST, "lladdr", MACS["h2-r"], "dev", "r-h2",
+                       "nud", "permanent"]))
+        run(nsexec(r, ["sysctl", "-qw", "net.ipv4.ip_forward=1"]))
+        return None
+    if fwd.kind == "daemon":
+        config = {
+            "hostname": "r",
+            "interfaces": [{"name": "r-h1", "addresses": ["192.0.2.1/26"]},
+                           {"name": "r-h2", "addresses": ["198.51.100.1/26"]}],
+        }
+        path = workdir / f"{fwd.key}.yaml"
+        path.write_text(yaml.safe_dump(config))
+        argv = ["taskset", "-c", FORWARDER_CPU, sys.executable, "-m", "appliance.daemon",
+                "--config", str(path), "--control", str(workdir / f"{fwd.key}.sock"), *fwd.args]
+        proc = topo.popen("r", argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env,
+                          cwd=str(REPO))
+        wait_line(proc, "vrlab-router: ready", 60)
+        return proc
+    if fwd.detach_kernel:
+        # r's kernel stack stops seeing the frames: a bridge that stays down consumes them in
+        # its rx_handler (dropped, port disabled), after the packet sockets got their copy.
+        run(nsexec(topo.ns("r"), ["ip", "link", "add", "rdrop", "type", "bridge"]))
+        for ifname in ("r-h1", "r-h2"):
+            run(nsexec(topo.ns("r"), ["ip", "link", "set", ifname, "master", "rdrop"]))
+    argv = ["taskset", "-c", FORWARDER_CPU, sys.executable, "-m", "bench.forward",
+            *fwd.args[:-1], "--serve", fwd.args[-1], "--routes", str(fwd.routes)]
+    proc = topo.popen("r", argv, stdout=subprocess.PIPE, env=env, cwd=str(REPO))
+    wait_line(proc, "ready", 300)
+    return proc
+
+
+def measure(topo: Topology, gen: Path, seconds: float) -> tuple[float, float]:
+    """(packets/s at h2, packets/s the generator sent) over one window."""
+    warm = 0.7
+    proc = topo.popen("h1", ["taskset", "-c", GEN_CPU, str(gen), DST, "9",
+                             str(warm + seconds + 0.3), str(PAYLOAD)], stdout=subprocess.PIPE)
+    time.sleep(warm)
+    t0a = time.monotonic()
+    c0 = topo.rx_packets()
+    t0 = (t0a + time.monotonic()) / 2
+    time.sleep(seconds)
+    t1a = time.monotonic()
+    c1 = topo.rx_packets()
+    t1 = (t1a + time.monotonic()) / 2
+    out, _ = proc.communicate(timeout=seconds + 30)
+    sent = int(out.split()[1]) if out.startswith("sent") else 0
+    return (c1 - c0) / (t1 - t0), sent / (warm + seconds + 0.3)
+
+
+@dataclass
+class Setup:
+    """A built topology with its forwarder running."""
+
+    fwd: Forwarder
+    topo: Topology
+    proc: subprocess.Popen[str] | None
+
+
+def prepare(fwd: Forwarder, workdir: Path) -> Setup:
+    topo = Topology(fwd.key)
+    try:
+        proc = start_forwarder(topo, fwd, workdir)
+        # warm up: neighbors resolved, caches filled
+        run(nsexec(topo.ns("h1"), ["ping", "-c", "2", "-i", "0.2", "-W", "2", DST]),
+            check=False)
+    except BaseException:
+        topo.close()
+        raise
+    return Setup(fwd, topo, proc)
+
+
+def finish(setup: Setup) -> None:
+    try:
+        proc, fwd = setup.proc, setup.fwd
+        if proc is not None and fwd.kind == "bare" and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            out, _ = proc.communicate(timeout=30)
+            counters = json.loads(out.strip().splitlines()[-1])
+            forwarded = max(counters["forward4"], 1)
+            fwd.note = (f"ring drops {counters['rx_ring_drops']:,}; "
+                        f"forwarder CPU/packet {counters['user_us'] / forwarded:.2f} us user "
+                        f"+ {counters['sys_us'] / forwarded:.2f} us sys")
+    finally:
+        setup.topo.close()
+
+
+# ------------------------------------------------------------------ the bare forwarder
+
+
+def big_table(count: int, rng: random.Random) -> Iterator[tuple[bytes, int]]:
+    """`count` IPv4 prefixes, mostly /24, never overlapping the documentation ranges the
+    traffic uses (so they never change where it goes)."""
+    lengths = [24] * 55 + [23] * 8 + [22] * 10 + [21] * 5 + [20] * 5 + [19] * 4 + [16] * 3 + [
+        18] * 3 + [17] * 2 + [12, 8, 25, 28, 32]
+    doc = [(0xC0000200, 24), (0xC6336400, 24), (0xCB007100, 24)]
+    made = 0
+    while made < count:
+        plen = rng.choice(lengths)
+        addr = rng.randrange(1 << 24, 224 << 24) & (0xFFFFFFFF << (32 - plen)) & 0xFFFFFFFF
+        if any((addr >> (32 - min(plen, dl))) == (net >> (32 - min(plen, dl)))
+               for net, dl in doc):
+            continue
+        yield addr.to_bytes(4, "big"), plen
+        made += 1
+
+
+def serve(kind: str, routes: int, spin: float) -> int:
+    """Run in r: the fast path on the two rings, tables loaded directly, until SIGTERM."""
+    from appliance.fastpath import new_fastpath
+    from appliance.fastpath_py import (
+        FLAG_FORWARDING4,
+        INTERFACE,
+        NEIGHBOR,
+        NEXTHOP,
+        ROUTE4,
+        NextHopKind,
+    )
+    from appliance.io.ring import RingSocket
+
+    rings = [RingSocket.open("r-h1"), RingSocket.open("r-h2")]
+    fp = new_fastpath(kind)
+    fp.load_interfaces(b"".join(INTERFACE.pack(r.ifindex, r.mac, r.mtu) for r in rings),
+                       FLAG_FORWARDING4, 1)
+    hops = b"".join(NEXTHOP.pack(NextHopKind.ONLINK, r.ifindex, bytes(16)) for r in rings)
+    table = [ROUTE4.pack(bytes([192, 0, 2, 0]), 26, 0),
+             ROUTE4.pack(bytes([198, 51, 100, 0]), 26, 1)]
+    rng = random.Random(1)
+    table.extend(ROUTE4.pack(addr, plen, rng.randrange(2))
+                 for addr, plen in big_table(max(routes - 2, 0), rng))
+    fp.load_fib(hops, b"".join(table), b"", 2)
+    macs = {name: bytes.fromhex(mac.replace(":", "")) for name, mac in MACS.items()}
+    fp.load_neighbors(
+        NEIGHBOR.pack(rings[0].ifindex, 4, bytes([192, 0, 2, 2]),
+                      macs["h1-r"] + rings[0].mac + b"\x08\x00")
+        + NEIGHBOR.pack(rings[1].ifindex, 4, bytes([198, 51, 100, 2]),
+                        macs["h2-r"] + rings[1].mac + b"\x08\x00"), 3)
+    for ring in rings:
+        fp.attach(ring)
+    stop = False
+
+    def on_term(signum: int, frame: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, on_term)
+    start = resource.getrusage(resource.RUSAGE_SELF)
+    print("ready", flush=True)
+    poller = select.poll()
+    for ring in rings:
+        poller.register(ring.fd, select.POLLIN)
+    idle_since = time.monotonic()
+    while not stop:
+        done, _punts = fp.poll(256)
+        if done:
+            idle_since = 0.0
+        elif spin and (idle_since == 0.0 or time.monotonic() - idle_since < spin):
+            # busy-poll a moment before sleeping: a sleeping reader costs the receiving
+            # CPU a wake-up (an IPI in a VM) for every frame
+            if idle_since == 0.0:
+                idle_since = time.monotonic()
+        else:
+            poller.poll(50)
+            idle_since = time.monotonic()
+    counters = fp.counters()
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    counters["user_us"] = int((usage.ru_utime - start.ru_utime) * 1e6)
+    counters["sys_us"] = int((usage.ru_stime - start.ru_stime) * 1e6)
+    for ring in rings:
+        fp.detach(ring.ifindex)
+        ring.close()
+    print(json.dumps(counters), flush=True)
+    return 0
+
+
+# ------------------------------------------------------------------ main
+
+
+def compile_gen(workdir: Path) -> Path:
+    out = workdir / "gen"
+    run(["gcc", "-O2", "-Wall", "-o", str(out), str(Path(__file__).with_name("gen.c"))])
+    return out
+
+
+def usable() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root (network namespaces)"
+    for tool in ("ip", "gcc", "taskset", "ping"):
+        if shutil.which(tool) is None:
+            return f"needs {tool}"
+    if (os.cpu_count() or 1) < 2:
+        return "needs two CPUs (generator and forwarder on different cores)"
+    return None
+
+
+def table(forwarders: list[Forwarder], runs: int, seconds: float) -> str:
+    base = next((f for f in forwarders if f.key == "kernel" and f.samples), None)
+    kernel = statistics.median(base.samples) if base else 0.0
+    lines = [
+        f"64-byte UDP, h1 -> r -> h2, packets/s received at h2 (median of {runs} x {seconds:g} s;"
+        f" generator CPU {GEN_CPU}, forwarder CPU {FORWARDER_CPU})",
+        f"{'forwarder':<44} {'pps at h2':>11} {'vs kernel':>10} {'offered':>10}  notes",
+    ]
+    for f in forwarders:
+        if not f.samples:
+            lines.append(f"{f.label:<44} {'-':>11} {'-':>10} {'-':>10}  {f.note}")
+            continue
+        pps = statistics.median(f.samples)
+        ratio = f"{pps / kernel:.2f}x" if kernel else "-"
+        lines.append(f"{f.label:<44} {pps:>11,.0f} {ratio:>10} "
+                     f"{statistics.median(f.sent):>10,.0f}  {f.note}")
+    return "\n".join(lines)
+
+
+def verdicts(forwarders: list[Forwarder]) -> list[str]:
+    pps = {f.key: statistics.median(f.samples) for f in forwarders if f.samples}
+    out = []
+
+    def check(name: str, ok: bool, detail: str) -> None:
+        out.append(f"{'met ' if ok else 'MISSED'} {name}: {detail}")
+
+    if "daemon-c" in pps and "kernel" in pps:
+        check("C fast path >= kernel", pps["daemon-c"] >= pps["kernel"],
+              f"{pps['daemon-c']:,.0f} vs {pps['kernel']:,.0f}")
+    if "daemon-c" in pps and "daemon-py" in pps:
+        ratio = pps["daemon-c"] / max(pps["daemon-py"], 1.0)
+        check("C >= 50x Python twin", ratio >= 50, f"{ratio:.1f}x")
+    if "daemon-c" in pps and "daemon-slow" in pps:
+        ratio = pps["daemon-c"] / max(pps["daemon-slow"], 1.0)
+        check("C >= 50x Python slow path", ratio >= 50, f"{ratio:.1f}x")
+    if "bare-1" in pps and "bare-big" in pps:
+        cost = 1 - pps["bare-big"] / pps["bare-1"]
+        check("big table costs < 10%", cost < 0.10, f"{cost:+.1%}")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python3 -m bench.forward", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="1 run of 2 s, 100k routes")
+    parser.add_argument("--runs", type=int, help="runs per forwarder (default 3)")
+    parser.add_argument("--seconds", type=float, help="length of each run (default 5)")
+    parser.add_argument("--routes", type=int, help="big table size (default 1,000,000)")
+    parser.add_argument("--only", nargs="*", metavar="KEY",
+                        help="kernel, daemon-c, daemon-py, daemon-slow, bare-1, bare-1-sleep, "
+                        "bare-1-detached, bare-big")
+    parser.add_argument("--serve", choices=["c", "python"], help=argparse.SUPPRESS)
+    parser.add_argument("--spin", type=float, default=0.0, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.serve:
+        return serve(args.serve, args.routes or 2, args.spin)
+    runs = args.runs or (1 if args.quick else 3)
+    seconds = args.seconds or (2.0 if args.quick else 5.0)
+    routes = args.routes or (100_000 if args.quick else 1_000_000)
+    reason = usable()
+    if reason:
+        print(f"bench forward: skipped, {reason}")
+        return 1
+    from appliance.fastpath import have_c
+
+    forwarders = [
+        Forwarder("kernel", "Linux kernel forwarding", "kernel"),
+        Forwarder("daemon-c", "vrlab-router, C fast path", "daemon", ["--fastpath", "c"]),
+        Forwarder("daemon-py", "vrlab-router, Python twin fast path", "daemon",
+                  ["--fastpath", "python"]),
+        Forwarder("daemon-slow", "vrlab-router, no fast path (Router.receive)", "daemon",
+                  ["--no-fastpath"]),
+        Forwarder("bare-1", "FastPath.poll loop (C), 2 routes", "bare", [*SPIN, "c"], routes=2),
+        Forwarder("bare-1-sleep", "  same, sleeping in poll(2) when idle", "bare", ["c"],
+                  routes=2),
+        Forwarder("bare-1-detached", "  same, r's kernel stack detached", "bare",
+                  [*SPIN, "c"], routes=2, detach_kernel=True),
+        Forwarder("bare-big", f"  same, {routes:,} routes", "bare", [*SPIN, "c"],
+                  routes=routes),
+    ]
+    if args.only:
+        forwarders = [f for f in forwarders if f.key in args.only]
+    if not have_c():
+        for f in forwarders:
+            if f.args[-1:] == ["c"]:
+                f.note = "C extension not built (python3 setup.py build_ext --inplace)"
+        forwarders = [f for f in forwarders if f.args[-1:] != ["c"] or not f.note]
+    with tempfile.TemporaryDirectory(prefix="vrlab-bench-") as tmp:
+        workdir = Path(tmp)
+        gen = compile_gen(workdir)
+        # Every forwarder gets its own topology, all built first; the runs then go round
+        # robin, so a change in the machine's load hits every forwarder alike.
+        setups: list[Setup] = []
+        try:
+            for fwd in forwarders:
+                print(f"  setting up: {fwd.label}", flush=True)
+                try:
+                    setups.append(prepare(fwd, workdir))
+                except (RuntimeError, subprocess.TimeoutExpired, OSError) as err:
+                    fwd.note = f"failed: {err}"
+            for i in range(runs):
+                print(f"  run {i + 1}/{runs}", flush=True)
+                for setup in setups:
+                    try:
+                        pps, sent = measure(setup.topo, gen, seconds)
+                    except (RuntimeError, subprocess.TimeoutExpired, OSError, ValueError) as err:
+                        setup.fwd.note = f"failed: {err}"
+                        continue
+                    setup.fwd.samples.append(pps)
+                    setup.fwd.sent.append(sent)
+        finally:
+            for setup in setups:
+                finish(setup)
+    print(table(forwarders, runs, seconds))
+    for line in verdicts(forwarders):
+        print(line)
+    return 0 if all(f.samples for f in forwarders) else 1
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        sys.exit(main())

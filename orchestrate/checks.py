@@ -263,8 +263,16 @@ COMMON: tuple[Param, ...] = (
 def default_name(kind: str, params: dict[str, Any]) -> str:
     if kind in ("ping", "traceroute"):
         family = f" IPv{params['family']}" if "family" in params else ""
+        tail = ""
+        if "size" in params:
+            tail += f" size {params['size']}"
+        if "df" in params:
+            tail += " DF" if params["df"] else " no-DF"
+        if "ttl" in params:
+            tail += f" ttl {params['ttl']}"
         expect = params.get("expect", "success")
-        tail = "" if expect == "success" else f" expect {expect}"
+        if expect != "success":
+            tail += f" expect {expect}"
         return f"{kind}{family} {params['from']} -> {params['to']}{tail}"
     if kind == "exec":
         return f"exec on {params['node']}: {params['command']}"

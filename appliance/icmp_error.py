@@ -141,6 +141,8 @@ def icmp4_error(
     """
     if len(rest) != 4:
         raise ValueError(f"rest must be 4 bytes, got {len(rest)}")
+    if len(original) < 20:
+        raise ValueError("original is shorter than an IPv4 header (see should_suppress_v4)")
     quote = _trim_v4(original)[: max_length - 28]
     icmp = bytes((icmp_type, code, 0, 0)) + rest + quote
     checksum = internet_checksum(icmp)
@@ -180,6 +182,8 @@ def icmp6_error(
     """
     if len(rest) != 4:
         raise ValueError(f"rest must be 4 bytes, got {len(rest)}")
+    if len(original) < 40:
+        raise ValueError("original is shorter than an IPv6 header (see should_suppress_v6)")
     dst = bytes(original[8:24])
     quote = _trim_v6(original)[: max_length - 48]
     icmp = bytes((icmp_type, code, 0, 0)) + rest + quote

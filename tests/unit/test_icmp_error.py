@@ -104,9 +104,15 @@ def test_icmp4_quote_excludes_link_padding_and_keeps_options() -> None:
     assert IPv4Header.parse(packet).ident == 7
 
 
-def test_icmp4_rest_must_be_four_bytes() -> None:
+def test_programming_errors_raise() -> None:
     with pytest.raises(ValueError):
         icmp4_error(udp4(1), 3, 1, b"\x00", ROUTER4, 64)
+    with pytest.raises(ValueError):
+        icmp4_error(udp4(1)[:19], 3, 1, bytes(4), ROUTER4, 64)
+    with pytest.raises(ValueError):
+        icmp6_error(udp6(1), 1, 0, b"", ROUTER6, 64)
+    with pytest.raises(ValueError):
+        icmp6_error(udp6(1)[:39], 1, 0, bytes(4), ROUTER6, 64)
 
 
 def test_icmp6_error_matches_scapy() -> None:

@@ -181,6 +181,19 @@ class Route:
             out["interface"] = self.interface
         return out
 
+    def iproute2_args(self) -> list[str]:
+        """The route for a Linux host, as arguments after `ip route add` (or in `ip -batch`)."""
+        if self.type == "reject":
+            return ["prohibit", str(self.prefix)]  # answers admin-prohibited, as the router
+        if self.type == "blackhole":
+            return ["blackhole", str(self.prefix)]
+        args = [str(self.prefix)]
+        if self.via is not None:
+            args += ["via", str(self.via)]
+        if self.interface is not None:
+            args += ["dev", self.interface]
+        return args
+
 
 @dataclass(slots=True)
 class Node:

@@ -116,6 +116,12 @@ def test_defaults_and_route_forms() -> None:
     assert t.nodes["r1"].interfaces[0].addresses == [
         ip_interface("192.0.2.1/30"), ip_interface("2001:db8::1/64")]
     assert t.nodes["r1"].routes[0].prefix == ip_network("203.0.113.0/25")
+    assert [r.iproute2_args() for r in t.nodes["r1"].routes] == [
+        ["203.0.113.0/25", "via", "192.0.2.6"],
+        ["203.0.113.128/26", "dev", "b"],
+        ["2001:db8:9::/48", "via", "fe80::2", "dev", "a"],
+        ["prohibit", "198.51.100.0/24"],
+    ]
 
 
 def test_all_problems_are_reported_together() -> None:

@@ -398,6 +398,7 @@ class _Validator:
         self.problems: list[Problem] = []
         self.sysctl_known, self.sysctl_check = sysctl_names()
         self.endpoint_paths: dict[tuple[int, Endpoint], yamlpos.Path] = {}
+        self.topology: Topology | None = None
 
     # -- reporting
 
@@ -458,6 +459,7 @@ class _Validator:
         nodes = self.nodes(data.get("nodes"), defaults)
         links = self.links(data.get("links"))
         topology = Topology(name, self.path, defaults, nodes, links)
+        self.topology = topology
         self.wire(topology)
         self.routes_and_addresses(topology)
         topology.tests = self.tests(data.get("tests"), topology)
@@ -544,7 +546,7 @@ class _Validator:
         return node
 
     def interfaces(self, raw: Any, path: yamlpos.Path) -> list[NodeInterface]:
-        if raw is None:
+        if raw is None or raw == []:
             self.error(path, "a node needs interfaces", "e.g. interfaces: [{name: eth1}]")
             return []
         if not isinstance(raw, list):
@@ -919,6 +921,18 @@ class _Validator:
             self.error(path, f"gateway {via} is not on any subnet of {node.name}",
                        f"its subnets: {subnets or 'none'}")
             return None, None, False
+        if self.topology is not None:
+            for iface in node.interfaces:
+                if iface.link is None or not any(via in a.network for a in iface.addresses):
+                    continue
+                link = self.topology.links[iface.link]
+                owners = [e.node for e in link.endpoints if e.node in self.topology.nodes
+                          and via in self.topology.nodes[e.node].addresses()]
+                if not owners:
+                    self.error(path, f"no node on links[{iface.link}] has the gateway address "
+                               f"{via}", f"the neighbours there: "
+                               f"{', '.join(str(e) for e in link.endpoints if e.node != node.name)}")
+                    return None, None, False
         return via, None, True
 
     def tests(self, raw: Any, topology: Topology) -> list[CheckSpec]:

@@ -36,6 +36,10 @@ EXPECTED: dict[str, list[str]] = {
     'gateway_off_subnet.yaml': [
         '7:34: nodes.h1.routes[0].via: gateway 198.51.100.129 is not on any subnet of h1 (its subnets: 198.51.100.0/26)',
     ],
+    'gateway_not_a_neighbour.yaml': [
+        '7:34: nodes.h1.routes[0].via: no node on links[0] has the gateway address 198.51.100.9 (the neighbours there: h2:eth1)',
+        '12:32: nodes.h3.interfaces: a node needs interfaces (e.g. interfaces: [{name: eth1}])',
+    ],
     'interface_two_links.yaml': [
         '4:39: nodes.h2.interfaces[1]: interface h2:eth2 is on no link (add it to a link or remove it)',
         '8:15: links[1][1]: interface h1:eth1 is already on links[0] (an interface connects to one link; add another interface)',

@@ -929,9 +929,9 @@ class _Validator:
                 owners = [e.node for e in link.endpoints if e.node in self.topology.nodes
                           and via in self.topology.nodes[e.node].addresses()]
                 if not owners:
+                    others = ", ".join(str(e) for e in link.endpoints if e.node != node.name)
                     self.error(path, f"no node on links[{iface.link}] has the gateway address "
-                               f"{via}", f"the neighbours there: "
-                               f"{', '.join(str(e) for e in link.endpoints if e.node != node.name)}")
+                               f"{via}", f"the neighbours there: {others}")
                     return None, None, False
         return via, None, True
 

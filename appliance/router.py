@@ -640,6 +640,8 @@ class Router:
         # in_canforward: not from a link-layer broadcast, not to net 0, loopback or class E.
         if l2_mcast or d0 == 0 or d0 >= 240:
             return self._drop("ip.cantforward", rec)
+        if pkt[12] == 0:
+            return self._drop("ip.badaddr", rec)  # RFC 1812 §5.3.7: no source in net 0
         ttl = pkt[8]
         if ttl <= 1:
             if rec is not None:

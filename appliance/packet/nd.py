@@ -56,7 +56,7 @@ class NdOption:
 def parse_nd_options(buf: bytes | bytearray | memoryview) -> list[NdOption]:
     """Split ``buf`` into options.
 
-    Raises ``PacketError("nd.badopt")`` for a zero length (RFC 4861 §4.6: the packet must be
+    Raises ``PacketError("icmp6.nd_badopt")`` for a zero length (RFC 4861 §4.6: the packet must be
     discarded) or an option running past the end.
     """
     options: list[NdOption] = []
@@ -64,12 +64,12 @@ def parse_nd_options(buf: bytes | bytearray | memoryview) -> list[NdOption]:
     n = len(buf)
     while i < n:
         if i + 2 > n:
-            raise PacketError("nd.badopt", f"option header truncated at {i}")
+            raise PacketError("icmp6.nd_badopt", f"option header truncated at {i}")
         length = buf[i + 1] * 8
         if length == 0:
-            raise PacketError("nd.badopt", f"zero-length option at {i}")
+            raise PacketError("icmp6.nd_badopt", f"zero-length option at {i}")
         if i + length > n:
-            raise PacketError("nd.badopt", f"option at {i} runs past the end")
+            raise PacketError("icmp6.nd_badopt", f"option at {i} runs past the end")
         options.append(NdOption(buf[i], bytes(buf[i + 2 : i + length])))
         i += length
     return options

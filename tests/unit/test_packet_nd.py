@@ -132,7 +132,7 @@ def test_options_unknown_kept_and_zero_length_rejected() -> None:
     for bad in (bytes((1, 0, 0, 0, 0, 0, 0, 0)), bytes((1, 2)) + bytes(6), b"\x01"):
         with pytest.raises(PacketError) as err:
             parse_nd_options(bad)
-        assert err.value.reason == "nd.badopt"
+        assert err.value.reason == "icmp6.nd_badopt"
 
 
 def test_nd_messages_reject_bad_code_type_and_length() -> None:

@@ -98,6 +98,6 @@ def test_nd_options_on_random_bytes(data: bytes) -> None:
     try:
         options = parse_nd_options(data)
     except PacketError as err:
-        assert err.reason == "nd.badopt"
+        assert err.reason == "icmp6.nd_badopt"
         return
     assert sum(len(o.data) + 2 for o in options) == len(data)

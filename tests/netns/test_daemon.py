@@ -13,8 +13,7 @@ import sys
 import time
 
 import pytest
-from conftest import MODE_ARGS, Line, line_config
-from netns import REPO
+from netns import MODE_ARGS, REPO, Line, line_config
 
 
 def ping_ok(line: Line, target: str, count: int = 2) -> bool:

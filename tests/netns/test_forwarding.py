@@ -8,7 +8,7 @@ import os
 import re
 
 import pytest
-from conftest import Line
+from netns import Line
 
 
 def ping(line: Line, target: str, *args: str, count: int = 3, check: bool = True) -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from conftest import Line
+from netns import Line
 
 
 def flush_pmtu(line: Line) -> None:

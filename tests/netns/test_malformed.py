@@ -6,8 +6,7 @@ from __future__ import annotations
 import struct
 
 import pytest
-from conftest import MAC, Line
-from netns import send_frames, wait_for
+from netns import MAC, Line, send_frames, wait_for
 
 from appliance.packet.checksum import internet_checksum
 

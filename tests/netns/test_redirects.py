@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import re
 
-from conftest import Lan
-from netns import wait_for
+from netns import Lan, wait_for
 
 
 def _ping(lan: Lan, target: str) -> bool:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from ipaddress import IPv4Interface, IPv6Address, IPv6Interface
 
-from appliance.packet.ethernet import BROADCAST_MAC, ipv6_multicast_mac
+from appliance.packet.ethernet import BROADCAST_MAC, ipv4_multicast_mac, ipv6_multicast_mac
 from appliance.packet.ipv6 import (
     ALL_NODES,
     ALL_ROUTERS,
@@ -67,6 +67,8 @@ class Interface:
         self.v6_groups = {ALL_NODES, ALL_ROUTERS}
         self.v6_groups.update(solicited_node_multicast(a) for a in self.v6_addrs)
         self.l2_groups = {BROADCAST_MAC}
+        if self.ipv4:
+            self.l2_groups.add(ipv4_multicast_mac(b"\xe0\x00\x00\x01"))  # all-hosts
         self.l2_groups.update(ipv6_multicast_mac(g) for g in self.v6_groups)
 
     def v4_source_for(self, dst: bytes) -> bytes | None:

@@ -386,6 +386,8 @@ class Router:
         """Process one received Ethernet frame (FCS not included)."""
         stats = self.stats
         stats.bump("link.received")
+        if type(frame) is not bytes:
+            frame = bytes(frame)  # a ring slot (memoryview) must not outlive this call
         rec = self.tracer.begin(ifindex, now) if self.tracer.enabled else None
         if rec is not None:
             rec.add("rx", f"{len(frame)} bytes")
@@ -526,8 +528,9 @@ class Router:
         # model), the limited broadcast or a directed broadcast of a connected subnet.
         if dst in self.local4:
             return self._ip4_local(iface, pkt, hlen, l2_mcast, False, now, rec)
-        if dst == b"\xff\xff\xff\xff" or dst in iface.v4_broadcasts or (
-                dst[0] & 0xF0 == 0xE0 and dst == b"\xe0\x00\x00\x01"):
+        # Directed broadcasts of any of our subnets end here too: they are never forwarded
+        # (RFC 2644; BSD ip_output refuses them without IP_ALLOWBROADCAST).
+        if dst in (_BCAST4, _ALL_HOSTS4) or dst in self._broadcasts4:
             return self._ip4_local(iface, pkt, hlen, l2_mcast, True, now, rec)
         if dst[0] & 0xF0 == 0xE0:
             return self._drop("ip.notmember", rec)  # no multicast routing
@@ -1224,6 +1227,8 @@ class Router:
         return self._ip_id
 
 
+_BCAST4 = b"\xff\xff\xff\xff"
+_ALL_HOSTS4 = b"\xe0\x00\x00\x01"  # 224.0.0.1 (RFC 1112 §4)
 _LOOPBACK6 = b"\x00" * 15 + b"\x01"
 _MAPPED = b"\x00" * 10 + b"\xff\xff"
 _SOLICITED_PREFIX = b"\xff\x02" + b"\x00" * 9 + b"\x01\xff"

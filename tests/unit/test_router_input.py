@@ -125,3 +125,28 @@ def test_ipv6_all_nodes_echo_answered(router: Router, clock: Clock) -> None:
         ICMPv6EchoRequest(id=1))
     got = only_frame(router.receive(1, raw(req), clock.now), 1)
     assert got[IPv6].src == "2001:db8:1::1" and got[IPv6].dst == H1.ip6
+
+
+def test_directed_broadcast_of_other_subnet_not_forwarded(router: Router, clock: Clock) -> None:
+    learn(router, H1, clock.now)
+    pkt = Ether(dst=R_MAC1, src=H1_MAC) / IP(src=H1.ip4, dst="203.0.113.255") / ICMP()
+    acts = router.receive(1, raw(pkt), clock.now)
+    assert acts == [Drop("icmp.bmcastecho")]  # local, as a broadcast; bmcastecho is 0
+    assert router.stats.get("ip.forward") == 0
+
+
+def test_all_hosts_multicast_echo_with_bmcastecho(clock: Clock) -> None:
+    from conftest import make_router
+    r = make_router({"net.inet.icmp.bmcastecho": 1})
+    learn(r, H1, clock.now)
+    pkt = Ether(dst="01:00:5e:00:00:01", src=H1_MAC) / IP(src=H1.ip4, dst="224.0.0.1") / ICMP()
+    got = only_frame(r.receive(1, raw(pkt), clock.now), 1)
+    assert got[IP].src == R1 and got[ICMP].type == 0
+
+
+def test_memoryview_frames_accepted(router: Router, clock: Clock) -> None:
+    learn(router, H1, clock.now)
+    frame = bytearray(raw(Ether(dst=R_MAC1, src=H1_MAC) / IP(src=H1.ip4, dst=R1) / ICMP()))
+    acts = router.receive(1, memoryview(frame), clock.now)  # type: ignore[arg-type]
+    frame[:] = b"\x00" * len(frame)  # the ring slot is reused: the reply must not change
+    assert only_frame(acts, 1)[ICMP].type == 0

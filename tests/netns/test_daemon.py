@@ -13,7 +13,7 @@ import sys
 import time
 
 import pytest
-from netns import MODE_ARGS, REPO, Line, line_config
+from netns import HAVE_C, MODE_ARGS, REPO, Lab, Line, build_line, line_config
 
 
 def ping_ok(line: Line, target: str, count: int = 2) -> bool:
@@ -246,3 +246,16 @@ def test_ready_only_when_socket_answers(fresh_line: Line) -> None:
     assert router.socket.exists()
     assert json.loads(router.ctl("status", "--json").stdout)["uptime"] <= \
         time.monotonic() - started + 1
+
+
+@pytest.mark.skipif(not HAVE_C, reason="without the C extension MODES already runs the twin")
+def test_python_twin_forwards(lab: Lab) -> None:
+    """--fastpath python: the pure-Python twin walks the same rings and fast-forwards."""
+    line = build_line(lab, "python")
+    assert line.router is not None
+    assert ping_ok(line, Line.H2) and ping_ok(line, Line.H2_6)
+    before = line.router.stats()
+    assert ping_ok(line, Line.H2, count=3)
+    assert line.router.stats()["ip.fastforward"] - before["ip.fastforward"] >= 6
+    status = json.loads(line.router.ctl("status", "--json").stdout)
+    assert status["fastpath"].startswith("Python twin")

@@ -12,10 +12,12 @@ def test_h1_reaches_h2(lab):
 - The topology comes from the closest `vrlab_topology(path)` marker (test, class or module),
   else from `--vrlab-topology FILE`; a relative path is looked up from the rootdir, then from
   the test file's directory.
-- Each topology is brought up once per session, on first use, and taken down at the end of
-  the session, also when tests fail or the run is interrupted (`--vrlab-keep` leaves labs up).
-  The session-scoped `vrlab_labs` pool owns them; `lab` hands a test the one its marker names,
-  so tests of different topologies can share a session.
+- `lab` is session-scoped and the topology is its (indirect, session-scoped) parameter, so
+  pytest groups the tests of each topology: the lab is brought up once, before the first of
+  them, and taken down after the last, also when tests fail (and at the end of the session if
+  the run is interrupted; `--vrlab-keep` leaves labs up). Test ids get the topology's name,
+  e.g. `test_ping[line]`. Tests of different topologies can share a session; one lab is up at
+  a time.
 - When a test using `lab` fails, its report gets a section per node with the tail of the
   node's serial log and, for routers, `routerctl show stats`.
 - Override the session fixture `vrlab_lab_factory` (topology -> lab object) to run against
@@ -170,18 +172,24 @@ class LabPool:
         self.sessions[path] = LabSession(lab, topology)
         return self.sessions[path]
 
+    def release(self, path: Path) -> list[str]:
+        """Take the lab of `path` down (unless keep); return teardown problems."""
+        session = self.sessions.pop(path.resolve(), None)
+        if session is None:
+            return []
+        session.close()
+        if self.keep:
+            return []
+        try:
+            return list(session.raw.down() or [])
+        except Exception as e:
+            return [f"{session.name}: {type(e).__name__}: {e}"]
+
     def close(self) -> list[str]:
-        """Take every lab down (unless keep); return teardown problems."""
+        """Take every lab still up down (unless keep); return teardown problems."""
         problems: list[str] = []
-        sessions, self.sessions = self.sessions, {}
-        for session in sessions.values():
-            session.close()
-            if self.keep:
-                continue
-            try:
-                problems.extend(session.raw.down() or [])
-            except Exception as e:
-                problems.append(f"{session.name}: {type(e).__name__}: {e}")
+        for path in list(self.sessions):
+            problems.extend(self.release(path))
         return problems
 
 
@@ -215,27 +223,76 @@ def vrlab_labs(pytestconfig: pytest.Config,
                           stacklevel=1)
 
 
-def _topology_path(request: pytest.FixtureRequest) -> Path:
-    marker = request.node.get_closest_marker("vrlab_topology")
-    given = marker.args[0] if marker and marker.args else request.config.getoption(
+def _topology_path(config: pytest.Config, marker: pytest.Mark | None, test_dir: Path
+                   ) -> Path | None:
+    given = marker.args[0] if marker is not None and marker.args else config.getoption(
         "--vrlab-topology")
     if not given:
-        pytest.fail("the `lab` fixture needs a topology: mark the test with "
-                    "@pytest.mark.vrlab_topology(\"configs/line.yaml\") or pass "
-                    "--vrlab-topology FILE", pytrace=False)
+        return None
     path = Path(given)
     if path.is_absolute():
         return path
-    for base in (request.config.rootpath, Path(str(request.node.path)).parent, Path.cwd()):
+    for base in (config.rootpath, test_dir, Path.cwd()):
         if (base / path).exists():
-            return base / path
-    return request.config.rootpath / path
+            return (base / path).resolve()
+    return config.rootpath / path
 
 
-@pytest.fixture
-def lab(request: pytest.FixtureRequest, vrlab_labs: LabPool) -> LabSession:
-    """The running lab of this test's topology (booted once per session)."""
-    return vrlab_labs.get(_topology_path(request))
+def _uses_our_lab(metafunc: pytest.Metafunc) -> bool:
+    """True if the `lab` this test gets is this plugin's (a conftest may define its own)."""
+    info = getattr(metafunc.definition, "_fixtureinfo", None)
+    defs = getattr(info, "name2fixturedefs", {}).get("lab") if info is not None else None
+    if not defs:
+        return "lab" in metafunc.fixturenames
+    func = getattr(defs[-1], "func", None)
+    # pytest >= 8.4 wraps fixture functions (FixtureFunctionDefinition); older ones do not
+    return func is lab or func is getattr(lab, "__wrapped__", None)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    # The topology is a session-scoped indirect parameter of `lab`: pytest then groups the
+    # tests of one topology together, boots that lab once and takes it down after its last
+    # test (before the next topology's lab boots), pass or fail.
+    if "lab" not in metafunc.fixturenames or not _uses_our_lab(metafunc):
+        return
+    marker = metafunc.definition.get_closest_marker("vrlab_topology")
+    path = _topology_path(metafunc.config, marker, Path(str(metafunc.definition.path)).parent)
+    if path is not None:
+        metafunc.parametrize("lab", [path], indirect=True, scope="session", ids=[path.stem])
+
+
+def _topology_param(item: pytest.Item) -> Any:
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    return params.get("lab")
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # pytest groups session-scoped parameters by their index, and each test's only topology
+    # has index 0: group the `lab` tests by topology ourselves (stable, in the slots they
+    # already hold, so tests without a lab keep their places) to boot each lab once.
+    slots = [i for i, item in enumerate(items) if _topology_param(item) is not None]
+    first_seen: dict[Any, int] = {}
+    for i in slots:
+        first_seen.setdefault(_topology_param(items[i]), i)
+    grouped = sorted((items[i] for i in slots), key=lambda it: first_seen[_topology_param(it)])
+    for slot, item in zip(slots, grouped, strict=True):
+        items[slot] = item
+
+
+@pytest.fixture(scope="session")
+def lab(request: pytest.FixtureRequest, vrlab_labs: LabPool) -> Iterator[LabSession]:
+    """The running lab of the test's topology: booted once, down after its last test."""
+    path: Path | None = getattr(request, "param", None)
+    if path is None:
+        pytest.fail("the `lab` fixture needs a topology: mark the test with "
+                    "@pytest.mark.vrlab_topology(\"configs/line.yaml\") or pass "
+                    "--vrlab-topology FILE", pytrace=False)
+    session = vrlab_labs.get(path)
+    try:
+        yield session
+    finally:
+        vrlab_labs.release(path)
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -214,3 +214,56 @@ def test_up(lab):
                              "--vrlab-keep")
     result.assert_outcomes(passed=1)
     assert log_lines(inner) == ["up line"]
+
+
+def test_groups_by_topology_and_module_fixtures_can_use_lab(inner: pytest.Pytester) -> None:
+    inner.makepyfile(test_f='''
+import pytest
+
+
+@pytest.fixture(scope="module")
+def r1_forwarded(lab):
+    return lab.counters("r1")["ip.forward"]
+
+
+@pytest.mark.vrlab_topology("configs/line.yaml")
+def test_line_1(lab, r1_forwarded):
+    assert r1_forwarded == 42
+
+
+@pytest.mark.vrlab_topology("configs/duo.yaml")
+def test_duo(lab):
+    assert lab.name == "duo"
+
+
+@pytest.mark.vrlab_topology("configs/line.yaml")
+def test_line_2(lab):
+    assert lab.name == "line"
+''')
+    result = inner.runpytest("-p", "no:cacheprovider", "-v")
+    result.assert_outcomes(passed=3)
+    result.stdout.fnmatch_lines(["*test_line_1?line? PASSED*", "*test_duo?duo? PASSED*"])
+    ups_and_downs = [line for line in log_lines(inner) if not line.startswith("exec")]
+    # one lab at a time, each up once: the two line tests run together
+    assert ups_and_downs in (["up line", "down line", "up duo", "down duo"],
+                             ["up duo", "down duo", "up line", "down line"])
+
+
+def test_a_conftest_lab_fixture_wins(inner: pytest.Pytester) -> None:
+    inner.makepyfile(test_g='''
+import pytest
+
+
+@pytest.fixture
+def lab():
+    return "my own lab"
+
+
+def test_own(lab):
+    assert lab == "my own lab"
+''')
+    result = inner.runpytest("-p", "no:cacheprovider", "-v", "--vrlab-topology",
+                             "configs/line.yaml")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*test_g.py::test_own PASSED*"])
+    assert not (inner.path / "lab.log").exists()

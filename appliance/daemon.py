@@ -59,6 +59,8 @@ TICK = 0.1
 """Seconds between Router.tick calls (neighbor retransmissions are 1 s apart by default)."""
 BUDGET = 256
 """Frames per fast-path batch call and per ring per slow-path pass."""
+KERNEL_CHECK = 30.0
+"""Seconds between checks that the kernel has not taken an interface back (0: never)."""
 MAX_TRACEBACKS = 5
 """Slow-path exceptions logged in full; later ones are only counted."""
 
@@ -89,8 +91,11 @@ def load_fastpath(mode: str) -> tuple[FastPathLike | None, str]:
 
 
 class Daemon:
-    def __init__(self, config: RouterConfig, control_path: str, fastpath_mode: str) -> None:
+    def __init__(self, config: RouterConfig, control_path: str, fastpath_mode: str,
+                 kernel_check: float = KERNEL_CHECK) -> None:
         self.config = config
+        self.kernel_check = kernel_check
+        self._kernel_problem = ""
         self.control_path = control_path
         self.fastpath_mode = fastpath_mode
         self.rings: dict[int, RingSocket] = {}
@@ -274,6 +279,20 @@ class Daemon:
 
     # --- the loop --------------------------------------------------------------------
 
+    def check_kernel(self) -> None:
+        """Say so (once per change) if something gave the kernel an interface back: a DHCP
+        client, networkd or a person adding an address or re-enabling IPv6."""
+        try:
+            kernel.check_interfaces([i.name for i in self.config.interfaces],
+                                    {i.name: i.mtu for i in self.config.interfaces})
+            problem = ""
+        except kernel.KernelError as e:
+            problem = str(e)
+        if problem != self._kernel_problem:
+            log(f"WARNING: {problem}" if problem else "the kernel no longer owns any data "
+                "interface")
+            self._kernel_problem = problem
+
     def request_stop(self, signum: int, frame: FrameType | None) -> None:
         self.stopping = True
 
@@ -284,6 +303,7 @@ class Daemon:
         ring_fds = {ring.fd for ring in self.rings.values()}
         next_tick = time.monotonic() + TICK
         last_fold = time.monotonic()
+        last_check = time.monotonic()
         while not self.stopping:
             timeout = max(0.0, next_tick - time.monotonic())
             events = self.poller.poll(timeout * 1000.0)
@@ -308,6 +328,9 @@ class Daemon:
                 if now - last_fold >= 1.0:
                     self.fold_counters()
                     last_fold = now
+                if self.kernel_check and now - last_check >= self.kernel_check:
+                    self.check_kernel()
+                    last_check = now
             self.sync_tables()
             if self.commands is not None:
                 self.commands.trace_poll()
@@ -338,6 +361,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="auto: the C extension if built, else its Python twin (default)")
     group.add_argument("--no-fastpath", dest="fastpath", action="store_const", const="off",
                        help="every frame through the Python slow path")
+    parser.add_argument("--kernel-check", type=float, default=KERNEL_CHECK, metavar="SECONDS",
+                        help="how often to check that the kernel has not taken an interface "
+                             f"back, warning on stderr (default {KERNEL_CHECK:g}; 0 = never)")
     return parser
 
 
@@ -350,7 +376,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"vrlab-router: {problem}", file=sys.stderr)
         return 2
     log(f"{config.hostname}: starting (pid {os.getpid()}, config {args.config})")
-    daemon = Daemon(config, args.control, args.fastpath)
+    daemon = Daemon(config, args.control, args.fastpath, args.kernel_check)
     handlers: dict[signal.Signals, Callable[[int, FrameType | None], Any] | int | None] = {}
     for sig in (signal.SIGTERM, signal.SIGINT):
         handlers[sig] = signal.signal(sig, daemon.request_stop)

@@ -13,7 +13,7 @@ import sys
 import time
 
 import pytest
-from netns import HAVE_C, MODE_ARGS, REPO, Lab, Line, build_line, line_config
+from netns import HAVE_C, MODE_ARGS, REPO, Lab, Line, build_line, line_config, wait_for
 
 
 def ping_ok(line: Line, target: str, count: int = 2) -> bool:
@@ -259,3 +259,16 @@ def test_python_twin_forwards(lab: Lab) -> None:
     assert line.router.stats()["ip.fastforward"] - before["ip.fastforward"] >= 6
     status = json.loads(line.router.ctl("status", "--json").stdout)
     assert status["fastpath"].startswith("Python twin")
+
+
+def test_warns_when_kernel_takes_an_interface_back(fresh_line: Line) -> None:
+    router = fresh_line.lab.start_router(fresh_line.r, line_config(),
+                                         [*MODE_ARGS[fresh_line.mode], "--kernel-check", "0.5"])
+    fresh_line.r.add_address("r-h2", "198.51.100.1/26")
+    try:
+        assert wait_for(lambda: "the kernel still has address 198.51.100.1/26" in router.log(),
+                        timeout=10), router.log()
+        assert "WARNING" in router.log()
+    finally:
+        fresh_line.r.run(["ip", "addr", "del", "198.51.100.1/26", "dev", "r-h2"], check=False)
+    assert wait_for(lambda: "no longer owns any data interface" in router.log(), timeout=10)

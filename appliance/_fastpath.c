@@ -464,6 +464,21 @@ static int judge(const FastPath *fp, uint32_t ifindex, const uint8_t *f, size_t 
     return V_PUNT_NONIP;
 }
 
+/* A frame whose 802.1Q tag the kernel stripped: what judge() says of the frame with the tag
+   put back (EtherType 0x8100, so never IP): our untagged interfaces do not take it. */
+static int judge_tagged(const FastPath *fp, uint32_t ifindex, const uint8_t *f, size_t n) {
+    const iface_t *in = iface_find(fp->ift, ifindex);
+    if (!in)
+        return V_PUNT_UNKNOWN_IF;
+    if (n + 4 < 14 || n < 6)
+        return V_PUNT_MALFORMED;
+    if (f[0] & 1)
+        return V_PUNT_MULTICAST;
+    if (memcmp(f, in->mac, 6))
+        return V_DROP_OTHERHOST;
+    return V_PUNT_NONIP;
+}
+
 /* Write the forwarded frame to `dst` (14 + ip_len bytes): cached header, TTL/hop limit - 1. */
 static size_t emit(const fwd_t *w, const uint8_t *f, uint8_t *dst, int csum_partial) {
     memcpy(dst, w->hdr, 14);
@@ -980,7 +995,6 @@ static PyObject *FastPath_poll(FastPath *self, PyObject *arg) {
             if (!(st & TP_STATUS_USER))
                 break;
             done++;
-            COUNT(self, C_RX)++;
             size_t n = h->tp_snaplen;
             if ((size_t)h->tp_mac + n > r->frame_size)
                 n = h->tp_mac < r->frame_size ? r->frame_size - h->tp_mac : 0;
@@ -989,10 +1003,11 @@ static PyObject *FastPath_poll(FastPath *self, PyObject *arg) {
                 (const struct sockaddr_ll *)(slot + TPACKET_ALIGN(sizeof(struct tpacket2_hdr)));
             int csum_partial = (st & TP_STATUS_CSUMNOTREADY) != 0;
             if (sll->sll_pkttype != PACKET_OUTGOING) {
+                COUNT(self, C_RX)++;
                 fwd_t w = {0};
                 int v;
                 if (st & TP_STATUS_VLAN_VALID)
-                    v = V_PUNT_NONIP; /* tagged on the wire: not for our untagged interfaces */
+                    v = judge_tagged(self, r->ifindex, f, n);
                 else
                     v = judge(self, r->ifindex, f, n, &w);
                 if (v == V_FORWARD) {

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ipaddress
 import json
 import os
 import random
@@ -54,7 +55,10 @@ MACS = {"h1-r": "02:00:00:00:21:02", "r-h1": "02:00:00:00:21:01",
         "r-h2": "02:00:00:00:22:01", "h2-r": "02:00:00:00:22:02"}
 PAYLOAD = 18  # 14 Ethernet + 20 IPv4 + 8 UDP + 18 + 4 FCS = 64 bytes on the wire
 DST = "198.51.100.2"
+DST6 = "2001:db8::2"
+H2_6 = "2001:db8:2::2"
 GEN_CPU, FORWARDER_CPU = "0", "1"
+FLOWS = 65_536
 SPIN = ["--spin", "0.001"]  # busy-poll 1 ms after the last frame before sleeping
 
 
@@ -68,6 +72,7 @@ class Forwarder:
     args: list[str] = field(default_factory=list)
     routes: int = 0
     detach_kernel: bool = False
+    flows: int = 0  # > 0: IPv6 traffic to this many destinations, each its own /64
     samples: list[float] = field(default_factory=list)
     sent: list[float] = field(default_factory=list)
     note: str = ""
@@ -117,6 +122,15 @@ class Topology:
                                   MACS["r-h1"], "dev", "h1-r", "nud", "permanent"]))
             run(nsexec(ns("h2"), ["ip", "addr", "add", "198.51.100.2/26", "dev", "h2-r"]))
             run(nsexec(ns("h2"), ["ip", "route", "add", "default", "via", "198.51.100.1"]))
+            # IPv6 for the many-flows rows; r's kernel has IPv6 off, so only rings see it
+            run(nsexec(ns("h1"), ["ip", "addr", "add", "2001:db8:1::2/64", "dev", "h1-r",
+                                  "nodad"]))
+            run(nsexec(ns("h1"), ["ip", "-6", "route", "add", "default", "via",
+                                  "2001:db8:1::1"]))
+            run(nsexec(ns("h1"), ["ip", "neigh", "replace", "2001:db8:1::1", "lladdr",
+                                  MACS["r-h1"], "dev", "h1-r", "nud", "permanent"]))
+            run(nsexec(ns("h2"), ["ip", "addr", "add", "2001:db8:2::2/64", "dev", "h2-r",
+                                  "nodad"]))
         except BaseException:
             self.close()
             raise
@@ -194,17 +208,22 @@ def start_forwarder(topo: Topology, fwd: Forwarder, workdir: Path) -> subprocess
         for ifname in ("r-h1", "r-h2"):
             run(nsexec(topo.ns("r"), ["ip", "link", "set", ifname, "master", "rdrop"]))
     argv = ["taskset", "-c", FORWARDER_CPU, sys.executable, "-m", "bench.forward",
-            *fwd.args[:-1], "--serve", fwd.args[-1], "--routes", str(fwd.routes)]
+            *fwd.args[:-1], "--serve", fwd.args[-1], "--routes", str(fwd.routes),
+            "--flows", str(fwd.flows)]
     proc = topo.popen("r", argv, stdout=subprocess.PIPE, env=env, cwd=str(REPO))
     wait_line(proc, "ready", 300)
     return proc
 
 
-def measure(topo: Topology, gen: Path, seconds: float) -> tuple[float, float]:
+def measure(topo: Topology, gen: Path, seconds: float, flows: int = 0
+            ) -> tuple[float, float]:
     """(packets/s at h2, packets/s the generator sent) over one window."""
     warm = 0.7
-    proc = topo.popen("h1", ["taskset", "-c", GEN_CPU, str(gen), DST, "9",
-                             str(warm + seconds + 0.3), str(PAYLOAD)], stdout=subprocess.PIPE)
+    # IPv6: no payload, the smallest frame (62 bytes + FCS); destinations 2001:db8:0:N::2
+    dst, payload, count = (DST6, 0, flows) if flows else (DST, PAYLOAD, 1)
+    proc = topo.popen("h1", ["taskset", "-c", GEN_CPU, str(gen), dst, "9",
+                             str(warm + seconds + 0.3), str(payload), str(count)],
+                      stdout=subprocess.PIPE)
     time.sleep(warm)
     t0a = time.monotonic()
     c0 = topo.rx_packets()
@@ -247,10 +266,10 @@ def finish(setup: Setup) -> None:
             proc.send_signal(signal.SIGTERM)
             out, _ = proc.communicate(timeout=30)
             counters = json.loads(out.strip().splitlines()[-1])
-            forwarded = max(counters["forward4"], 1)
+            forwarded = max(counters["forward4"] + counters["forward6"], 1)
             fwd.note = (f"ring drops {counters['rx_ring_drops']:,}; "
-                        f"forwarder CPU/packet {counters['user_us'] / forwarded:.2f} us user "
-                        f"+ {counters['sys_us'] / forwarded:.2f} us sys")
+                        f"forwarder CPU per packet {counters['user_us'] / forwarded:.2f} us "
+                        f"user + {counters['sys_us'] / forwarded:.2f} us sys")
     finally:
         setup.topo.close()
 
@@ -275,15 +294,32 @@ def big_table(count: int, rng: random.Random) -> Iterator[tuple[bytes, int]]:
         made += 1
 
 
-def serve(kind: str, routes: int, spin: float) -> int:
+def big_table6(count: int, rng: random.Random, flows: int) -> Iterator[tuple[bytes, int]]:
+    """The /64 of each of the `flows` destinations, then random /48s and /64s, all inside
+    2001:db8::/32 (never 2001:db8:1::/48 or 2001:db8:2::/48, the links)."""
+    base = 0x20010DB8 << 96
+    for i in range(min(flows, count)):
+        yield (base | (i << 64)).to_bytes(16, "big"), 64
+    for _ in range(count - min(flows, count)):
+        if rng.random() < 0.6:
+            net = rng.randrange(3, 1 << 16) << 80
+            yield (base | net).to_bytes(16, "big"), 48
+        else:
+            net = rng.randrange(3 << 16, 1 << 32) << 64
+            yield (base | net).to_bytes(16, "big"), 64
+
+
+def serve(kind: str, routes: int, spin: float, flows: int) -> int:
     """Run in r: the fast path on the two rings, tables loaded directly, until SIGTERM."""
     from appliance.fastpath import new_fastpath
     from appliance.fastpath_py import (
         FLAG_FORWARDING4,
+        FLAG_FORWARDING6,
         INTERFACE,
         NEIGHBOR,
         NEXTHOP,
         ROUTE4,
+        ROUTE6,
         NextHopKind,
     )
     from appliance.io.ring import RingSocket
@@ -291,20 +327,29 @@ def serve(kind: str, routes: int, spin: float) -> int:
     rings = [RingSocket.open("r-h1"), RingSocket.open("r-h2")]
     fp = new_fastpath(kind)
     fp.load_interfaces(b"".join(INTERFACE.pack(r.ifindex, r.mac, r.mtu) for r in rings),
-                       FLAG_FORWARDING4, 1)
+                       FLAG_FORWARDING4 | FLAG_FORWARDING6, 1)
     hops = b"".join(NEXTHOP.pack(NextHopKind.ONLINK, r.ifindex, bytes(16)) for r in rings)
-    table = [ROUTE4.pack(bytes([192, 0, 2, 0]), 26, 0),
-             ROUTE4.pack(bytes([198, 51, 100, 0]), 26, 1)]
+    hops += NEXTHOP.pack(NextHopKind.GATEWAY, rings[1].ifindex,
+                         ipaddress.IPv6Address(H2_6).packed)
     rng = random.Random(1)
-    table.extend(ROUTE4.pack(addr, plen, rng.randrange(2))
-                 for addr, plen in big_table(max(routes - 2, 0), rng))
-    fp.load_fib(hops, b"".join(table), b"", 2)
+    table4 = [ROUTE4.pack(bytes([192, 0, 2, 0]), 26, 0),
+              ROUTE4.pack(bytes([198, 51, 100, 0]), 26, 1)]
+    table6 = [ROUTE6.pack(ipaddress.IPv6Address("2001:db8::").packed, 32, 2)]
+    if flows:
+        table6.extend(ROUTE6.pack(addr, plen, 2)
+                      for addr, plen in big_table6(max(routes - 1, 0), rng, flows))
+    else:
+        table4.extend(ROUTE4.pack(addr, plen, rng.randrange(2))
+                      for addr, plen in big_table(max(routes - 2, 0), rng))
+    fp.load_fib(hops, b"".join(table4), b"".join(table6), 2)
     macs = {name: bytes.fromhex(mac.replace(":", "")) for name, mac in MACS.items()}
     fp.load_neighbors(
         NEIGHBOR.pack(rings[0].ifindex, 4, bytes([192, 0, 2, 2]),
                       macs["h1-r"] + rings[0].mac + b"\x08\x00")
         + NEIGHBOR.pack(rings[1].ifindex, 4, bytes([198, 51, 100, 2]),
-                        macs["h2-r"] + rings[1].mac + b"\x08\x00"), 3)
+                        macs["h2-r"] + rings[1].mac + b"\x08\x00")
+        + NEIGHBOR.pack(rings[1].ifindex, 6, ipaddress.IPv6Address(H2_6).packed,
+                        macs["h2-r"] + rings[1].mac + b"\x86\xdd"), 3)
     for ring in rings:
         fp.attach(ring)
     stop = False
@@ -369,15 +414,15 @@ def table(forwarders: list[Forwarder], runs: int, seconds: float) -> str:
     lines = [
         f"64-byte UDP, h1 -> r -> h2, packets/s received at h2 (median of {runs} x {seconds:g} s;"
         f" generator CPU {GEN_CPU}, forwarder CPU {FORWARDER_CPU})",
-        f"{'forwarder':<44} {'pps at h2':>11} {'vs kernel':>10} {'offered':>10}  notes",
+        f"{'forwarder':<52} {'pps at h2':>11} {'vs kernel':>10} {'offered':>10}  notes",
     ]
     for f in forwarders:
         if not f.samples:
-            lines.append(f"{f.label:<44} {'-':>11} {'-':>10} {'-':>10}  {f.note}")
+            lines.append(f"{f.label:<52} {'-':>11} {'-':>10} {'-':>10}  {f.note}")
             continue
         pps = statistics.median(f.samples)
         ratio = f"{pps / kernel:.2f}x" if kernel else "-"
-        lines.append(f"{f.label:<44} {pps:>11,.0f} {ratio:>10} "
+        lines.append(f"{f.label:<52} {pps:>11,.0f} {ratio:>10} "
                      f"{statistics.median(f.sent):>10,.0f}  {f.note}")
     return "\n".join(lines)
 
@@ -400,7 +445,10 @@ def verdicts(forwarders: list[Forwarder]) -> list[str]:
         check("C >= 50x Python slow path", ratio >= 50, f"{ratio:.1f}x")
     if "bare-1" in pps and "bare-big" in pps:
         cost = 1 - pps["bare-big"] / pps["bare-1"]
-        check("big table costs < 10%", cost < 0.10, f"{cost:+.1%}")
+        check("big IPv4 table, one flow, costs < 10%", cost < 0.10, f"{cost:+.1%}")
+    if "bare6-1" in pps and "bare6-big" in pps:
+        cost = 1 - pps["bare6-big"] / pps["bare6-1"]
+        check(f"big IPv6 table, {FLOWS:,} flows, costs < 10%", cost < 0.10, f"{cost:+.1%}")
     return out
 
 
@@ -413,12 +461,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--routes", type=int, help="big table size (default 1,000,000)")
     parser.add_argument("--only", nargs="*", metavar="KEY",
                         help="kernel, daemon-c, daemon-py, daemon-slow, bare-1, bare-1-sleep, "
-                        "bare-1-detached, bare-big")
+                        "bare-1-detached, bare-big, bare6-1, bare6-big")
     parser.add_argument("--serve", choices=["c", "python"], help=argparse.SUPPRESS)
     parser.add_argument("--spin", type=float, default=0.0, help=argparse.SUPPRESS)
+    parser.add_argument("--flows", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
-        return serve(args.serve, args.routes or 2, args.spin)
+        return serve(args.serve, args.routes or 2, args.spin, args.flows)
     runs = args.runs or (1 if args.quick else 3)
     seconds = args.seconds or (2.0 if args.quick else 5.0)
     routes = args.routes or (100_000 if args.quick else 1_000_000)
@@ -442,6 +491,10 @@ def main(argv: list[str] | None = None) -> int:
                   [*SPIN, "c"], routes=2, detach_kernel=True),
         Forwarder("bare-big", f"  same, {routes:,} routes", "bare", [*SPIN, "c"],
                   routes=routes),
+        Forwarder("bare6-1", f"FastPath.poll loop (C), IPv6 to {FLOWS:,} /64s, 1 route", "bare",
+                  [*SPIN, "c"], routes=1, flows=FLOWS),
+        Forwarder("bare6-big", f"  same, {routes:,} routes", "bare", [*SPIN, "c"],
+                  routes=routes, flows=FLOWS),
     ]
     if args.only:
         forwarders = [f for f in forwarders if f.key in args.only]
@@ -467,7 +520,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  run {i + 1}/{runs}", flush=True)
                 for setup in setups:
                     try:
-                        pps, sent = measure(setup.topo, gen, seconds)
+                        pps, sent = measure(setup.topo, gen, seconds, setup.fwd.flows)
                     except (RuntimeError, subprocess.TimeoutExpired, OSError, ValueError) as err:
                         setup.fwd.note = f"failed: {err}"
                         continue

@@ -5,8 +5,10 @@
  *
  *     gen DST PORT SECONDS PAYLOAD [NDST]
  *
- * DST is an IPv4 or IPv6 address; with NDST > 1 the destinations cycle through DST,
- * DST+1, ... DST+NDST-1 (the last 32 bits incremented). Prints "sent N errors E" at the end.
+ * DST is an IPv4 or IPv6 address; with NDST > 1 the destinations cycle through NDST
+ * addresses: DST, DST+1, ... for IPv4; for IPv6 the second 32-bit word counts up (DST's
+ * /64 network changes: 2001:db8:0:0::2, 2001:db8:0:1::2, ...), so each destination can hit a
+ * different route. Prints "sent N errors E" at the end.
  * Send errors (ENOBUFS, EAGAIN when the queue is full) are counted and the loop goes on.
  */
 #define _GNU_SOURCE
@@ -58,15 +60,15 @@ int main(int argc, char **argv) {
     } else if (inet_pton(AF_INET6, argv[1], &a6) == 1) {
         family = AF_INET6;
         dlen = sizeof(struct sockaddr_in6);
-        uint32_t last;
-        memcpy(&last, &a6.s6_addr[12], 4);
+        uint32_t word;
+        memcpy(&word, &a6.s6_addr[4], 4);
         for (uint32_t i = 0; i < ndst; i++) {
             struct sockaddr_in6 *s = (struct sockaddr_in6 *)&dsts[i];
             s->sin6_family = AF_INET6;
             s->sin6_port = htons(port);
             s->sin6_addr = a6;
-            uint32_t v = htonl(ntohl(last) + i);
-            memcpy(&s->sin6_addr.s6_addr[12], &v, 4);
+            uint32_t v = htonl(ntohl(word) + i);
+            memcpy(&s->sin6_addr.s6_addr[4], &v, 4);
         }
     } else {
         fprintf(stderr, "gen: bad address %s\n", argv[1]);

@@ -18,6 +18,7 @@ import ipaddress
 import shlex
 import shutil
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -238,11 +239,21 @@ class Lab:
             lab._build(topology, image, choice.name, backend_impl)
             lab._wait_ready(timeout, progress, on_event)
             record.set_fields(state="up", ready_at=time.time())
-        except BaseException:
+        except BaseException as exc:
             record.set_fields(state="failed")
             lab.close()
+            leftovers = ["down raised"]
             with contextlib.suppress(Exception):
-                lab.down()
+                leftovers = lab.down()
+            if leftovers:
+                message = "; ".join(leftovers)
+                print(f"vrlab: cleaning up lab {lab_name} left: {message} (`vrlab down "
+                      f"{lab_name}` retries)", file=sys.stderr)
+            if isinstance(exc, (BackendError, links.LinkError, ports.PortError, ssh.SshError,
+                                subprocess.CalledProcessError, OSError)):
+                detail = exc.stderr.decode(errors="replace").strip() if isinstance(
+                    exc, subprocess.CalledProcessError) and exc.stderr else ""
+                raise LabError(f"{exc}{': ' + detail if detail else ''}") from exc
             raise
         return lab
 

@@ -296,7 +296,11 @@ class Router:
         self.fib.add_many(routes)
 
     def add_route(self, rc: RouteConfig) -> None:
-        """Add (or replace) a static route; raises ConfigError if it cannot be installed."""
+        """Add (or replace) a static route; raises ConfigError if it cannot be installed.
+        Connected and local routes belong to the interfaces and are not replaced."""
+        old = self.fib.get(rc.prefix)
+        if old is not None and old.origin in (RouteOrigin.CONNECTED, RouteOrigin.LOCAL):
+            raise ConfigError([f"route {rc.prefix}: would replace the {old.origin.value} route"])
         self.fib.add(self._route_from_config(rc))
 
     def _route_from_config(self, rc: RouteConfig) -> Route:
@@ -319,8 +323,14 @@ class Router:
         return Route(rc.prefix, ifindex=hit.ifindex, gateway=rc.via)
 
     def delete_route(self, prefix: IPv4Network | IPv6Network | str) -> Route | None:
-        """Remove the route for exactly `prefix`; returns it (None if there was none)."""
-        return self.fib.delete(ip_network(prefix) if isinstance(prefix, str) else prefix)
+        """Remove the static route for exactly `prefix`; returns it (None if there was none).
+        Connected and local routes go with their interface address: ConfigError."""
+        network = ip_network(prefix) if isinstance(prefix, str) else prefix
+        old = self.fib.get(network)
+        if old is not None and old.origin in (RouteOrigin.CONNECTED, RouteOrigin.LOCAL):
+            raise ConfigError([f"route {network}: the {old.origin.value} route stays with its "
+                               "interface address"])
+        return self.fib.delete(network)
 
     def _sysctl_changed(self, name: str, value: int) -> None:
         if name == _ICMPLIM:
@@ -740,6 +750,10 @@ class Router:
     def _resolve_and_send(self, out: Interface, nexthop: bytes, pkt: bytes, ethertype: bytes,
                           now: float, rec: TraceRecord | None) -> list[Action]:
         mac, events = self.neighbors.resolve(out.ifindex, nexthop, pkt, now)
+        if rec is not None:
+            entry = self.neighbors.lookup(out.ifindex, nexthop)
+            rec.add("neighbor", f"{_addr_text(nexthop)} "
+                    f"{entry.state.value if entry is not None else 'none'}")
         acts = self._neighbor_events(events, now, rec) if events else []
         if mac is not None:
             if rec is not None:

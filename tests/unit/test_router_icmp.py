@@ -21,7 +21,7 @@ from scapy.all import (  # type: ignore[attr-defined]
     raw,
 )
 
-from appliance.config import RouteConfig
+from appliance.config import ConfigError, RouteConfig
 from appliance.router import Router
 
 R1 = "198.51.100.1"
@@ -176,6 +176,10 @@ def test_generation_moves_on_every_relevant_change(r: Router, clock: Clock) -> N
 
     r.add_route(RouteConfig(ip_network("192.0.2.0/28"), None, "r1-b"))
     moved()
+    with pytest.raises(ConfigError, match="connected"):
+        r.add_route(RouteConfig(ip_network("203.0.113.0/24"), None, "r1-a"))
+    with pytest.raises(ConfigError, match="local"):
+        r.delete_route("198.51.100.1/32")
     r.delete_route("192.0.2.0/28")
     moved()
     r.sysctl.set("net.inet.ip.forwarding", 0)
@@ -198,7 +202,8 @@ def test_trace_records_stages(r: Router, clock: Clock) -> None:
     r.receive(1, _frame(IPv6(src=H1.ip6, dst=H2.ip6, hlim=1) / ICMPv6EchoRequest()), clock.now)
     recs = r.tracer.records()
     assert len(recs) == 3
-    assert [s.stage for s in recs[0].stages] == ["rx", "verify", "fib", "ttl", "tx"]
+    assert [s.stage for s in recs[0].stages] == ["rx", "verify", "fib", "ttl", "neighbor", "tx"]
+    assert recs[0].stages[4].detail == "203.0.113.10 DELAY"  # STALE, now used: DELAY
     assert "203.0.113.0/24" in recs[0].stages[2].detail
     assert [s.stage for s in recs[1].stages][-1] == "drop"
     assert recs[1].stages[-1].detail == "ip.blackhole"

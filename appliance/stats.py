@@ -260,6 +260,8 @@ class Stats:
                 if group in ("icmp", "icmp6") and name == ("bmcasttstamp" if group == "icmp"
                                                           else "badlen"):
                     out.extend(self._render_hist(f"{group}.inhist", "Input histogram:"))
+            if group == "icmp":
+                out.append("\tICMP address mask responses are disabled")
         return "\n".join(out) + "\n"
 
     def _render_hist(self, name: str, title: str) -> list[str]:

@@ -46,6 +46,20 @@ def test_render_like_netstat() -> None:
     assert lines[out + 1] == "destination unreachable: 21"
     assert lines[inh + 1] == "destination unreachable: 7"
     assert "ip6:" in lines and "icmp6:" in lines and "arp:" in lines
+    assert lines.index("ICMP address mask responses are disabled") == lines.index("ip6:") - 1
+    # the ip section keeps netstat's order (seed 003, figure 8.5)
+    order = ["total packets received", "bad header checksums", "size smaller than minimum",
+             "data size < data length", "ip length > max ip packet size",
+             "header length < data size", "data length < header length", "bad options",
+             "incorrect version number", "fragments received", "packets reassembled ok",
+             "packets for this host", "unknown/unsupported protocol", "forwarded (",
+             "not forwardable", "redirects sent", "sent from this host",
+             "discarded due to no route", "datagrams fragmented", "fragments created",
+             "can't be fragmented"]
+    ip_lines = lines[lines.index("ip:"):lines.index("icmp:")]
+    positions = [next(i for i, ln in enumerate(ip_lines) if text_part in ln)
+                 for text_part in order]
+    assert positions == sorted(positions)
 
 
 def test_histogram_names_v6_and_empty_hidden() -> None:

@@ -509,14 +509,9 @@ def _remove(record: Record, backend: Backend | None, obj: dict[str, Any]) -> Non
 
 def management_netdev(port: int) -> str:
     """QEMU user networking options for the management NIC (no `id`)."""
-    try:
-        from orchestrate import nodeconfig
-    except ImportError:
-        nodeconfig = None  # type: ignore[assignment]
-    if nodeconfig is not None and hasattr(nodeconfig, "management_netdev_options"):
-        return str(nodeconfig.management_netdev_options(port))
-    return (f"restrict=on,net=203.0.113.248/29,host=203.0.113.249,"
-            f"hostfwd=tcp:127.0.0.1:{port}-:22")
+    from orchestrate import nodeconfig
+
+    return nodeconfig.management_netdev_options(port)
 
 
 def create_overlay(base: Path, overlay: Path) -> None:
@@ -530,24 +525,22 @@ def create_overlay(base: Path, overlay: Path) -> None:
 
 def write_config_disk(topology: Any, node: Any, spec: NodeSpec, client: ssh.KeyPair,
                       host_key: ssh.KeyPair) -> None:
-    """Hand the node's identity and configuration to the image's config-disk writer."""
+    """The node's config disk (orchestrate.nodeconfig): identity, NICs by MAC, keys, routes."""
     from orchestrate import nodeconfig
 
-    nodeconfig_write(nodeconfig, topology, node, spec, client, host_key)
-
-
-def nodeconfig_write(module: Any, topology: Any, node: Any, spec: NodeSpec,
-                     client: ssh.KeyPair, host_key: ssh.KeyPair) -> None:
-    boot = module.NodeBootSpec(
-        node=node,
-        management_mac=spec.mgmt_mac,
+    boot = nodeconfig.NodeBootSpec.from_node(
+        node,
+        mgmt_mac=spec.mgmt_mac,
         interface_macs={nic.ifname: nic.mac for nic in spec.nics},
         interface_mtus={nic.ifname: nic.mtu for nic in spec.nics},
-        ssh_authorized_key=client.public_line(),
-        ssh_host_key_private=host_key.private.read_text(),
-        ssh_host_key_public=host_key.public_line(),
+        authorized_keys=[client.public_line()],
+        host_key_private=host_key.private.read_text(),
+        host_key_public=host_key.public_line(),
     )
-    module.write_config_disk(boot, spec.config_disk)
+    try:
+        nodeconfig.write_config_disk(boot, spec.config_disk)
+    except nodeconfig.NodeConfigError as exc:
+        raise LabError(f"{spec.name}: config disk: {exc}") from exc
 
 
 def _read(path: Path) -> str:

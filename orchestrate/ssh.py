@@ -8,12 +8,18 @@ paramiko uses `RejectPolicy`, the generated `ssh_config` says `StrictHostKeyChec
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import paramiko
+
+# Readiness polls connect while sshd is still starting; paramiko logs each refused banner as an
+# ERROR traceback through logging's last-resort handler. The failures reach us as exceptions.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
+logging.getLogger("paramiko").propagate = False
 
 SSH_USER = "root"
 MGMT_HOST = "127.0.0.1"

@@ -92,8 +92,9 @@ def load_fastpath(mode: str) -> tuple[FastPathLike | None, str]:
 
 class Daemon:
     def __init__(self, config: RouterConfig, control_path: str, fastpath_mode: str,
-                 kernel_check: float = KERNEL_CHECK) -> None:
+                 kernel_check: float = KERNEL_CHECK, wait_interfaces: float = 0.0) -> None:
         self.config = config
+        self.wait_interfaces = wait_interfaces
         self.kernel_check = kernel_check
         self._kernel_problem = ""
         self.control_path = control_path
@@ -120,6 +121,7 @@ class Daemon:
     def start(self) -> None:
         names = [i.name for i in self.config.interfaces]
         mtus = {i.name: i.mtu for i in self.config.interfaces}
+        self.await_interfaces(names)
         try:
             kernel_links = kernel.take_interfaces(names, mtus, log)
         except kernel.KernelError as e:
@@ -171,6 +173,17 @@ class Daemon:
             raise SystemExit(f"vrlab-router: {e}") from None
         self.control.attach(self.poller)
         log(f"control socket {self.control_path} (mode 0600)")
+
+    def await_interfaces(self, names: Sequence[str]) -> None:
+        """Wait up to --wait-interfaces seconds for the interfaces to exist (a VM booting may
+        start us before udev has named its NICs)."""
+        deadline = time.monotonic() + self.wait_interfaces
+        missing = [n for n in names if not _interface_exists(n)]
+        if missing and self.wait_interfaces > 0:
+            log(f"waiting up to {self.wait_interfaces:g}s for {', '.join(missing)}")
+        while missing and time.monotonic() < deadline and not self.stopping:
+            time.sleep(0.1)
+            missing = [n for n in missing if not _interface_exists(n)]
 
     def attach(self) -> None:
         if self.fp is not None and not self.attached:
@@ -349,6 +362,14 @@ class Daemon:
         self._wake_w.close()
 
 
+def _interface_exists(name: str) -> bool:
+    try:
+        socket.if_nametoindex(name)
+    except OSError:
+        return False
+    return True
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vrlab-router",
@@ -364,6 +385,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--kernel-check", type=float, default=KERNEL_CHECK, metavar="SECONDS",
                         help="how often to check that the kernel has not taken an interface "
                              f"back, warning on stderr (default {KERNEL_CHECK:g}; 0 = never)")
+    parser.add_argument("--wait-interfaces", type=float, default=0.0, metavar="SECONDS",
+                        help="wait this long for missing interfaces to appear (default 0)")
     return parser
 
 
@@ -376,7 +399,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"vrlab-router: {problem}", file=sys.stderr)
         return 2
     log(f"{config.hostname}: starting (pid {os.getpid()}, config {args.config})")
-    daemon = Daemon(config, args.control, args.fastpath, args.kernel_check)
+    daemon = Daemon(config, args.control, args.fastpath, args.kernel_check,
+                    args.wait_interfaces)
     handlers: dict[signal.Signals, Callable[[int, FrameType | None], Any] | int | None] = {}
     for sig in (signal.SIGTERM, signal.SIGINT):
         handlers[sig] = signal.signal(sig, daemon.request_stop)

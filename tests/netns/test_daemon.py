@@ -10,10 +10,11 @@ import signal
 import stat
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
-from netns import HAVE_C, MODE_ARGS, REPO, Lab, Line, build_line, line_config, wait_for
+from netns import HAVE_C, MAC, MODE_ARGS, REPO, Lab, Line, build_line, line_config, wait_for
 
 
 def ping_ok(line: Line, target: str, count: int = 2) -> bool:
@@ -272,3 +273,27 @@ def test_warns_when_kernel_takes_an_interface_back(fresh_line: Line) -> None:
     finally:
         fresh_line.r.run(["ip", "addr", "del", "198.51.100.1/26", "dev", "r-h2"], check=False)
     assert wait_for(lambda: "no longer owns any data interface" in router.log(), timeout=10)
+
+
+def test_waits_for_late_interfaces(lab: Lab) -> None:
+    """--wait-interfaces: an interface that appears after start (udev naming NICs at boot)."""
+    h1, r, h2 = lab.namespace("h1"), lab.namespace("r"), lab.namespace("h2")
+    lab.veth(h1, "h1-r", r, "r-h1", a_mac=MAC["h1-r"], b_mac=MAC["r-h1"])
+    h1.add_address("h1-r", "192.0.2.2/26")
+    h1.add_route("0.0.0.0/0", Line.R_H1)
+
+    def late_link() -> None:
+        time.sleep(1.0)
+        lab.veth(r, "r-h2", h2, "h2-r", a_mac=MAC["r-h2"], b_mac=MAC["h2-r"])
+        h2.add_address("h2-r", "198.51.100.2/26")
+        h2.add_route("0.0.0.0/0", Line.R_H2)
+
+    thread = threading.Thread(target=late_link)
+    thread.start()
+    try:
+        router = lab.start_router(r, line_config(), ["--no-fastpath", "--wait-interfaces", "20"])
+    finally:
+        thread.join(20)
+    assert "waiting up to 20s for r-h2" in router.log()
+    proc = h1.run(["ping", "-n", "-c", "2", "-i", "0.2", "-W", "3", Line.H2])
+    assert " 0% packet loss" in proc.stdout

@@ -65,7 +65,6 @@ MAX_TRACEBACKS = 5
 """Slow-path exceptions logged in full; later ones are only counted."""
 
 
-
 def log(message: str) -> None:
     # Whoever started us may have closed stderr (an orchestrator that stopped reading):
     # losing a log line must not stop the router.
@@ -91,6 +90,8 @@ def load_fastpath(mode: str) -> tuple[FastPathLike | None, str]:
 
 
 class Daemon:
+    """One router: its rings, its Router, its fast path and its control socket."""
+
     def __init__(self, config: RouterConfig, control_path: str, fastpath_mode: str,
                  kernel_check: float = KERNEL_CHECK, wait_interfaces: float = 0.0) -> None:
         self.config = config

@@ -121,7 +121,6 @@ _ET_ARP = b"\x08\x06"
 _IP4 = struct.Struct("!BBHHHBBH4s4s")
 _IP6_FIXED = struct.Struct("!IHBB16s16s")
 _ARP_ETH_IP4 = b"\x00\x01\x08\x00\x06\x04"  # htype 1, ptype 0x0800, hlen 6, plen 4
-_ARP = struct.Struct("!6sH6s4s6s4s")  # after the fixed prefix: op... laid out below
 
 _PROTO_ICMP = 1
 _PROTO_TCP = 6
@@ -631,9 +630,8 @@ class Router:
         src = dst if dst in self.local4 else iface.v4_source_for(pkt[12:16])
         if src is None:
             return self._drop("icmp.badaddr", rec)
-        body = b"\x00\x00\x00\x00" + msg[4:]
-        ck = internet_checksum(body)
-        reply = b"\x00\x00" + ck.to_bytes(2, "big") + msg[4:]
+        ck = internet_checksum(bytes((_ICMP_ECHOREPLY, 0, 0, 0)) + msg[4:])
+        reply = bytes((_ICMP_ECHOREPLY, 0)) + ck.to_bytes(2, "big") + msg[4:]
         stats.bump("icmp.reflect")
         stats.bump("icmp.outhist.0")
         if rec is not None:
@@ -1024,7 +1022,7 @@ class Router:
             # RFC 4443 §4.2: reply from the address the request was sent to, or for a
             # multicast request from a unicast address of the interface.
             reply_src = dst if not mcast else iface.v6_source_for(src)
-            reply = b"\x81\x00\x00\x00" + msg[4:]
+            reply = bytes((_ICMP6_ECHOREPLY, 0, 0, 0)) + msg[4:]
             ck = internet_checksum(reply, pseudo_header_v6(reply_src, src, _PROTO_ICMP6,
                                                            len(reply)))
             reply = reply[:2] + ck.to_bytes(2, "big") + reply[4:]

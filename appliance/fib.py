@@ -1,26 +1,19 @@
 """The routing table: longest prefix match for IPv4 and IPv6.
 
-Layout (one `_PrefixTable` per family, `width` = 32 or 128 address bits):
+The source of truth, per family, is `by_len[L]`: a dict of every prefix of length L keyed by
+its network address as an int (host bits zero). Exact-match add, replace and delete are one
+dict operation there. Lookups use a structure kept beside it:
 
-- `by_len[L]` is a dict of every prefix of length L, keyed by the network address as an int
-  (host bits zero).  Exact-match add, replace and delete are one dict operation.
-- A prefix is *short* when L <= `split` (16 for IPv4, 32 for IPv6) and *long* otherwise.
-  Addresses are cut into *buckets* by their top `split` bits.
-- `long_lens[bucket]` lists, longest first, the lengths of the long prefixes that lie inside
-  that bucket (with a reference count per (bucket, length) so delete can drop a length).
-  A lookup probes only those lengths: in a full Internet table a /16 holds a handful.
-- For IPv4 the short prefixes are also expanded into a dense list of 65536 slots (DIR-16:
-  slot = the best short route covering that /16), so the short part of a lookup is one list
-  index.  For IPv6 that would be 2**32 slots; there the short part probes the short lengths
-  present (few in practice: /0, /16, /29, /32).
+- IPv4 (`_V4Table`): a 16-8-8 multibit trie of Python lists (DIR-16 for lengths 0..16, one
+  256-slot list per /16 for 17..24, one 256-slot leaf per /24 for 25..32). A lookup is one
+  dict get and at most three list indexes, whatever the table size. `add_many` fills the
+  dicts and rebuilds the trie with slice assignments, so 1M routes load in seconds.
+- IPv6 (`_V6Table`): per-length probing, narrowed by the lengths present inside each /32.
 
-So an IPv4 lookup is one dict get, a few dict probes and a list index, whatever the table
-size; 1M routes load with one dict insert each (`add_many`).
-
-The fast path (C, DIR-24-8 for IPv4) takes its snapshot from `iter_v4()` / `iter_v6()`, which
-yield `(network: int, prefixlen: int, route)` ordered by prefix length, shortest first: writing
-them into a DIR-24-8 table in that order makes longer prefixes overwrite shorter ones, which is
-exactly longest-prefix-match semantics.  `generation` tells it when to rebuild.
+The fast path (C, DIR-24-8 for IPv4) takes its snapshot from `Fib.iter_v4()` / `iter_v6()`,
+which yield `(network: int, prefixlen: int, route)` ordered by prefix length, shortest first:
+writing each prefix over its range in that order leaves every slot holding its longest match.
+`Fib.generation` tells it when to rebuild.
 """
 
 from __future__ import annotations
@@ -31,6 +24,7 @@ from bisect import insort
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
+from typing import Any
 
 __all__ = ["Fib", "Route", "RouteOrigin", "RouteType"]
 
@@ -75,23 +69,12 @@ class Route:
 Prefix = IPv4Network | IPv6Network | str
 
 
-class _PrefixTable:
-    """Prefixes of one address family; see the module docstring for the layout."""
+class _Prefixes:
+    """What both families share: the exact-match dicts, the source of truth."""
 
-    __slots__ = (
-        "by_len",
-        "count",
-        "dense",
-        "dense_len",
-        "long_count",
-        "long_lens",
-        "masks",
-        "short_lens",
-        "split",
-        "width",
-    )
+    __slots__ = ("by_len", "count", "masks", "short_lens", "split", "width")
 
-    def __init__(self, width: int, split: int, dense: bool) -> None:
+    def __init__(self, width: int, split: int) -> None:
         self.width = width
         self.split = split
         all_ones = (1 << width) - 1
@@ -99,182 +82,40 @@ class _PrefixTable:
         self.masks = [all_ones ^ (all_ones >> plen) for plen in range(width + 1)]
         self.by_len: list[dict[int, Route]] = [{} for _ in range(width + 1)]
         self.count = 0
-        self.long_lens: dict[int, list[int]] = {}
-        self.long_count: dict[int, int] = {}  # key (bucket << 8) | plen -> prefixes
         self.short_lens: list[int] = []  # short lengths present, longest first
-        # DIR-16 expansion of the short prefixes (IPv4 only): best route and its length
-        self.dense: list[Route | None] | None = [None] * (1 << split) if dense else None
-        self.dense_len: list[int] = [-1] * (1 << split) if dense else []
-
-    # --- lookup -------------------------------------------------------------------------
-
-    def lookup(self, addr: int) -> Route | None:
-        bucket = addr >> (self.width - self.split)
-        lens = self.long_lens.get(bucket)
-        if lens is not None:
-            by_len = self.by_len
-            masks = self.masks
-            for plen in lens:
-                route = by_len[plen].get(addr & masks[plen])
-                if route is not None:
-                    return route
-        if self.dense is not None:
-            return self.dense[bucket]
-        by_len = self.by_len
-        masks = self.masks
-        for plen in self.short_lens:
-            route = by_len[plen].get(addr & masks[plen])
-            if route is not None:
-                return route
-        return None
 
     def get(self, network: int, plen: int) -> Route | None:
         return self.by_len[plen].get(network)
 
-    # --- changes ------------------------------------------------------------------------
+    def covering(self, network: int, below: int, floor: int) -> Route | None:
+        """The longest prefix containing `network` with a length in [floor, below)."""
+        by_len, masks = self.by_len, self.masks
+        for plen in range(below - 1, floor - 1, -1):
+            if by_len[plen]:
+                route = by_len[plen].get(network & masks[plen])
+                if route is not None:
+                    return route
+        return None
 
-    def insert(self, network: int, plen: int, route: Route) -> Route | None:
-        """Insert or replace; returns the replaced route. Keeps dense up to date."""
+    def _put(self, network: int, plen: int, route: Route) -> Route | None:
+        """Store in the exact-match dicts; returns the replaced route."""
         table = self.by_len[plen]
         old = table.get(network)
         table[network] = route
         if old is None:
             self.count += 1
-            if plen > self.split:
-                self._long_ref(network, plen)
-            elif len(table) == 1:
+            if plen <= self.split and len(table) == 1:
                 insort(self.short_lens, plen, key=_negate)
-        if plen <= self.split and self.dense is not None:
-            self._dense_add(network, plen, route)
         return old
 
-    def insert_bulk(self, items: list[tuple[int, int, Route]]) -> bool:
-        """Insert many; returns whether anything changed."""
-        by_len = self.by_len
-        split = self.split
-        long_lens = self.long_lens
-        long_count = self.long_count
-        shift = self.width - split
-        changed = False
-        short_added = 0
-        for network, plen, route in items:
-            table = by_len[plen]
-            old = table.get(network)
-            if old is route or old == route:
-                continue
-            changed = True
-            table[network] = route
-            if plen > split:
-                if old is None:
-                    self.count += 1
-                    bucket = network >> shift
-                    key = (bucket << 8) | plen
-                    refs = long_count.get(key, 0)
-                    long_count[key] = refs + 1
-                    if refs == 0:
-                        lens = long_lens.get(bucket)
-                        if lens is None:
-                            long_lens[bucket] = [plen]
-                        else:
-                            insort(lens, plen, key=_negate)
-            else:
-                short_added += 1
-                if old is None:
-                    self.count += 1
-                    if len(table) == 1:
-                        insort(self.short_lens, plen, key=_negate)
-                if self.dense is not None and short_added <= 64:
-                    self._dense_add(network, plen, route)
-        if short_added > 64 and self.dense is not None:
-            self._dense_rebuild()
-        return changed
-
-    def remove(self, network: int, plen: int) -> Route | None:
+    def _pop(self, network: int, plen: int) -> Route | None:
         table = self.by_len[plen]
         old = table.pop(network, None)
-        if old is None:
-            return None
-        self.count -= 1
-        if plen > self.split:
-            self._long_unref(network, plen)
-        else:
-            if not table:
+        if old is not None:
+            self.count -= 1
+            if plen <= self.split and not table:
                 self.short_lens.remove(plen)
-            if self.dense is not None:
-                self._dense_remove(network, plen)
         return old
-
-    def _long_ref(self, network: int, plen: int) -> None:
-        bucket = network >> (self.width - self.split)
-        key = (bucket << 8) | plen
-        refs = self.long_count.get(key, 0)
-        self.long_count[key] = refs + 1
-        if refs == 0:
-            lens = self.long_lens.get(bucket)
-            if lens is None:
-                self.long_lens[bucket] = [plen]
-            else:
-                insort(lens, plen, key=_negate)
-
-    def _long_unref(self, network: int, plen: int) -> None:
-        bucket = network >> (self.width - self.split)
-        key = (bucket << 8) | plen
-        refs = self.long_count[key] - 1
-        if refs:
-            self.long_count[key] = refs
-            return
-        del self.long_count[key]
-        lens = self.long_lens[bucket]
-        lens.remove(plen)
-        if not lens:
-            del self.long_lens[bucket]
-
-    def _slots(self, network: int, plen: int) -> range:
-        first = network >> (self.width - self.split)
-        return range(first, first + (1 << (self.split - plen)))
-
-    def _dense_add(self, network: int, plen: int, route: Route) -> None:
-        assert self.dense is not None
-        dense, dense_len = self.dense, self.dense_len
-        for slot in self._slots(network, plen):
-            if dense_len[slot] <= plen:
-                dense[slot] = route
-                dense_len[slot] = plen
-
-    def _dense_remove(self, network: int, plen: int) -> None:
-        # Every slot the removed prefix owned falls back to the same covering prefix: the
-        # longest short prefix strictly shorter than `plen` that contains `network`.
-        assert self.dense is not None
-        fallback_len = -1
-        fallback: Route | None = None
-        for shorter in self.short_lens:
-            if shorter < plen:
-                fallback = self.by_len[shorter].get(network & self.masks[shorter])
-                if fallback is not None:
-                    fallback_len = shorter
-                    break
-        dense, dense_len = self.dense, self.dense_len
-        for slot in self._slots(network, plen):
-            if dense_len[slot] == plen:
-                dense[slot] = fallback
-                dense_len[slot] = fallback_len
-
-    def _dense_rebuild(self) -> None:
-        assert self.dense is not None
-        size = 1 << self.split
-        dense: list[Route | None] = [None] * size
-        dense_len = [-1] * size
-        shift = self.width - self.split
-        for plen in sorted(self.short_lens):  # shortest first: longer ones overwrite
-            span = 1 << (self.split - plen)
-            for network, route in self.by_len[plen].items():
-                first = network >> shift
-                dense[first : first + span] = [route] * span
-                dense_len[first : first + span] = [plen] * span
-        self.dense = dense
-        self.dense_len = dense_len
-
-    # --- iteration ----------------------------------------------------------------------
 
     def iter_by_length(self) -> Iterator[tuple[int, int, Route]]:
         for plen, table in enumerate(self.by_len):
@@ -287,6 +128,287 @@ class _PrefixTable:
         by_len = self.by_len
         for network, plen in keyed:
             yield by_len[plen][network]
+
+
+# Bulk loads bigger than this rebuild the lookup structures instead of updating them.
+_REBUILD_THRESHOLD = 64
+
+
+class _V4Table(_Prefixes):
+    """IPv4: a 16-8-8 multibit trie over the exact-match dicts.
+
+    - `dense[a >> 16]`: the best route of length 0..16 for that /16 (DIR-16 expansion);
+      `dense_len` holds its length (-1 for none).
+    - `mid[a >> 16]`, only for /16s that hold longer prefixes: 256 slots, one per /24, each
+      None, the best route of length 17..24 for that /24, or a leaf list.
+    - a leaf list: 256 slots, one per address, each None or the best route of length 25..32,
+      then at index 256 the best route of length 17..24 for the /24 (what the slot held
+      before the leaf replaced it).
+
+    A lookup is at most one dict get and three list indexes whatever the table size. Each
+    slot is written only while adding or deleting a prefix that covers it.
+    """
+
+    __slots__ = ("dense", "dense_len", "mid", "mid_count")
+
+    def __init__(self) -> None:
+        super().__init__(32, 16)
+        self.dense: list[Route | None] = [None] * 65536
+        self.dense_len = [-1] * 65536
+        self.mid: dict[int, list[Any]] = {}
+        self.mid_count: dict[int, int] = {}  # /16 -> prefixes longer than 16 in it
+
+    def lookup(self, addr: int) -> Route | None:
+        sub = self.mid.get(addr >> 16)
+        if sub is not None:
+            slot = sub[(addr >> 8) & 255]
+            if slot is not None:
+                if slot.__class__ is not list:
+                    return slot
+                route = slot[addr & 255]
+                if route is not None:
+                    return route
+                route = slot[256]
+                if route is not None:
+                    return route
+        return self.dense[addr >> 16]
+
+    # --- changes ------------------------------------------------------------------------
+
+    def insert(self, network: int, plen: int, route: Route) -> Route | None:
+        old = self._put(network, plen, route)
+        if plen <= 16:
+            self._dense_add(network, plen, route)
+        else:
+            if old is None:
+                bucket = network >> 16
+                self.mid_count[bucket] = self.mid_count.get(bucket, 0) + 1
+            self._mid_add(network, plen, route)
+        return old
+
+    def insert_bulk(self, items: list[tuple[int, int, Route]]) -> bool:
+        short = sum(1 for _, plen, _ in items if plen <= 16)
+        if len(items) - short <= _REBUILD_THRESHOLD and short <= _REBUILD_THRESHOLD:
+            changed = False
+            for network, plen, route in items:
+                if self.insert(network, plen, route) != route:
+                    changed = True
+            return changed
+        changed = False
+        put = self._put
+        for network, plen, route in items:
+            if put(network, plen, route) != route:
+                changed = True
+        if short:
+            self._dense_rebuild()
+        if len(items) > short:
+            self._mid_rebuild()
+        return changed
+
+    def remove(self, network: int, plen: int) -> Route | None:
+        old = self._pop(network, plen)
+        if old is None:
+            return None
+        if plen <= 16:
+            self._dense_remove(network, plen, old)
+        else:
+            self._mid_remove(network, plen, old)
+            bucket = network >> 16
+            left = self.mid_count[bucket] - 1
+            if left:
+                self.mid_count[bucket] = left
+            else:
+                del self.mid_count[bucket]
+                del self.mid[bucket]
+        return old
+
+    # --- the DIR-16 level ---------------------------------------------------------------
+
+    def _dense_add(self, network: int, plen: int, route: Route) -> None:
+        dense, dense_len = self.dense, self.dense_len
+        first = network >> 16
+        for slot in range(first, first + (1 << (16 - plen))):
+            if dense_len[slot] <= plen:
+                dense[slot] = route
+                dense_len[slot] = plen
+
+    def _dense_remove(self, network: int, plen: int, old: Route) -> None:
+        # Every slot the removed prefix owned falls back to the same covering prefix.
+        fallback = self.covering(network, plen, 0)
+        fallback_len = -1 if fallback is None else fallback.prefix.prefixlen
+        dense, dense_len = self.dense, self.dense_len
+        first = network >> 16
+        for slot in range(first, first + (1 << (16 - plen))):
+            if dense[slot] is old:
+                dense[slot] = fallback
+                dense_len[slot] = fallback_len
+
+    def _dense_rebuild(self) -> None:
+        dense: list[Route | None] = [None] * 65536
+        dense_len = [-1] * 65536
+        for plen in range(17):  # shortest first: longer prefixes overwrite shorter ones
+            span = 1 << (16 - plen)
+            for network, route in self.by_len[plen].items():
+                first = network >> 16
+                dense[first : first + span] = [route] * span
+                dense_len[first : first + span] = [plen] * span
+        self.dense = dense
+        self.dense_len = dense_len
+
+    # --- the /24 and leaf levels ----------------------------------------------------------
+
+    def _mid_add(self, network: int, plen: int, route: Route) -> None:
+        bucket = network >> 16
+        sub = self.mid.get(bucket)
+        if sub is None:
+            sub = self.mid[bucket] = [None] * 256
+        index = (network >> 8) & 255
+        if plen <= 24:
+            for at in range(index, index + (1 << (24 - plen))):
+                slot = sub[at]
+                if slot.__class__ is list:
+                    current = slot[256]
+                    if current is None or current.prefix.prefixlen <= plen:
+                        slot[256] = route
+                elif slot is None or slot.prefix.prefixlen <= plen:
+                    sub[at] = route
+            return
+        leaf = sub[index]
+        if leaf.__class__ is not list:
+            leaf = [None] * 256
+            leaf.append(sub[index])
+            sub[index] = leaf
+        first = network & 255
+        for host in range(first, first + (1 << (32 - plen))):
+            current = leaf[host]
+            if current is None or current.prefix.prefixlen <= plen:
+                leaf[host] = route
+
+    def _mid_remove(self, network: int, plen: int, old: Route) -> None:
+        sub = self.mid[network >> 16]
+        index = (network >> 8) & 255
+        if plen <= 24:
+            fallback = self.covering(network, plen, 17)
+            for at in range(index, index + (1 << (24 - plen))):
+                slot = sub[at]
+                if slot.__class__ is list:
+                    if slot[256] is old:
+                        slot[256] = fallback
+                elif slot is old:
+                    sub[at] = fallback
+            return
+        # None in a leaf means "use slot 256", so the fallback stops at /25.
+        fallback = self.covering(network, plen, 25)
+        leaf = sub[index]
+        first = network & 255
+        for host in range(first, first + (1 << (32 - plen))):
+            if leaf[host] is old:
+                leaf[host] = fallback
+
+    def _mid_rebuild(self) -> None:
+        mid: dict[int, list[Any]] = {}
+        counts: dict[int, int] = {}
+        for plen in range(17, 25):  # shortest first: longer prefixes overwrite shorter ones
+            span = 1 << (24 - plen)
+            for network, route in self.by_len[plen].items():
+                bucket = network >> 16
+                sub = mid.get(bucket)
+                if sub is None:
+                    sub = mid[bucket] = [None] * 256
+                    counts[bucket] = 0
+                counts[bucket] += 1
+                index = (network >> 8) & 255
+                if span == 1:
+                    sub[index] = route
+                else:
+                    sub[index : index + span] = [route] * span
+        for plen in range(25, 33):
+            span = 1 << (32 - plen)
+            for network, route in self.by_len[plen].items():
+                bucket = network >> 16
+                sub = mid.get(bucket)
+                if sub is None:
+                    sub = mid[bucket] = [None] * 256
+                    counts[bucket] = 0
+                counts[bucket] += 1
+                index = (network >> 8) & 255
+                leaf = sub[index]
+                if leaf.__class__ is not list:
+                    leaf = [None] * 256
+                    leaf.append(sub[index])
+                    sub[index] = leaf
+                first = network & 255
+                if span == 1:
+                    leaf[first] = route
+                else:
+                    leaf[first : first + span] = [route] * span
+        self.mid = mid
+        self.mid_count = counts
+
+
+class _V6Table(_Prefixes):
+    """IPv6: per-length probing, narrowed by /32 buckets.
+
+    `long_lens[a >> 96]` lists, longest first, the lengths of the prefixes longer than /32
+    that lie inside that /32 (reference-counted per (bucket, length) in `long_count`); a
+    lookup probes only those, then the short lengths present (few in practice: /0, /16,
+    /29, /32). A 2**32-slot expansion like IPv4's DIR-16 is out of the question here.
+    """
+
+    __slots__ = ("long_count", "long_lens")
+
+    def __init__(self) -> None:
+        super().__init__(128, 32)
+        self.long_lens: dict[int, list[int]] = {}
+        self.long_count: dict[tuple[int, int], int] = {}
+
+    def lookup(self, addr: int) -> Route | None:
+        by_len = self.by_len
+        masks = self.masks
+        lens = self.long_lens.get(addr >> 96)
+        if lens is not None:
+            for plen in lens:
+                route = by_len[plen].get(addr & masks[plen])
+                if route is not None:
+                    return route
+        for plen in self.short_lens:
+            route = by_len[plen].get(addr & masks[plen])
+            if route is not None:
+                return route
+        return None
+
+    def insert(self, network: int, plen: int, route: Route) -> Route | None:
+        old = self._put(network, plen, route)
+        if old is None and plen > 32:
+            key = (network >> 96, plen)
+            refs = self.long_count.get(key, 0)
+            self.long_count[key] = refs + 1
+            if refs == 0:
+                lens = self.long_lens.setdefault(key[0], [])
+                insort(lens, plen, key=_negate)
+        return old
+
+    def insert_bulk(self, items: list[tuple[int, int, Route]]) -> bool:
+        changed = False
+        for network, plen, route in items:
+            if self.insert(network, plen, route) != route:
+                changed = True
+        return changed
+
+    def remove(self, network: int, plen: int) -> Route | None:
+        old = self._pop(network, plen)
+        if old is not None and plen > 32:
+            key = (network >> 96, plen)
+            refs = self.long_count[key] - 1
+            if refs:
+                self.long_count[key] = refs
+            else:
+                del self.long_count[key]
+                lens = self.long_lens[key[0]]
+                lens.remove(plen)
+                if not lens:
+                    del self.long_lens[key[0]]
+        return old
 
 
 def _negate(value: int) -> int:
@@ -308,10 +430,10 @@ class Fib:
 
     def __init__(self) -> None:
         self.generation = 0
-        self._v4 = _PrefixTable(32, 16, dense=True)
-        self._v6 = _PrefixTable(128, 32, dense=False)
+        self._v4 = _V4Table()
+        self._v6 = _V6Table()
 
-    def _table(self, version: int) -> _PrefixTable:
+    def _table(self, version: int) -> _V4Table | _V6Table:
         return self._v4 if version == 4 else self._v6
 
     # --- changes ------------------------------------------------------------------------
@@ -350,8 +472,8 @@ class Fib:
     def clear(self) -> None:
         if len(self):
             self.generation += 1
-        self._v4 = _PrefixTable(32, 16, dense=True)
-        self._v6 = _PrefixTable(128, 32, dense=False)
+        self._v4 = _V4Table()
+        self._v6 = _V6Table()
 
     # --- queries ------------------------------------------------------------------------
 

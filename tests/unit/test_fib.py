@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import ipaddress
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
+from unittest.mock import patch
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import appliance.fib as fib_module
 from appliance.fib import Fib, Route, RouteOrigin, RouteType
 
 WIDTH = {4: 32, 6: 128}
@@ -83,13 +85,17 @@ def apply(
     return reference
 
 
+@pytest.mark.parametrize("rebuild_threshold", [0, fib_module._REBUILD_THRESHOLD])
 @pytest.mark.parametrize("version", [4, 6])
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(data=st.data())
-def test_lpm_matches_brute_force(version: int, data: st.DataObject) -> None:
+def test_lpm_matches_brute_force(version: int, rebuild_threshold: int, data: st.DataObject) -> None:
+    # With threshold 0 every add_many rebuilds the lookup structures from scratch; with the
+    # default, small bulks update them in place: both must give the reference's answers.
     ops, probes = data.draw(operations(version))
     fib = Fib()
-    reference = apply(fib, version, ops)
+    with patch.object(fib_module, "_REBUILD_THRESHOLD", rebuild_threshold):
+        reference = apply(fib, version, ops)
     assert len(fib) == len(reference)
     lookup = fib.lookup_v4 if version == 4 else fib.lookup_v6
     for addr in probes:
@@ -98,23 +104,38 @@ def test_lpm_matches_brute_force(version: int, data: st.DataObject) -> None:
         assert fib.lookup(as_object) == lookup(addr)
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=25, deadline=None)
 @given(
-    st.lists(st.tuples(st.integers(0, 2**32 - 1), st.integers(0, 16)), min_size=65, max_size=150),
-    st.lists(st.integers(0, 2**32 - 1), min_size=1, max_size=20),
+    st.lists(st.integers(0, 2**32 - 1), min_size=1, max_size=3),
+    st.lists(st.tuples(st.integers(0, 2), st.integers(0, 32), st.integers(0, 255)),
+             min_size=65, max_size=200),
+    st.lists(st.tuples(st.integers(0, 2), st.integers(0, 32)), max_size=30),
+    st.lists(st.integers(0, 2**32 - 1), max_size=10),
 )
-def test_bulk_short_prefixes_rebuild_the_dense_table(
-    prefixes: list[tuple[int, int]], probes: list[int]
+def test_bulk_load_then_single_changes(
+    seeds: list[int],
+    loaded: list[tuple[int, int, int]],
+    deleted: list[tuple[int, int]],
+    randoms: list[int],
 ) -> None:
-    # More than 64 short prefixes in one add_many take the rebuild path; the answers must be
-    # the same as adding them one by one.
-    routes = [Route(net(4, n, p), ifindex=i) for i, (n, p) in enumerate(prefixes)]
+    # A big nested add_many (the rebuild path), then deletes one at a time (the in-place
+    # path working on a rebuilt trie), compared with adding one by one.
+    routes = [
+        Route(net(4, seeds[i % len(seeds)] ^ noise, plen), ifindex=i)
+        for i, (_, plen, noise) in enumerate(loaded)
+    ]
     bulk, single = Fib(), Fib()
     bulk.add_many(routes)
     for route in routes:
         single.add(route)
     reference = {(int(r.prefix.network_address), r.prefix.prefixlen): r for r in routes}
-    for addr in [*probes, *(n for n, _ in prefixes)]:
+    for which, plen in deleted:
+        prefix = net(4, seeds[which % len(seeds)], plen)
+        key = (int(prefix.network_address), plen)
+        assert bulk.delete(prefix) == single.delete(prefix) == reference.pop(key, None)
+    probes = [*randoms, *seeds, *(s ^ 0xFF for s in seeds), *(s ^ 0xFFFF for s in seeds)]
+    probes += [int(r.prefix.network_address) for r in routes]
+    for addr in probes:
         expected = reference_lookup(reference, 4, addr)
         assert bulk.lookup_v4(addr) == expected
         assert single.lookup_v4(addr) == expected
@@ -303,3 +324,29 @@ def test_contains_and_get_take_strings() -> None:
     assert "192.0.2.0/24" in fib
     assert ip_network("192.0.2.0/25") not in fib
     assert 5 not in fib
+
+
+def test_deleting_nested_long_prefixes_unwinds_in_any_order() -> None:
+    # /16 < /24 < /28 < /32 in one /24: leaves of the trie must never keep a deleted route.
+    fib = Fib()
+    routes = {
+        plen: Route(ip_network(f"198.51.100.{'16' if plen > 24 else '0'}/{plen}"), ifindex=plen)
+        for plen in (24, 28, 32)
+    }
+    wide = Route(ip_network("198.51.0.0/16"), ifindex=16)
+    fib.add_many([wide, *routes.values()])
+    host = v4("198.51.100.16")
+    assert fib.lookup_v4(host) == routes[32]
+    fib.delete(routes[28].prefix)
+    assert fib.lookup_v4(host) == routes[32]
+    assert fib.lookup_v4(host + 1) == routes[24]
+    fib.delete(routes[24].prefix)
+    assert fib.lookup_v4(host + 1) == wide
+    assert fib.lookup_v4(host) == routes[32]
+    fib.delete(routes[32].prefix)
+    assert fib.lookup_v4(host) == wide
+    fib.add(routes[28])
+    assert fib.lookup_v4(host) == routes[28]
+    fib.delete(wide.prefix)
+    assert fib.lookup_v4(host) == routes[28]
+    assert fib.lookup_v4(v4("198.51.100.1")) is None

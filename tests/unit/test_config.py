@@ -134,3 +134,25 @@ def test_invalid_yaml_has_position(tmp_path: Path) -> None:
 def test_missing_file() -> None:
     with pytest.raises(ConfigError, match="cannot read"):
         load_router_config("/nonexistent/router.yaml")
+
+
+def test_example_topologies_give_valid_router_configs() -> None:
+    """Every router node of configs/*.yaml turns into a router config the core accepts."""
+    from appliance.router import LinkInfo, Router
+    from orchestrate.topology import load_topology
+
+    root = Path(__file__).resolve().parents[2] / "configs"
+    built = 0
+    for path in sorted(root.glob("*.yaml")):
+        topo = load_topology(path)
+        for node in topo.nodes.values():
+            if node.role != "router":
+                continue
+            cfg = parse_router_config(node.router_config(), f"{path.name}:{node.name}")
+            links = {ic.name: LinkInfo(i + 1, bytes([2, 0, 0, 0, built % 256, i + 1]))
+                     for i, ic in enumerate(cfg.interfaces)}
+            router = Router(cfg, links)
+            assert len(router.interfaces) == len(cfg.interfaces)
+            assert all(router.fib.get(r.prefix) is not None for r in cfg.routes)
+            built += 1
+    assert built >= 1

@@ -17,11 +17,29 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
+def split_options(args: argparse.Namespace, rest: list[str]) -> list[str]:
+    """Options given after NODE but before `--` (argparse leaves them in the remainder)."""
+    if "--" not in rest:
+        return rest
+    cut = rest.index("--")
+    options = argparse.ArgumentParser(add_help=False)
+    for name in ("--lab", "--timeout"):
+        if hasattr(args, name[2:]):
+            options.add_argument(name, type=type(getattr(args, name[2:]) or ""))
+    parsed, unknown = options.parse_known_args(rest[:cut])
+    if unknown:
+        raise SystemExit(f"vrlab: unexpected arguments before --: {' '.join(unknown)}")
+    for key, value in vars(parsed).items():
+        if value is not None:
+            setattr(args, key, value)
+    return rest[cut + 1:]
+
+
 def run(args: argparse.Namespace) -> int:
     from orchestrate.lab import Lab, LabError, resolve_lab_name
     from orchestrate.ssh import SshError
 
-    words = args.command[1:] if args.command[:1] == ["--"] else args.command
+    words = split_options(args, args.command)
     if not words:
         print("vrlab exec: no command (vrlab exec NODE -- CMD ...)", file=sys.stderr)
         return 2

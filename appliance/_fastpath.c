@@ -783,12 +783,21 @@ static PyObject *FastPath_load_neighbors(FastPath *self, PyObject *args) {
 /* ------------------------------------------------------------------------------------ */
 /* Python methods: one frame                                                             */
 
+/* Tables exist once __init__ ran; a subclass that skipped it gets an error, not a crash. */
+static int ready(const FastPath *self) {
+    if (self->ift && self->fib && self->nt)
+        return 1;
+    PyErr_SetString(FastPathError, "FastPath.__init__ was not called");
+    return 0;
+}
+
 static PyObject *FastPath_process(FastPath *self, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"ifindex", "frame", "csum_partial", NULL};
     unsigned int ifindex;
     Py_buffer view;
     int csum_partial = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "Iy*|p:process", kwlist, &ifindex, &view,
+    if (!ready(self) ||
+        !PyArg_ParseTupleAndKeywords(args, kwds, "Iy*|p:process", kwlist, &ifindex, &view,
                                      &csum_partial))
         return NULL;
     fwd_t w = {0};
@@ -976,6 +985,8 @@ static int punt(PyObject *list, uint32_t ifindex, int v, const uint8_t *f, size_
 }
 
 static PyObject *FastPath_poll(FastPath *self, PyObject *arg) {
+    if (!ready(self))
+        return NULL;
     long budget = PyLong_AsLong(arg);
     if (budget == -1 && PyErr_Occurred())
         return NULL;
@@ -994,7 +1005,6 @@ static PyObject *FastPath_poll(FastPath *self, PyObject *arg) {
             uint32_t st = __atomic_load_n(&h->tp_status, __ATOMIC_ACQUIRE);
             if (!(st & TP_STATUS_USER))
                 break;
-            done++;
             size_t n = h->tp_snaplen;
             if ((size_t)h->tp_mac + n > r->frame_size)
                 n = h->tp_mac < r->frame_size ? r->frame_size - h->tp_mac : 0;
@@ -1002,7 +1012,8 @@ static PyObject *FastPath_poll(FastPath *self, PyObject *arg) {
             const struct sockaddr_ll *sll =
                 (const struct sockaddr_ll *)(slot + TPACKET_ALIGN(sizeof(struct tpacket2_hdr)));
             int csum_partial = (st & TP_STATUS_CSUMNOTREADY) != 0;
-            if (sll->sll_pkttype != PACKET_OUTGOING) {
+            if (sll->sll_pkttype != PACKET_OUTGOING) { /* (none with IGNORE_OUTGOING) */
+                done++;
                 COUNT(self, C_RX)++;
                 fwd_t w = {0};
                 int v;
@@ -1147,8 +1158,12 @@ static int FastPath_init(FastPath *self, PyObject *args, PyObject *kwds) {
 }
 
 static void FastPath_dealloc(FastPath *self) {
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    /* hand the rings back (cursors, attached = False) so their owner can still close them */
     for (int i = 0; i < self->n_rings; i++)
-        ring_release(&self->rings[i], 0);
+        ring_release(&self->rings[i], 1);
+    PyErr_Restore(type, value, tb);
     self->n_rings = 0;
     free(self->ift);
     free(self->nt);

@@ -1,0 +1,206 @@
+"""The ring walk of both fast paths on in-memory rings: a RingSocket whose "rings" are an
+anonymous mmap laid out as the kernel lays out TPACKET_V2 rings (RX slots, then TX slots) and
+whose socket is one end of a socketpair. Frames are written into RX slots the way the kernel
+does; what poll() leaves on the TX ring, releases and returns is checked. No root needed."""
+
+from __future__ import annotations
+
+import contextlib
+import mmap
+import socket
+import struct
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from test_fastpath_frames import MAC_A, MAC_B, eth, load, udp4
+
+from appliance.fastpath import have_c, new_fastpath
+from appliance.fastpath_py import Verdict
+from appliance.io.ring import RingSocket
+
+KINDS = ["python", *(["c"] if have_c() else [])]
+FRAME_SIZE = 2048
+SLOTS = 16
+HDR = struct.Struct("=IIIHHIIHH")  # tpacket2_hdr
+MAC_OFFSET = 82  # where the kernel would put the frame: after header, sockaddr_ll, padding
+TP_STATUS_USER, TP_STATUS_CSUMNOTREADY, TP_STATUS_VLAN_VALID = 1, 8, 16
+PACKET_HOST, PACKET_OUTGOING = 0, 4
+
+
+class MemoryRing:
+    """A RingSocket over memory, plus helpers acting as the kernel."""
+
+    def __init__(self, ifindex: int, mac: bytes) -> None:
+        self.peer, sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.peer.setblocking(False)
+        self.map = mmap.mmap(-1, 2 * SLOTS * FRAME_SIZE)
+        self.ring = RingSocket(sock, f"mem{ifindex}", ifindex, mac, 1500, self.map, FRAME_SIZE,
+                               SLOTS)
+        self.next_rx = 0
+
+    def deliver(self, frame: bytes, *, status: int = 0, pkttype: int = PACKET_HOST,
+                tci: int = 0) -> None:
+        off = self.next_rx * FRAME_SIZE
+        self.map[off + MAC_OFFSET: off + MAC_OFFSET + len(frame)] = frame
+        self.map[off + 32 + 10] = pkttype  # sockaddr_ll.sll_pkttype
+        HDR.pack_into(self.map, off, TP_STATUS_USER | status, len(frame), len(frame),
+                      MAC_OFFSET, MAC_OFFSET, 0, 0, tci, 0x8100 if tci else 0)
+        self.next_rx = (self.next_rx + 1) % SLOTS
+
+    def rx_status(self, slot: int) -> int:
+        return int(struct.unpack_from("=I", self.map, slot * FRAME_SIZE)[0])
+
+    def transmitted(self) -> list[bytes]:
+        """Frames in TX slots marked SEND_REQUEST, in slot order; marks them sent."""
+        out = []
+        for slot in range(SLOTS):
+            off = (SLOTS + slot) * FRAME_SIZE
+            status, length = struct.unpack_from("=II", self.map, off)
+            if status == 1:
+                out.append(bytes(self.map[off + 32: off + 32 + length]))
+                struct.pack_into("=I", self.map, off, 0)
+        return out
+
+    def kicks(self) -> int:
+        n = 0
+        while True:
+            try:
+                self.peer.recv(16)
+            except BlockingIOError:
+                return n
+            n += 1
+
+    def fill_tx(self) -> None:
+        for slot in range(SLOTS):
+            struct.pack_into("=I", self.map, (SLOTS + slot) * FRAME_SIZE, 2)  # SENDING
+
+
+@pytest.fixture(params=KINDS)
+def setup(request: pytest.FixtureRequest) -> Iterator[tuple[Any, MemoryRing, MemoryRing]]:
+    fp = new_fastpath(request.param)
+    load(fp)
+    a, b = MemoryRing(1, MAC_A), MemoryRing(2, MAC_B)
+    fp.attach(a.ring)
+    fp.attach(b.ring)
+    yield fp, a, b
+    for ring in (a, b):
+        if ring.ring.attached or request.param == "python":
+            with contextlib.suppress(ValueError):  # already detached by the test
+                fp.detach(ring.ring.ifindex)
+        ring.ring.close()
+        ring.peer.close()
+
+
+FORWARD = eth(udp4("198.51.100.10", "203.0.113.10"))
+LOCAL = eth(udp4("198.51.100.10", "198.51.100.1"))
+
+
+def expected(frame: bytes, csum_partial: bool = False) -> tuple[int, int, bytes]:
+    ref = new_fastpath("python")
+    load(ref)
+    return ref.process(1, frame, csum_partial)
+
+
+def test_poll_forwards_to_the_tx_ring_and_returns_punts(setup: Any) -> None:
+    fp, a, b = setup
+    a.deliver(FORWARD)
+    a.deliver(LOCAL)
+    a.deliver(FORWARD)
+    done, punts = fp.poll(64)
+    assert done == 3
+    assert punts == [(1, Verdict.PUNT_LOCAL, LOCAL)]
+    assert b.transmitted() == [expected(FORWARD)[2]] * 2
+    assert [a.rx_status(i) for i in range(3)] == [0, 0, 0]  # given back to the kernel
+    assert b.kicks() == 1  # one kick for the batch
+    assert a.kicks() == 0
+    counts = fp.counters()
+    assert (counts["rx"], counts["forward4"], counts["punt.local"], counts["tx_kicks"]) == (
+        3, 2, 1, 1)
+
+
+def test_poll_respects_the_budget_and_resumes(setup: Any) -> None:
+    fp, a, b = setup
+    for _ in range(5):
+        a.deliver(FORWARD)
+    assert fp.poll(2)[0] == 2
+    assert fp.poll(64)[0] == 3
+    assert fp.poll(64) == (0, [])
+    assert len(b.transmitted()) == 5
+
+
+def test_ring_wraps_around(setup: Any) -> None:
+    fp, a, b = setup
+    for _ in range(3):
+        for _ in range(SLOTS - 3):
+            a.deliver(FORWARD)
+        assert fp.poll(64)[0] == SLOTS - 3
+        assert len(b.transmitted()) == SLOTS - 3
+
+
+def test_full_tx_ring_drops_and_counts(setup: Any) -> None:
+    fp, a, b = setup
+    b.fill_tx()
+    a.deliver(FORWARD)
+    assert fp.poll(64) == (1, [])
+    counts = fp.counters()
+    assert counts["drop.txfull"] == 1
+    assert counts["forward4"] == 0
+
+
+def test_egress_without_a_ring_is_punted(setup: Any) -> None:
+    fp, a, _ = setup
+    fp.detach(2)
+    a.deliver(FORWARD)
+    assert fp.poll(64) == (1, [(1, Verdict.PUNT_NORING, FORWARD)])
+    assert fp.counters()["punt.noring"] == 1
+
+
+def test_outgoing_frames_are_skipped_and_stripped_vlan_tags_put_back(setup: Any) -> None:
+    fp, a, b = setup
+    a.deliver(FORWARD, pkttype=PACKET_OUTGOING)
+    a.deliver(FORWARD, status=TP_STATUS_VLAN_VALID, tci=7)
+    done, punts = fp.poll(64)
+    assert done == 2
+    tagged = FORWARD[:12] + b"\x81\x00\x00\x07" + FORWARD[12:]
+    assert punts == [(1, Verdict.PUNT_NONIP, tagged)]
+    assert b.transmitted() == []
+
+
+def test_partial_checksum_completed_on_the_ring(setup: Any) -> None:
+    fp, a, b = setup
+    partial = eth(udp4("198.51.100.10", "203.0.113.10", partial=True))
+    a.deliver(partial, status=TP_STATUS_CSUMNOTREADY)
+    fp.poll(64)
+    (out,) = b.transmitted()
+    assert out == expected(FORWARD)[2]  # as if the sender had computed the checksum
+
+
+def test_transmit_uses_the_tx_ring_and_detach_hands_the_cursors_back(setup: Any) -> None:
+    fp, a, b = setup
+    assert fp.transmit(2, b"\x02" * 60) is True
+    fp.flush()
+    assert b.transmitted() == [b"\x02" * 60]
+    a.deliver(FORWARD)
+    fp.poll(64)
+    fp.detach(1)
+    assert a.ring.rx_head == 1
+    assert not a.ring.attached
+    assert fp.counters()["tx_slow"] == 1
+
+
+def test_attached_ring_refuses_the_python_path() -> None:
+    if not have_c():
+        pytest.skip("the C extension is not built")
+    fp = new_fastpath("c")
+    load(fp)
+    a = MemoryRing(1, MAC_A)
+    fp.attach(a.ring)
+    with pytest.raises(OSError):
+        a.ring.send(b"\0" * 60)
+    with pytest.raises(OSError):
+        a.ring.close()
+    del fp  # dropping the fast path gives the ring back
+    assert not a.ring.attached
+    a.ring.close()
+    a.peer.close()

@@ -32,6 +32,8 @@ from scapy.all import (  # type: ignore[attr-defined]
     raw,
 )
 
+from appliance.packet.checksum import ones_complement_sum
+from appliance.packet.icmpv6 import verify_icmp6
 from appliance.router import Deliver, Drop, Hold, Router, Transmit
 from appliance.stats import KNOWN_KEYS
 
@@ -99,6 +101,32 @@ def _router() -> Router:
     return r
 
 
+def _check_emitted(frame: bytes) -> None:
+    """What the router emits is well formed: IPv4 header checksums (the RFC 1624 update on
+    forwarded packets included) and the checksums of the ICMP/ICMPv6 messages it built."""
+    pkt = frame[14:]
+    if frame[12:14] == b"\x08\x00":
+        hlen = (pkt[0] & 15) * 4
+        assert ones_complement_sum(pkt[:hlen]) == 0xFFFF, "IPv4 header checksum"
+        total = int.from_bytes(pkt[2:4], "big")
+        assert total == len(pkt)
+        whole = not (int.from_bytes(pkt[6:8], "big") & 0x3FFF)
+        if pkt[9] == 1 and whole and pkt[12:16] in _ROUTER4:  # ICMP the router built
+            assert ones_complement_sum(pkt[hlen:]) == 0xFFFF, "ICMP checksum"
+    elif frame[12:14] == b"\x86\xdd":
+        assert int.from_bytes(pkt[4:6], "big") == len(pkt) - 40
+        if pkt[6] == 58 and pkt[8:10] in (b"\xfe\x80", b"\x20\x01") and (
+                pkt[8:24] in _ROUTER6):
+            assert verify_icmp6(pkt[8:24], pkt[24:40], pkt[40:]), "ICMPv6 checksum"
+
+
+_ROUTER4 = {bytes([198, 51, 100, 1]), bytes([203, 0, 113, 1])}
+_ROUTER6 = {bytes.fromhex(h) for h in ("20010db8000100000000000000000001",
+                                        "20010db8000200000000000000000001",
+                                        "fe80000000000000000000fffe000101",
+                                        "fe80000000000000000000fffe000102")}
+
+
 def _check(router: Router, ifindex: int, frame: bytes, now: float) -> None:
     before = router.stats.snapshot()
     actions = router.receive(ifindex, frame, now)
@@ -110,6 +138,7 @@ def _check(router: Router, ifindex: int, frame: bytes, now: float) -> None:
             assert action.ifindex in router.interfaces
             assert len(action.frame) >= 14 + 20
             assert len(action.frame) - 14 <= router.interfaces[action.ifindex].mtu
+            _check_emitted(action.frame)
         else:
             assert isinstance(action, Drop | Deliver | Hold)
             assert action.reason in KNOWN_KEYS, action.reason

@@ -1,6 +1,7 @@
-"""Fixtures for the netns tests; the topologies themselves are in netns.py (`build_line`,
-`build_lan`), so that test modules import them from there and not from a module called
-`conftest` (tests/unit has one too, and `make test` collects both directories at once)."""
+"""Fixtures for the netns tests. The helpers and topologies (`build_line`, `build_lan`) are in
+the package itself (tests/netns/__init__.py, imported as `netns`): tests/netns is a package so
+that this file is `netns.conftest`, not a second top-level `conftest` next to tests/unit's
+(whose test modules `from conftest import ...` when `make test` collects both at once)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from netns import MODES, Lab, Lan, Line, build_lan, build_line, remove_stale
 
 

@@ -9,13 +9,14 @@
  * - judge(): RFC 1812 §5.2.2 header checks, longest prefix match, the punt decisions.
  * - IPv4 LPM is DIR-24-8 (Gupta, Lin, McKeown 1998): one 2^24 table of 16-bit entries plus
  *   256-entry groups for prefixes longer than /24, so a lookup is one or two loads. The big
- *   table comes from calloc (fresh zero pages), entry 0 means "the /0 route", so a table with
+ *   table comes from mmap (fresh zero pages), entry 0 means "the /0 route", so a table with
  *   few routes touches few pages even with a default route.
- * - IPv6 LPM is a hash per prefix length, probed longest first (the lengths present are kept
- *   in a list). A lab or edge table has a handful of distinct lengths (/128 own addresses,
- *   /64 links, /48 sites, /0), so a lookup is a handful of probes, and the structure is a
- *   few lines with memory proportional to the routes; a stride trie would pay 8-16 dependent
- *   loads for a /64 or 128 MB for a 16-bit first stride.
+ * - IPv6 LPM is a hash table per prefix length present, probed longest first. A lab or edge
+ *   table has a handful of distinct lengths (/128 own addresses, /64 links, /48 sites, /0),
+ *   so a lookup is a handful of probes; each table is sized to its own routes, so the small
+ *   ones stay in cache; memory is proportional to the routes. A stride trie would pay 8-16
+ *   dependent loads for a /64, or 128 MB for a 16-bit first stride. poll() prefetches the
+ *   slots a frame a few places ahead will probe, and big tables sit on huge pages.
  * - Neighbors: an open-addressed hash of (ifindex, family, address) -> 14-byte Ethernet
  *   header, the illumos NCE "fastpath" header copied in front of each forwarded packet.
  * - Every table is built aside and swapped in with one pointer store, then the old one is
@@ -34,6 +35,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 
 /* Verdicts: the numbering of fastpath_py.Verdict. */
@@ -85,6 +87,7 @@ static const char *const extra_names[C_EXTRA] = {
 };
 
 #define MAX_RINGS 64
+#define PREFETCH_AHEAD 4 /* frames: enough to cover a memory access at our per-frame cost */
 #define TPACKET2_TX_DATA 32 /* TPACKET2_HDRLEN - sizeof(struct sockaddr_ll) */
 
 static PyObject *FastPathError;
@@ -192,8 +195,12 @@ typedef struct {
 typedef struct {
     uint64_t hi, lo;
     uint32_t nh1; /* next-hop index + 1; 0 = empty slot */
-    uint8_t plen;
 } ent6_t;
+
+typedef struct {
+    ent6_t *slots;
+    uint32_t mask;
+} tab6_t;
 
 typedef struct {
     uint32_t n_nh;
@@ -201,11 +208,12 @@ typedef struct {
     /* IPv4 DIR-24-8: value 0 = fall back to default4; bit 15 = tbl8 group; else nh + 1. */
     uint16_t *tbl24;
     uint16_t *tbl8;
+    size_t tbl8_bytes;
     uint32_t n_groups;
     uint32_t default4; /* nh + 1 of the /0 route, 0 = none */
-    /* IPv6: one open-addressed table keyed by (masked prefix, length). */
-    ent6_t *tab6;
-    uint32_t mask6;
+    /* IPv6: an open-addressed table per prefix length present, each sized to its routes,
+       so the lengths with few routes (own /128s, links) stay in cache whatever the others. */
+    tab6_t t6[129];
     int n_lengths6;
     uint8_t lengths6[129]; /* descending */
 } fib_t;
@@ -228,13 +236,31 @@ typedef struct {
 #define MAX_NEXTHOPS 0x7ffeu
 #define MAX_GROUPS 0x7fffu
 
+/* Zeroed memory for a table, from mmap (fresh zero pages: untouched parts cost nothing).
+   A big table that lookups hit all over gets transparent huge pages: with 4 KiB pages each
+   lookup in a table of tens of MB is also a TLB miss (a nested page walk in a VM). */
+static void *table_alloc(size_t size, int dense) {
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+        return NULL;
+    if (dense && size >= (2u << 20))
+        madvise(p, size, MADV_HUGEPAGE);
+    return p;
+}
+
+static void table_free(void *p, size_t size) {
+    if (p)
+        munmap(p, size);
+}
+
 static void fib_free(fib_t *f) {
     if (!f)
         return;
     free(f->nh);
-    free(f->tbl24);
-    free(f->tbl8);
-    free(f->tab6);
+    table_free(f->tbl24, TBL24_SIZE * sizeof(uint16_t));
+    table_free(f->tbl8, f->tbl8_bytes);
+    for (int l = 0; l <= 128; l++)
+        table_free(f->t6[l].slots, ((size_t)f->t6[l].mask + 1) * sizeof(ent6_t));
     free(f);
 }
 
@@ -263,13 +289,14 @@ static inline uint32_t fib_lookup6(const fib_t *f, const uint8_t *dst) {
     uint64_t ahi = rd64(dst), alo = rd64(dst + 8);
     for (int i = 0; i < f->n_lengths6; i++) {
         uint8_t plen = f->lengths6[i];
+        const tab6_t *t = &f->t6[plen];
         uint64_t hi = ahi, lo = alo;
         mask6(&hi, &lo, plen);
-        for (uint32_t s = (uint32_t)hash6(hi, lo, plen) & f->mask6;; s = (s + 1) & f->mask6) {
-            const ent6_t *e = &f->tab6[s];
+        for (uint32_t s = (uint32_t)hash6(hi, lo, plen) & t->mask;; s = (s + 1) & t->mask) {
+            const ent6_t *e = &t->slots[s];
             if (!e->nh1)
                 break;
-            if (e->hi == hi && e->lo == lo && e->plen == plen)
+            if (e->hi == hi && e->lo == lo)
                 return e->nh1;
         }
     }
@@ -479,6 +506,26 @@ static int judge_tagged(const FastPath *fp, uint32_t ifindex, const uint8_t *f, 
     return V_PUNT_NONIP;
 }
 
+/* Start loading the table entries a frame's lookup will read (poll() calls this a few
+   frames ahead): with a big table they are cache misses, and this overlaps them. */
+static inline void prefetch_route(const fib_t *fib, const uint8_t *f, size_t n) {
+    if (n < 34)
+        return;
+    uint16_t et = rd16(f + 12);
+    if (et == 0x0800) {
+        __builtin_prefetch(&fib->tbl24[rd32(f + 30) >> 8]);
+    } else if (et == 0x86dd && n >= 54) {
+        uint64_t ahi = rd64(f + 38), alo = rd64(f + 46);
+        for (int i = 0; i < fib->n_lengths6; i++) {
+            uint8_t plen = fib->lengths6[i];
+            uint64_t hi = ahi, lo = alo;
+            mask6(&hi, &lo, plen);
+            const tab6_t *t = &fib->t6[plen];
+            __builtin_prefetch(&t->slots[(uint32_t)hash6(hi, lo, plen) & t->mask]);
+        }
+    }
+}
+
 /* Write the forwarded frame to `dst` (14 + ip_len bytes): cached header, TTL/hop limit - 1. */
 static size_t emit(const fwd_t *w, const uint8_t *f, uint8_t *dst, int csum_partial) {
     memcpy(dst, w->hdr, 14);
@@ -669,9 +716,12 @@ static PyObject *FastPath_load_fib(FastPath *self, PyObject *args) {
         longer += plen > 24;
     }
     qsort(r4, n4, sizeof(r4_t), r4_cmp);
-    f->tbl24 = calloc(TBL24_SIZE, sizeof(uint16_t));
+    /* huge pages for the big table only when there are many routes: a lab's few routes
+       touch a few 4 KiB pages, and a huge page each would cost 2 MiB of memory apiece */
+    f->tbl24 = table_alloc(TBL24_SIZE * sizeof(uint16_t), n4 > 100000);
     size_t groups = longer < MAX_GROUPS ? longer : MAX_GROUPS;
-    f->tbl8 = calloc((groups ? groups : 1) * 256, sizeof(uint16_t));
+    f->tbl8_bytes = (groups ? groups : 1) * 256 * sizeof(uint16_t);
+    f->tbl8 = table_alloc(f->tbl8_bytes, 1);
     if (!f->tbl24 || !f->tbl8)
         goto nomem;
     for (size_t i = 0; i < n4; i++)
@@ -680,41 +730,46 @@ static PyObject *FastPath_load_fib(FastPath *self, PyObject *args) {
     free(r4);
     r4 = NULL;
 
-    /* IPv6: hash per length; a repeated prefix replaces the earlier one. */
-    uint32_t size6 = 16;
-    while (size6 < 2 * n6 + 2)
-        size6 <<= 1;
-    f->tab6 = calloc(size6, sizeof(ent6_t));
-    if (!f->tab6)
-        goto nomem;
-    f->mask6 = size6 - 1;
-    uint8_t present[129] = {0};
+    /* IPv6: count per length, size each table (at most half full), then insert; a
+       repeated prefix replaces the earlier one. */
+    size_t per_length[129] = {0};
+    p = v6.buf;
+    for (size_t i = 0; i < n6; i++, p += ROUTE6_SIZE) {
+        if (p[16] > 128) {
+            PyErr_Format(FastPathError, "prefix length %u > 128", p[16]);
+            goto fail;
+        }
+        if (le32(p + 20) >= n_nh) {
+            PyErr_Format(FastPathError, "next-hop index %u out of range", le32(p + 20));
+            goto fail;
+        }
+        per_length[p[16]]++;
+    }
+    for (int l = 128; l >= 0; l--) {
+        if (!per_length[l])
+            continue;
+        uint32_t size = 8;
+        while (size < 2 * per_length[l])
+            size <<= 1;
+        f->t6[l].mask = size - 1;
+        f->t6[l].slots = table_alloc(size * sizeof(ent6_t), 1);
+        if (!f->t6[l].slots)
+            goto nomem;
+        f->lengths6[f->n_lengths6++] = (uint8_t)l;
+    }
     p = v6.buf;
     for (size_t i = 0; i < n6; i++, p += ROUTE6_SIZE) {
         uint8_t plen = p[16];
-        uint32_t nh = le32(p + 20);
-        if (plen > 128) {
-            PyErr_Format(FastPathError, "prefix length %u > 128", plen);
-            goto fail;
-        }
-        if (nh >= n_nh) {
-            PyErr_Format(FastPathError, "next-hop index %u out of range", nh);
-            goto fail;
-        }
+        tab6_t *t = &f->t6[plen];
         uint64_t hi = rd64(p), lo = rd64(p + 8);
         mask6(&hi, &lo, plen);
-        uint32_t s = (uint32_t)hash6(hi, lo, plen) & f->mask6;
-        while (f->tab6[s].nh1 && !(f->tab6[s].hi == hi && f->tab6[s].lo == lo && f->tab6[s].plen == plen))
-            s = (s + 1) & f->mask6;
-        f->tab6[s].hi = hi;
-        f->tab6[s].lo = lo;
-        f->tab6[s].plen = plen;
-        f->tab6[s].nh1 = nh + 1;
-        present[plen] = 1;
+        uint32_t s = (uint32_t)hash6(hi, lo, plen) & t->mask;
+        while (t->slots[s].nh1 && !(t->slots[s].hi == hi && t->slots[s].lo == lo))
+            s = (s + 1) & t->mask;
+        t->slots[s].hi = hi;
+        t->slots[s].lo = lo;
+        t->slots[s].nh1 = le32(p + 20) + 1;
     }
-    for (int l = 128; l >= 0; l--)
-        if (present[l])
-            f->lengths6[f->n_lengths6++] = (uint8_t)l;
 
     PyBuffer_Release(&vnh);
     PyBuffer_Release(&v4);
@@ -1005,6 +1060,14 @@ static PyObject *FastPath_poll(FastPath *self, PyObject *arg) {
             uint32_t st = __atomic_load_n(&h->tp_status, __ATOMIC_ACQUIRE);
             if (!(st & TP_STATUS_USER))
                 break;
+            {
+                uint32_t ahead = (r->rx_head + PREFETCH_AHEAD) % r->rx_frames;
+                uint8_t *aslot = r->base + (size_t)r->frame_size * ahead;
+                const struct tpacket2_hdr *ah = (const struct tpacket2_hdr *)aslot;
+                if ((__atomic_load_n(&ah->tp_status, __ATOMIC_ACQUIRE) & TP_STATUS_USER) &&
+                    (size_t)ah->tp_mac + ah->tp_snaplen <= r->frame_size)
+                    prefetch_route(self->fib, aslot + ah->tp_mac, ah->tp_snaplen);
+            }
             size_t n = h->tp_snaplen;
             if ((size_t)h->tp_mac + n > r->frame_size)
                 n = h->tp_mac < r->frame_size ? r->frame_size - h->tp_mac : 0;
@@ -1145,12 +1208,11 @@ static int FastPath_init(FastPath *self, PyObject *args, PyObject *kwds) {
         return -1;
     }
     self->nt->mask = 15;
-    self->fib->tbl24 = calloc(TBL24_SIZE, sizeof(uint16_t));
-    self->fib->tbl8 = calloc(256, sizeof(uint16_t));
+    self->fib->tbl24 = table_alloc(TBL24_SIZE * sizeof(uint16_t), 0);
+    self->fib->tbl8_bytes = 256 * sizeof(uint16_t);
+    self->fib->tbl8 = table_alloc(self->fib->tbl8_bytes, 0);
     self->fib->nh = calloc(1, sizeof(nexthop_t));
-    self->fib->tab6 = calloc(16, sizeof(ent6_t));
-    self->fib->mask6 = 15;
-    if (!self->fib->tbl24 || !self->fib->tbl8 || !self->fib->nh || !self->fib->tab6) {
+    if (!self->fib->tbl24 || !self->fib->tbl8 || !self->fib->nh) {
         PyErr_NoMemory();
         return -1;
     }

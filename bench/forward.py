@@ -33,13 +33,16 @@ import argparse
 import contextlib
 import ipaddress
 import json
+import mmap
 import os
 import random
 import resource
 import select
 import shutil
 import signal
+import socket
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -317,9 +320,9 @@ def big_table6(count: int, rng: random.Random, flows: int) -> Iterator[tuple[byt
             yield (base | net).to_bytes(16, "big"), 64
 
 
-def serve(kind: str, routes: int, spin: float, flows: int) -> int:
-    """Run in r: the fast path on the two rings, tables loaded directly, until SIGTERM."""
-    from appliance.fastpath import new_fastpath
+def load_tables(fp: Any, rings: list[Any], routes: int, flows: int) -> None:
+    """The bench tables: 192.0.2.0/26 on rings[0], 198.51.100.0/26 on rings[1]; with `flows`
+    2001:db8::/32 via h2 plus (routes - 1) IPv6 routes, else (routes - 2) more IPv4 routes."""
     from appliance.fastpath_py import (
         FLAG_FORWARDING4,
         FLAG_FORWARDING6,
@@ -330,10 +333,7 @@ def serve(kind: str, routes: int, spin: float, flows: int) -> int:
         ROUTE6,
         NextHopKind,
     )
-    from appliance.io.ring import RingSocket
 
-    rings = [RingSocket.open("r-h1"), RingSocket.open("r-h2")]
-    fp = new_fastpath(kind)
     fp.load_interfaces(b"".join(INTERFACE.pack(r.ifindex, r.mac, r.mtu) for r in rings),
                        FLAG_FORWARDING4 | FLAG_FORWARDING6, 1)
     hops = b"".join(NEXTHOP.pack(NextHopKind.ONLINK, r.ifindex, bytes(16)) for r in rings)
@@ -358,6 +358,16 @@ def serve(kind: str, routes: int, spin: float, flows: int) -> int:
                         macs["h2-r"] + rings[1].mac + b"\x08\x00")
         + NEIGHBOR.pack(rings[1].ifindex, 6, ipaddress.IPv6Address(H2_6).packed,
                         macs["h2-r"] + rings[1].mac + b"\x86\xdd"), 3)
+
+
+def serve(kind: str, routes: int, spin: float, flows: int) -> int:
+    """Run in r: the fast path on the two rings, tables loaded directly, until SIGTERM."""
+    from appliance.fastpath import new_fastpath
+    from appliance.io.ring import RingSocket
+
+    rings = [RingSocket.open("r-h1"), RingSocket.open("r-h2")]
+    fp = new_fastpath(kind)
+    load_tables(fp, rings, routes, flows)
     for ring in rings:
         fp.attach(ring)
     stop = False
@@ -394,6 +404,127 @@ def serve(kind: str, routes: int, spin: float, flows: int) -> int:
         ring.close()
     print(json.dumps(counters), flush=True)
     return 0
+
+
+# ------------------------------------------------------------------ the fast path alone
+
+
+@dataclass
+class CpuCase:
+    """One row of the in-memory table: nanoseconds of poll() per frame."""
+
+    label: str
+    kind: str
+    routes: int
+    flows: int
+    samples: list[float] = field(default_factory=list)
+
+
+_TPACKET2_HDR = struct.Struct("=IIIHHIIHH")
+_SLOTS = 1024
+_FRAME_SIZE = 2048
+_MAC_OFFSET = 82
+
+
+def _memory_ring(ifindex: int, mac: bytes) -> Any:
+    """A RingSocket over an anonymous mmap (RX slots, then TX slots) and a socketpair."""
+    from appliance.io.ring import RingSocket
+
+    sock, peer = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    peer.close()  # kicks then fail quietly (MSG_DONTWAIT, error ignored)
+    ring_map = mmap.mmap(-1, 2 * _SLOTS * _FRAME_SIZE)
+    return RingSocket(sock, f"mem{ifindex}", ifindex, mac, 1500, ring_map, _FRAME_SIZE, _SLOTS)
+
+
+def _frames(flows: int, count: int) -> list[bytes]:
+    """`count` frames from h1 to r: IPv4 UDP to 198.51.100.2, or IPv6 UDP to `flows`
+    destinations 2001:db8:0:N::2 (each its own /64), as bench/gen.c sends them."""
+    h1, r = (bytes.fromhex(MACS[n].replace(":", "")) for n in ("h1-r", "r-h1"))
+    out = []
+    for i in range(count):
+        if flows:
+            dst = ((0x20010DB8 << 96) | ((i % flows) << 64) | 2).to_bytes(16, "big")
+            ip6 = struct.pack("!IHBB16s16s", 0x60000000, 8, 17, 64,
+                              ipaddress.IPv6Address("2001:db8:1::2").packed, dst)
+            out.append(r + h1 + b"\x86\xdd" + ip6 + struct.pack("!HHHH", 40000, 9, 8, 0))
+        else:
+            ip = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, 46, 0, 0, 64, 17, 0,
+                                       bytes([192, 0, 2, 2]), bytes([198, 51, 100, 2])))
+            total = sum(struct.unpack("!10H", ip))
+            while total >> 16:
+                total = (total & 0xFFFF) + (total >> 16)
+            ip[10:12] = (~total & 0xFFFF).to_bytes(2, "big")
+            udp = struct.pack("!HHHH", 40000, 9, 26, 0) + bytes(PAYLOAD)
+            out.append(r + h1 + b"\x08\x00" + bytes(ip) + udp)
+    return out
+
+
+def cpu_case(case: CpuCase, passes: int) -> None:
+    """Fill all RX slots, time one poll() over them; `passes` times (frames rotate through
+    the flows). Only the poll is timed; refilling the ring is not."""
+    from appliance.fastpath import new_fastpath
+
+    macs = [bytes.fromhex(MACS[n].replace(":", "")) for n in ("r-h1", "r-h2")]
+    rings = [_memory_ring(1, macs[0]), _memory_ring(2, macs[1])]
+    fp = new_fastpath(case.kind)
+    load_tables(fp, rings, case.routes, case.flows)
+    for ring in rings:
+        fp.attach(ring)
+    pool = _frames(case.flows, max(case.flows, _SLOTS))
+    rx, tx = rings[0].map, rings[1].map
+    tx_base = _SLOTS * _FRAME_SIZE
+    status = struct.Struct("=I")
+    cursor = 0
+    try:
+        for _ in range(passes):
+            for slot in range(_SLOTS):
+                frame = pool[cursor]
+                cursor = (cursor + 1) % len(pool)
+                off = slot * _FRAME_SIZE
+                rx[off + _MAC_OFFSET: off + _MAC_OFFSET + len(frame)] = frame
+                _TPACKET2_HDR.pack_into(rx, off, 1, len(frame), len(frame), _MAC_OFFSET,
+                                        _MAC_OFFSET, 0, 0, 0, 0)
+                status.pack_into(tx, tx_base + slot * _FRAME_SIZE, 0)
+            started = time.perf_counter_ns()
+            done, _ = fp.poll(_SLOTS)
+            elapsed = time.perf_counter_ns() - started
+            forwarded = fp.counters()["forward4"] + fp.counters()["forward6"]
+            if done != _SLOTS or forwarded == 0:
+                raise RuntimeError(f"{case.label}: poll read {done}, forwarded {forwarded}")
+            case.samples.append(elapsed / done)
+    finally:
+        for ring in rings:
+            fp.detach(ring.ifindex)
+            ring.close()
+
+
+def cpu_table(cases: list[CpuCase], passes: int) -> str:
+    lines = [f"the fast path alone: poll() over {_SLOTS} frames in in-memory rings, "
+             f"ns per frame (median of {passes} passes; no kernel, no veth)",
+             f"{'case':<52} {'ns/frame':>9} {'frames/s':>12}"]
+    for case in cases:
+        if case.samples:
+            ns = statistics.median(case.samples)
+            lines.append(f"{case.label:<52} {ns:>9.0f} {1e9 / ns:>12,.0f}")
+        else:
+            lines.append(f"{case.label:<52} {'-':>9} {'-':>12}")
+    return "\n".join(lines)
+
+
+def cpu_verdicts(cases: dict[str, CpuCase]) -> list[str]:
+    ns = {key: statistics.median(c.samples) for key, c in cases.items() if c.samples}
+    out = []
+    if "c4" in ns and "py4" in ns:
+        ratio = ns["py4"] / ns["c4"]
+        out.append(f"{'met ' if ratio >= 50 else 'MISSED'} fast path alone, C >= 50x Python "
+                   f"twin: {ratio:.0f}x")
+    for small, big, what in (("c4", "c4big", "IPv4, one flow"),
+                             ("c6", "c6big", f"IPv6, {FLOWS:,} flows")):
+        if small in ns and big in ns:
+            cost = ns[big] / ns[small] - 1
+            out.append(f"{'met ' if cost < 0.10 else 'MISSED'} fast path alone, big table "
+                       f"({what}) costs < 10%: {cost:+.1%}")
+    return out
 
 
 # ------------------------------------------------------------------ main
@@ -470,6 +601,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="*", metavar="KEY",
                         help="kernel, daemon-c, daemon-py, daemon-slow, bare-1, bare-1-sleep, "
                         "bare-1-detached, bare-big, bare6-1, bare6-big")
+    parser.add_argument("--cpu-only", action="store_true",
+                        help="only the in-memory part (no namespaces, no root)")
     parser.add_argument("--serve", choices=["c", "python"], help=argparse.SUPPRESS)
     parser.add_argument("--spin", type=float, default=0.0, help=argparse.SUPPRESS)
     parser.add_argument("--flows", type=int, default=0, help=argparse.SUPPRESS)
@@ -479,11 +612,31 @@ def main(argv: list[str] | None = None) -> int:
     runs = args.runs or (1 if args.quick else 3)
     seconds = args.seconds or (2.0 if args.quick else 5.0)
     routes = args.routes or (100_000 if args.quick else 1_000_000)
+    from appliance.fastpath import have_c
+
+    passes = 10 if args.quick else 50
+    cpu_cases = {
+        "c4": CpuCase("C, IPv4, 2 routes, 1 destination", "c", 2, 0),
+        "c4big": CpuCase(f"C, IPv4, {routes:,} routes, 1 destination", "c", routes, 0),
+        "c6": CpuCase(f"C, IPv6, 1 route, {FLOWS:,} destinations", "c", 1, FLOWS),
+        "c6big": CpuCase(f"C, IPv6, {routes:,} routes, {FLOWS:,} destinations", "c", routes,
+                         FLOWS),
+        "py4": CpuCase("Python twin, IPv4, 2 routes, 1 destination", "python", 2, 0),
+    }
+    if not have_c():
+        cpu_cases = {k: c for k, c in cpu_cases.items() if c.kind != "c"}
+    for case in cpu_cases.values():
+        cpu_case(case, passes if case.kind == "c" else max(passes // 5, 3))
+    print(cpu_table(list(cpu_cases.values()), passes))
+    for line in cpu_verdicts(cpu_cases):
+        print(line)
+    print()
+    if args.cpu_only:
+        return 0
     reason = usable()
     if reason:
-        print(f"bench forward: skipped, {reason}")
+        print(f"bench forward: network part skipped, {reason}")
         return 1
-    from appliance.fastpath import have_c
 
     forwarders = [
         Forwarder("kernel", "Linux kernel forwarding", "kernel"),

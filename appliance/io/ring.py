@@ -216,8 +216,12 @@ class RingSocket:
         return True
 
     def flush(self) -> None:
-        """Kick the kernel to send the queued TX frames, without waiting for them."""
-        with contextlib.suppress(BlockingIOError, InterruptedError):
+        """Kick the kernel to send the queued TX frames, without waiting for them.
+
+        Errors are ignored, as the C fast path ignores them: a link that is down (ENETDOWN)
+        or a full device queue must not stop the router; frames left on the ring go with
+        the next kick."""
+        with contextlib.suppress(OSError):
             self._sock.send(b"", socket.MSG_DONTWAIT)
 
     def ring_drops(self) -> int:

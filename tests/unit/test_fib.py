@@ -350,3 +350,22 @@ def test_deleting_nested_long_prefixes_unwinds_in_any_order() -> None:
     fib.delete(wide.prefix)
     assert fib.lookup_v4(host) == routes[28]
     assert fib.lookup_v4(v4("198.51.100.1")) is None
+
+
+@pytest.mark.parametrize("bulk", [False, True])
+def test_deleting_everything_leaves_nothing_behind(bulk: bool) -> None:
+    fib = Fib()
+    routes = [Route(ip_network(f"198.51.{i}.{j * 16}/{28 if j else 20}"), ifindex=1)
+              for i in range(0, 200, 16) for j in range(8)]
+    routes.append(Route(ip_network("198.0.0.0/8"), ifindex=1))
+    with patch.object(fib_module, "_REBUILD_THRESHOLD", 0 if bulk else 10_000):
+        fib.add_many(routes)
+    late = Route(ip_network("198.51.0.64/26"), ifindex=2)  # in place, after any rebuild
+    fib.add(late)
+    routes.append(late)
+    for route in routes:
+        assert fib.delete(route.prefix) == route
+    assert len(fib) == 0 and list(fib.routes()) == []
+    assert fib.lookup_v4(v4("198.51.16.1")) is None
+    # the lookup structures shrank back too (white-box: no empty /16 lists kept)
+    assert fib._v4.mid == {}

@@ -1,9 +1,16 @@
 """Forwarding benchmark: 64-byte UDP frames per second arriving at h2 through r.
 
-    python3 -m bench forward            # median of 3 runs of 5 s per forwarder
-    python3 -m bench.forward --quick    # 1 run of 2 s, 100k routes for the big-table case
+    python3 -m bench forward              # median of 3 runs of 5 s per forwarder
+    python3 -m bench.forward --quick      # 1 run of 2 s, 100k routes for the big-table case
+    python3 -m bench.forward --cpu-only   # only the in-memory part (no root)
 
-One namespace topology, documentation addresses only, rebuilt for each forwarder::
+First, the fast path alone: ``FastPath.poll`` over 1024 frames sitting in in-memory rings (an
+anonymous mmap laid out like TPACKET_V2 rings), nanoseconds per frame, for the C fast path
+with a tiny and a big table (IPv4 to one destination; IPv6 to 65,536 destinations, each its
+own /64, the case where a big table costs cache and TLB misses) and for the Python twin. No
+kernel and no veth: this is the part of the per-packet cost that is ours.
+
+Then the network: one namespace topology per forwarder, documentation addresses only::
 
     h1 [h1-r] 192.0.2.2/26 -- [r-h1] r [r-h2] -- [h2-r] 198.51.100.2/26 h2
 
@@ -11,16 +18,19 @@ A C generator (bench/gen.c, compiled here with gcc into a temporary directory) s
 UDP payloads (64-byte frames on the wire with the FCS) from h1 with sendmmsg, pinned to CPU 0;
 the forwarder in r is pinned to CPU 1 at nice -15 (the kernel forwards in softirq context,
 ahead of all processes; at nice 0 a user-space forwarder on a busy machine would measure the
-scheduler). The figure is h2-r's rx_packets over the window. The
-forwarders:
+scheduler). The figure is h2-r's rx_packets over the window. Every forwarder gets its own
+topology, all built first, and the runs go round robin over them. The forwarders:
 
 - the Linux kernel (addresses on r, net.ipv4.ip_forward=1);
 - ``vrlab-router`` with ``--fastpath c``, ``--fastpath python`` and ``--no-fastpath``: the real
   daemon, slow path and all;
 - a bare loop around ``FastPath.poll`` (the C extension on the rings, tables loaded directly,
-  nothing else) with the two routes the traffic needs, and with those plus a big table
-  (1,000,000 IPv4 routes with an Internet-like mix of lengths) -- the table's cost with one hot
-  destination, which is what this traffic exercises.
+  nothing else), busy-polling 1 ms after the last frame before sleeping in poll(2): with the
+  two routes the traffic needs; the same sleeping at once when idle; the same with r's kernel
+  stack detached from the interfaces (they are made ports of a bridge that stays down, whose
+  rx_handler drops frames after the packet sockets got them, so r's kernel no longer runs
+  its IP input on every transit frame); the same with a big IPv4 table (one hot destination);
+  and IPv6 to 65,536 destinations with 1 route and with a big table (many flows).
 
 Hosts keep checksum offload on (so the ring forwarders complete partial UDP checksums, as in
 production) and GSO/TSO off. The machine is shared and has two cores: compare figures within

@@ -231,6 +231,10 @@ class Router:
             if link is None:
                 problems.append(f"interface {ic.name!r}: no such link")
                 continue
+            if link.ifindex in self.interfaces:
+                problems.append(f"interface {ic.name!r}: ifindex {link.ifindex} is also "
+                                f"{self.interfaces[link.ifindex].name!r}")
+                continue
             mtu = ic.mtu if ic.mtu is not None else link.mtu
             iface = make_interface(link.ifindex, ic.name, link.mac, mtu, list(ic.addresses),
                                    ic.link_local)

@@ -150,3 +150,18 @@ def test_memoryview_frames_accepted(router: Router, clock: Clock) -> None:
     acts = router.receive(1, memoryview(frame), clock.now)  # type: ignore[arg-type]
     frame[:] = b"\x00" * len(frame)  # the ring slot is reused: the reply must not change
     assert only_frame(acts, 1)[ICMP].type == 0
+
+
+def test_links_must_match_the_config() -> None:
+    import random
+
+    from conftest import ROUTER_YAML
+
+    from appliance.config import ConfigError, parse_router_config
+    from appliance.router import LinkInfo
+
+    cfg = parse_router_config(ROUTER_YAML, "test")
+    with pytest.raises(ConfigError, match=r"r1-b.*no such link"):
+        Router(cfg, {"r1-a": LinkInfo(1, b"\x02" * 6)}, rng=random.Random(1))
+    with pytest.raises(ConfigError, match="ifindex 1 is also"):
+        Router(cfg, {"r1-a": LinkInfo(1, b"\x02" * 6), "r1-b": LinkInfo(1, b"\x04" * 6)})

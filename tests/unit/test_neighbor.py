@@ -7,6 +7,8 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from appliance.neighbor import (
     MAX_RANDOM_FACTOR,
@@ -514,3 +516,80 @@ def test_generation_moves_only_on_state_or_address_change() -> None:
     assert cache.generation == g2 > g1
     advert(cache, MAC2, 0.5, s=False, o=True)  # new address
     assert cache.generation > g2
+
+
+# --- random operation sequences: invariants ----------------------------------------------
+
+ADDRS = [bytes([192, 0, 2, i]) for i in range(1, 7)] + [
+    bytes.fromhex(f"20010db800000000000000000000000{i}") for i in range(1, 4)
+]
+MACS = [bytes.fromhex(f"02000000000{i}") for i in range(1, 4)]
+
+operation = st.one_of(
+    st.tuples(st.just("resolve"), st.sampled_from(ADDRS)),
+    st.tuples(
+        st.just("advert"), st.sampled_from(ADDRS), st.sampled_from([None, *MACS]),
+        st.booleans(), st.booleans(), st.booleans(),
+    ),
+    st.tuples(st.just("solicit"), st.sampled_from(ADDRS), st.sampled_from(MACS)),
+    st.tuples(st.just("confirm"), st.sampled_from(ADDRS)),
+    st.tuples(st.just("wait"), st.floats(0.0, 40.0)),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(operation, max_size=60), st.integers(2, 6), st.integers(1, 3))
+def test_random_sequences_keep_every_packet_accounted_for(
+    ops: list[tuple[Any, ...]], max_entries: int, queue_len: int
+) -> None:
+    cache = make_cache(max_entries=max_entries, queue_len=queue_len, gc_stale=100.0)
+    now = 0.0
+    sent: set[bytes] = set()  # every packet handed to resolve
+    out: list[bytes] = []  # every packet that came back: sent now, released, failed, dropped
+    generation = cache.generation
+
+    def collect(events: list[NeighborEvent]) -> None:
+        for event in events:
+            if isinstance(event, Release | ResolutionFailed):
+                out.extend(event.packets)
+            elif isinstance(event, QueueOverflow):
+                out.append(event.dropped)
+
+    for number, op in enumerate(ops):
+        kind = op[0]
+        if kind == "resolve":
+            packet = b"packet %d" % number
+            sent.add(packet)
+            mac, events = cache.resolve(IF, op[1], packet, now)
+            if mac is not None:
+                out.append(packet)
+            collect(events)
+        elif kind == "advert":
+            _, addr, mac, s, o, r = op
+            collect(cache.received_advert(IF, addr, mac, solicited=s, override=o,
+                                          is_router=r, now=now))
+        elif kind == "solicit":
+            collect(cache.received_solicit_or_request(IF, op[1], op[2], now))
+        elif kind == "confirm":
+            cache.confirm_reachable(IF, op[1], now)
+        else:
+            now += op[1]
+            collect(cache.tick(now))
+        assert cache.generation >= generation
+        generation = cache.generation
+
+        assert len(cache) <= max_entries
+        for entry in cache.entries():
+            if entry.state is INCOMPLETE:
+                assert entry.mac is None and 1 <= len(entry.queue) <= queue_len
+            else:
+                assert entry.mac is not None and not entry.queue
+
+    queued = [p for entry in cache.entries() for p in entry.queue]
+    assert sorted(out + queued) == sorted(sent)  # each packet exactly once
+    # a long quiet time: each tick fires every overdue timer once (and re-arms it from `now`);
+    # no chain is longer than DELAY -> PROBE -> 3 probes -> gone, so ten ticks empty the table
+    for step in range(1, 11):
+        collect(cache.tick(now + step * 1000.0))
+    assert len(cache) == 0
+    assert sorted(out) == sorted(sent)

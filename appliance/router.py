@@ -899,6 +899,10 @@ class Router:
             return []
         dst = pkt[8:24]
         src = iface.v6_source_for(dst)
+        if _is_link_local6(src) and not _is_link_local6(dst) and self.local6:
+            # the interface has no global address: a link-local source could not reach an
+            # off-link destination (RFC 4443 §2.2), so use one of the router's others
+            src = next(iter(self.local6))
         stats.bump(f"icmp6.outhist.{icmp_type}")
         if rec is not None:
             rec.add("icmp", f"type {icmp_type} code {code} to {IPv6Address(dst)}")

@@ -19,6 +19,7 @@ from conftest import (
     drops,
     learn,
     make_router,
+    neighbor_advert,
     only_frame,
     transmits,
 )
@@ -216,3 +217,17 @@ def test_unresolved_next_hop_holds_packet(router: Router, clock: Clock) -> None:
     assert acts[-1] == Hold("arp.queued")
     arp = only_frame(acts, 2)
     assert arp.dst == "ff:ff:ff:ff:ff:ff" and arp.pdst == H2.ip4 and arp.psrc == "203.0.113.1"
+
+
+def test_icmp6_error_from_interface_without_global_address(clock: Clock) -> None:
+    r = make_router(interfaces=[
+        {"name": "r1-a", "addresses": ["198.51.100.1/24"]},  # link-local only for IPv6
+        {"name": "r1-b", "addresses": ["203.0.113.1/24", "2001:db8:2::1/64"]},
+    ], routes=[{"prefix": "2001:db8:1::/64", "interface": "r1-a"}])
+    pkt = IPv6(src=H1.ip6, dst=H2.ip6, hlim=1) / UDP()
+    acts = r.receive(1, _from_h1(pkt), clock.now)
+    assert Hold("nd.queued") in acts  # h1 is not resolved yet: the error waits for it
+    acts = r.receive(1, neighbor_advert(H1, 1), clock.now)
+    frames = [Ether(t.frame) for t in transmits(acts, 1)]
+    errors = [f for f in frames if f.haslayer(ICMPv6TimeExceeded)]
+    assert errors and errors[0][IPv6].src == "2001:db8:2::1"

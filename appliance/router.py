@@ -396,14 +396,18 @@ class Router:
 
     # --- 1. Ethernet demux ----------------------------------------------------------------
 
-    def receive(self, ifindex: int, frame: bytes, now: float) -> list[Action]:
-        """Process one received Ethernet frame (FCS not included)."""
+    def receive(self, ifindex: int, frame: bytes, now: float, punt: str | None = None
+                ) -> list[Action]:
+        """Process one received Ethernet frame (FCS not included). `punt` is the fast path's
+        reason for handing the frame over, recorded in the trace."""
         self._counters["link.received"] += 1
         if type(frame) is not bytes:
             frame = bytes(frame)  # a ring slot (memoryview) must not outlive this call
         rec = self.tracer.begin(ifindex, now) if self.tracer.enabled else None
         if rec is not None:
             rec.add("rx", f"{len(frame)} bytes")
+            if punt is not None:
+                rec.add("punt", punt)
         iface = self.interfaces.get(ifindex)
         if iface is None:
             return self._drop("link.badif", rec)

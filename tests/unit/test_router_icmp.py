@@ -215,6 +215,9 @@ def test_trace_records_stages(r: Router, clock: Clock) -> None:
     stages = [s.stage for s in recs[2].stages]
     assert stages[:3] == ["rx", "verify", "ttl"] and "icmp" in stages
     assert all(s.time == clock.now for rec in recs for s in rec.stages)
+    r.receive(1, _frame(IP(src=H1.ip4, dst=H2.ip4, ttl=1) / UDP()), clock.now, punt="PUNT_TTL")
+    assert [(s.stage, s.detail) for s in r.tracer.records(1)[0].stages[:2]] == [
+        ("rx", "42 bytes"), ("punt", "PUNT_TTL")]
     r.tracer.enabled = False
     r.receive(1, _frame(IP(src=H1.ip4, dst=H2.ip4) / UDP()), clock.now)
-    assert len(r.tracer.records()) == 3
+    assert len(r.tracer.records()) == 4

@@ -90,7 +90,8 @@ def capture(lab: Lab, node: str, ifname: str, path: Path) -> Iterator[Path]:
         record.intend("capture", key, method="tcpdump", node=node, path=str(path),
                       netns=nic.netns, tap=nic.tap)
         proc = subprocess.Popen(
-            ["ip", "netns", "exec", nic.netns, "tcpdump", "-i", nic.tap, "-U", "-s", "0",
+            ["ip", "netns", "exec", nic.netns, "tcpdump", "--immediate-mode", "-i", nic.tap,
+             "-U", "-s", "0",
              "-w", str(path)],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )

@@ -244,6 +244,9 @@ class QemuBackend:
         remaining = recorded_pids(obj)
         if remaining:
             kill_and_wait(remaining)
+        for pid in pids:  # reap it if it was our child (vrlab up and down in one process)
+            with contextlib.suppress(ChildProcessError, OSError):
+                os.waitpid(pid, os.WNOHANG)
         if recorded_pids(obj):
             raise BackendError(f"{node}: QEMU process {recorded_pids(obj)} survived SIGKILL")
         record.removed("process", node)

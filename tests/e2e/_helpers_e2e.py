@@ -102,25 +102,38 @@ def traceroute_hops(lab: Any, node: str, target: str, family: int, max_hops: int
 
 UDP_PROBE = """
 import socket, sys
-family = socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET
-s = socket.socket(family, socket.SOCK_DGRAM)
-s.settimeout(4)
-s.connect((sys.argv[1], int(sys.argv[2])))
-s.send(b"vrlab e2e probe")
-try:
-    s.recv(100)
-    print("reply")
-except ConnectionRefusedError:
-    print("refused")
-except socket.timeout:
-    print("timeout")
+for target in sys.argv[1:]:
+    address, port = target.rsplit(",", 1)
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    s = socket.socket(family, socket.SOCK_DGRAM)
+    s.settimeout(4)
+    s.connect((address, int(port)))
+    s.send(b"vrlab e2e probe")
+    try:
+        s.recv(100)
+        print(target, "reply")
+    except ConnectionRefusedError:
+        print(target, "refused")
+    except socket.timeout:
+        print(target, "timeout")
 """
 
 
-def udp_probe(lab: Any, node: str, address: str, port: int) -> str:
-    """Send one UDP datagram from `node`; "refused" when an ICMP port unreachable came back."""
-    command = f"python3 -c {shlex.quote(UDP_PROBE)} {shlex.quote(address)} {port}"
-    return str(run(lab, node, command, timeout=20).stdout.strip())
+def udp_probe(lab: Any, node: str, targets: list[tuple[str, int]]) -> dict[tuple[str, int], str]:
+    """Send one UDP datagram from `node` to each (address, port), one after the other.
+
+    Each answer is "refused" when an ICMP port unreachable came back (the connected socket
+    gets ECONNREFUSED), "reply" or "timeout". One python3 start in the VM for all of them.
+    """
+    args = " ".join(shlex.quote(f"{address},{port}") for address, port in targets)
+    out = run(lab, node, f"python3 -c {shlex.quote(UDP_PROBE)} {args}",
+              timeout=20 + 5 * len(targets)).stdout
+    answers: dict[tuple[str, int], str] = {}
+    for line in out.splitlines():
+        target, _, verdict = line.partition(" ")
+        address, _, port = target.rpartition(",")
+        answers[(address, int(port))] = verdict
+    return answers
 
 
 def file_sha256(lab: Any, node: str, path: str) -> str:

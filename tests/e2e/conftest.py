@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from orchestrate.backends.qemu import pids_with_marker, process_start_time
+from orchestrate.backends.qemu import pids_with_marker, process_is_zombie, process_start_time
 from orchestrate.lab import Lab, LabError
 from orchestrate.links import namespace_exists
 from orchestrate.ports import port_is_free
@@ -88,10 +88,13 @@ class Footprint:
         """Everything of the footprint that still exists (empty after a clean down)."""
         left = [f"path {p}" for p in [self.directory, *self.paths] if p.exists()]
         left += [f"port {p}" for p in self.ports if not port_is_free(p)]
+        # A zombie has exited and holds nothing; its parent (init, for orphans) reaps it.
         left += [f"pid {pid}" for pid, start in self.pids
-                 if start is not None and process_start_time(pid) == start]
+                 if start is not None and process_start_time(pid) == start
+                 and not process_is_zombie(pid)]
         for marker in self.markers:
-            left += [f"process {pid} ({marker})" for pid in pids_with_marker(marker)]
+            left += [f"process {pid} ({marker})" for pid in pids_with_marker(marker)
+                     if not process_is_zombie(pid)]
         left += [f"netns {ns}" for ns in self.namespaces if namespace_exists(ns)]
         for uri, name in self.domains:
             result = subprocess.run(["virsh", "-c", uri, "dominfo", name], capture_output=True,
@@ -105,9 +108,7 @@ def footprint(lab: Lab) -> Footprint:
     fp = Footprint(lab.name, lab.dir)
     for obj in lab.record.objects():
         kind = obj["kind"]
-        if "path" in obj and kind != "directory":
-            fp.paths.append(Path(obj["path"]))
-        elif kind == "directory":
+        if "path" in obj:
             fp.paths.append(Path(obj["path"]))
         if kind == "port":
             fp.ports.append(int(obj["port"]))

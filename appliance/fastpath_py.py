@@ -27,8 +27,9 @@ interface, a punt with the frame for the slow path (``out_ifindex`` 0), or a dro
 TCP/UDP checksum to "hardware"): the checksum is completed on forwarded and punted frames.
 
 ``attach(ring)`` / ``detach(ifindex)`` hand a ``appliance.io.RingSocket`` to the fast path;
-``poll(budget) -> list[(ifindex, verdict, frame)]`` walks the RX rings, forwards what it can onto
-the TX rings (one kick per ring per call) and returns the punts. ``transmit(ifindex, frame)``
+``poll(budget) -> (frames_read, [(ifindex, verdict, frame), ...])`` walks the RX rings (at most
+``budget`` frames), forwards what it can onto the TX rings (one kick per ring per call) and
+returns how many frames it read and the punts. ``transmit(ifindex, frame)``
 puts a slow-path frame on an attached TX ring (False when the ring is full) and ``flush()``
 kicks the rings; once attached, a ring's TX side belongs to the fast path. ``counters()`` is a
 dict of counts (``forward4``, ``forward6``, ``punt.<reason>``, ``drop.<reason>``, ring counts).

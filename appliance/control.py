@@ -92,7 +92,7 @@ class ControlServer:
         self.log = log or (lambda msg: print(msg, file=sys.stderr))
         self._poller: select.poll | None = None
         self._clients: dict[int, _Client] = {}
-        self._remove_stale(path)
+        self.ensure_free(path)
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         old_umask = os.umask(0o177)
         try:
@@ -108,7 +108,7 @@ class ControlServer:
         self.sock.setblocking(False)
 
     @staticmethod
-    def _remove_stale(path: str) -> None:
+    def ensure_free(path: str) -> None:
         """Remove a socket file nobody answers on; refuse to steal a live one."""
         try:
             st = os.lstat(path)

@@ -122,6 +122,10 @@ class Daemon:
     def start(self) -> None:
         names = [i.name for i in self.config.interfaces]
         mtus = {i.name: i.mtu for i in self.config.interfaces}
+        try:  # a daemon already answering there owns these interfaces: touch nothing
+            ControlServer.ensure_free(self.control_path)
+        except ControlError as e:
+            raise SystemExit(f"vrlab-router: {e}") from None
         self.await_interfaces(names)
         try:
             kernel_links = kernel.take_interfaces(names, mtus, log)

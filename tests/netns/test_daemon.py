@@ -14,6 +14,7 @@ import threading
 import time
 
 import pytest
+
 from netns import HAVE_C, MAC, MODE_ARGS, REPO, Lab, Line, build_line, line_config, wait_for
 
 
@@ -297,3 +298,19 @@ def test_waits_for_late_interfaces(lab: Lab) -> None:
     assert "waiting up to 20s for r-h2" in router.log()
     proc = h1.run(["ping", "-n", "-c", "2", "-i", "0.2", "-W", "3", Line.H2])
     assert " 0% packet loss" in proc.stdout
+
+
+def test_second_daemon_on_the_same_socket_refuses(line: Line) -> None:
+    """A second vrlab-router pointed at a live daemon's socket exits before touching anything,
+    and the first keeps routing."""
+    assert line.router is not None
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.run(
+        line.r.argv([sys.executable, "-m", "appliance.daemon", "--config",
+                     str(line.router.config_path), "--control", str(line.router.socket)]),
+        capture_output=True, text=True, timeout=30, env=env, cwd=str(REPO))
+    assert proc.returncode == 1
+    assert "already answering" in proc.stderr
+    assert "ready" not in proc.stdout
+    assert line.router.socket.exists()
+    assert ping_ok(line, Line.H2)

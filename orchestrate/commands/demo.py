@@ -23,6 +23,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("file", nargs="?", type=Path, default=DEFAULT_FILE)
     add_lab_options(parser)
     parser.add_argument("--count", type=int, default=3, help="pings to send (default 3)")
+    parser.add_argument("--name", help="lab name (default: the topology's name)")
     parser.set_defaults(func=run)
 
 
@@ -52,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     print(f"vrlab demo: {args.file}: {src} pings {dst}'s link-local address", flush=True)
     try:
-        lab = Lab.up(topology, **lab_options(args, topology))
+        lab = Lab.up(topology, name=args.name, **lab_options(args, topology))
     except LabError as exc:
         print(f"vrlab demo: up failed: {exc}", file=sys.stderr)
         return 1

@@ -1,0 +1,95 @@
+"""libvirt domain XML, pcap counting, lab name resolution, and the CLI's argument splitting."""
+
+from __future__ import annotations
+
+import struct
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from orchestrate.backends import BackendError, NodeSpec
+from orchestrate.backends.libvirt import domain_xml
+from orchestrate.capture import count_pcap_packets
+from orchestrate.cli import build_parser
+from orchestrate.commands.exec import split_options
+from orchestrate.lab import Lab, LabError, management_netdev, resolve_lab_name
+from orchestrate.links import NicSpec
+from orchestrate.record import Record
+
+QEMU_NS = "{http://libvirt.org/schemas/domain/qemu/1.0}"
+
+
+def spec(tmp_path: Path, nics: list[NicSpec]) -> NodeSpec:
+    return NodeSpec(
+        lab="duo", name="violin", role="host", memory=256, cpus=1, accel="tcg",
+        kernel=Path("/img/vmlinuz"), initrd=Path("/img/initrd.img"), cmdline="console=ttyS0 q",
+        overlay=tmp_path / "root.qcow2", config_disk=tmp_path / "config.img",
+        mgmt_mac="52:54:00:aa:bb:cc", ssh_port=42022, mgmt_netdev=management_netdev(42022),
+        node_dir=tmp_path, run_dir=tmp_path / "run", nics=nics,
+    )
+
+
+def test_libvirt_domain_xml(tmp_path: Path) -> None:
+    nic = NicSpec("violin", "vioif0", "52:54:00:01:02:03", 1280, 0, "udp", 41000, 41001)
+    root = ET.fromstring(domain_xml(spec(tmp_path, [nic])))
+    assert root.get("type") == "qemu"
+    assert root.findtext("name") == "vrlab-duo-violin"
+    assert root.findtext("os/kernel") == "/img/vmlinuz"
+    assert root.findtext("os/cmdline") == "console=ttyS0 q"
+    disks = root.findall("devices/disk")
+    assert [d.find("source").get("file") for d in disks] == [  # type: ignore[union-attr]
+        str(tmp_path / "root.qcow2"), str(tmp_path / "config.img")]
+    assert disks[1].find("readonly") is not None
+    iface = root.find("devices/interface")
+    assert iface is not None and iface.get("type") == "udp"
+    assert iface.find("source").get("port") == "41001"  # type: ignore[union-attr]
+    assert iface.find("source/local").get("port") == "41000"  # type: ignore[union-attr]
+    args = [a.get("value") for a in root.iter(f"{QEMU_NS}arg")]
+    netdev = args[args.index("-netdev") + 1]
+    assert netdev is not None and "restrict=on" in netdev
+    assert "hostfwd=tcp:127.0.0.1:42022-" in netdev
+    mtu = root.find(f"{QEMU_NS}override/{QEMU_NS}device/{QEMU_NS}frontend/{QEMU_NS}property")
+    assert mtu is not None and (mtu.get("name"), mtu.get("value")) == ("host_mtu", "1280")
+    assert root.find("devices/serial/log").get("file") == str(  # type: ignore[union-attr]
+        tmp_path / "serial.log")
+
+
+def test_libvirt_refuses_lan_segments(tmp_path: Path) -> None:
+    nic = NicSpec("violin", "eth1", "52:54:00:01:02:03", 1500, 0, "lan", netns="n",
+                  bridge="br0", tap="t0p0")
+    with pytest.raises(BackendError, match="point-to-point"):
+        domain_xml(spec(tmp_path, [nic]))
+
+
+def test_count_pcap_packets(tmp_path: Path) -> None:
+    path = tmp_path / "x.pcap"
+    header = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)
+    frame = b"\x00" * 60
+    record = struct.pack("<IIII", 1, 0, len(frame), len(frame)) + frame
+    path.write_bytes(header + record * 3 + record[:20])  # the last one is still being written
+    assert count_pcap_packets(path) == 3
+    assert count_pcap_packets(tmp_path / "missing.pcap") == 0
+
+
+def test_resolve_lab_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VRLAB_HOME", str(tmp_path))
+    with pytest.raises(LabError, match="no lab is up"):
+        resolve_lab_name(None)
+    Record.create(tmp_path / "labs" / "one" / "record.json", "one")
+    assert resolve_lab_name(None) == "one"
+    Record.create(tmp_path / "labs" / "two" / "record.json", "two")
+    with pytest.raises(LabError, match="several"):
+        resolve_lab_name(None)
+    topo = tmp_path / "file.yaml"
+    topo.write_text("name: fromfile\nnodes: {}\n")
+    assert resolve_lab_name(str(topo)) == "fromfile"
+    assert Lab.names() == ["one", "two"]
+
+
+def test_exec_options_after_the_node() -> None:
+    args = build_parser().parse_args(["exec", "r1", "--lab", "x", "--", "sh", "-c", "exit 3"])
+    assert split_options(args, args.command) == ["sh", "-c", "exit 3"]
+    assert args.lab == "x"
+    args = build_parser().parse_args(["exec", "r1", "uptime"])
+    assert split_options(args, args.command) == ["uptime"]

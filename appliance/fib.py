@@ -524,6 +524,7 @@ class Fib:
 
         The order a DIR-24-8 builder wants: writing each prefix over its range in this order
         leaves every slot holding its longest match. Cheap (no sorting, no objects made).
+        It walks the live table: finish (or copy) it before changing the Fib.
         """
         return self._v4.iter_by_length()
 

@@ -191,7 +191,9 @@ class NeighborCache:
             if entry.permanent:
                 return entry.mac, []
             if entry.state is NeighborState.REACHABLE and entry.expires > now:
-                return entry.mac, []  # the common case, kept short
+                # The table's (REACHABLE, PACKET_TO_SEND) row, SEND_PACKET and no change,
+                # answered without the lookup: this is the per-packet common case.
+                return entry.mac, []
         elif len(addr) not in (4, 16):
             raise ValueError(f"neighbor address must be 4 or 16 bytes, not {len(addr)}")
         events: list[NeighborEvent] = []

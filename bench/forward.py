@@ -434,6 +434,7 @@ _TPACKET2_HDR = struct.Struct("=IIIHHIIHH")
 _SLOTS = 1024
 _FRAME_SIZE = 2048
 _MAC_OFFSET = 82
+_STATUS = struct.Struct("=I")
 
 
 def _memory_ring(ifindex: int, mac: bytes) -> Any:
@@ -469,43 +470,61 @@ def _frames(flows: int, count: int) -> list[bytes]:
     return out
 
 
-def cpu_case(case: CpuCase, passes: int) -> None:
-    """Fill all RX slots, time one poll() over them; `passes` times (frames rotate through
-    the flows). Only the poll is timed; refilling the ring is not."""
-    from appliance.fastpath import new_fastpath
+class CpuRun:
+    """A case set up: a fast path with its tables and two in-memory rings."""
 
-    macs = [bytes.fromhex(MACS[n].replace(":", "")) for n in ("r-h1", "r-h2")]
-    rings = [_memory_ring(1, macs[0]), _memory_ring(2, macs[1])]
-    fp = new_fastpath(case.kind)
-    load_tables(fp, rings, case.routes, case.flows)
-    for ring in rings:
-        fp.attach(ring)
-    pool = _frames(case.flows, max(case.flows, _SLOTS))
-    rx, tx = rings[0].map, rings[1].map
-    tx_base = _SLOTS * _FRAME_SIZE
-    status = struct.Struct("=I")
-    cursor = 0
-    try:
-        for _ in range(passes):
-            for slot in range(_SLOTS):
-                frame = pool[cursor]
-                cursor = (cursor + 1) % len(pool)
-                off = slot * _FRAME_SIZE
-                rx[off + _MAC_OFFSET: off + _MAC_OFFSET + len(frame)] = frame
-                _TPACKET2_HDR.pack_into(rx, off, 1, len(frame), len(frame), _MAC_OFFSET,
-                                        _MAC_OFFSET, 0, 0, 0, 0)
-                status.pack_into(tx, tx_base + slot * _FRAME_SIZE, 0)
-            started = time.perf_counter_ns()
-            done, _ = fp.poll(_SLOTS)
-            elapsed = time.perf_counter_ns() - started
-            forwarded = fp.counters()["forward4"] + fp.counters()["forward6"]
-            if done != _SLOTS or forwarded == 0:
-                raise RuntimeError(f"{case.label}: poll read {done}, forwarded {forwarded}")
-            case.samples.append(elapsed / done)
-    finally:
-        for ring in rings:
-            fp.detach(ring.ifindex)
+    def __init__(self, case: CpuCase) -> None:
+        from appliance.fastpath import new_fastpath
+
+        self.case = case
+        macs = [bytes.fromhex(MACS[n].replace(":", "")) for n in ("r-h1", "r-h2")]
+        self.rings = [_memory_ring(1, macs[0]), _memory_ring(2, macs[1])]
+        self.fp = new_fastpath(case.kind)
+        load_tables(self.fp, self.rings, case.routes, case.flows)
+        for ring in self.rings:
+            self.fp.attach(ring)
+        self.pool = _frames(case.flows, max(case.flows, _SLOTS))
+        self.cursor = 0
+
+    def one_pass(self) -> None:
+        """Fill every RX slot (frames rotate through the flows), time one poll() over them.
+        Only the poll is timed, not the refill."""
+        rx, tx = self.rings[0].map, self.rings[1].map
+        tx_base = _SLOTS * _FRAME_SIZE
+        for slot in range(_SLOTS):
+            frame = self.pool[self.cursor]
+            self.cursor = (self.cursor + 1) % len(self.pool)
+            off = slot * _FRAME_SIZE
+            rx[off + _MAC_OFFSET: off + _MAC_OFFSET + len(frame)] = frame
+            _TPACKET2_HDR.pack_into(rx, off, 1, len(frame), len(frame), _MAC_OFFSET,
+                                    _MAC_OFFSET, 0, 0, 0, 0)
+            _STATUS.pack_into(tx, tx_base + slot * _FRAME_SIZE, 0)
+        started = time.perf_counter_ns()
+        done, _ = self.fp.poll(_SLOTS)
+        elapsed = time.perf_counter_ns() - started
+        counts = self.fp.counters()
+        if done != _SLOTS or counts["forward4"] + counts["forward6"] == 0:
+            raise RuntimeError(f"{self.case.label}: poll read {done}, forwarded nothing")
+        self.case.samples.append(elapsed / done)
+
+    def close(self) -> None:
+        for ring in self.rings:
+            self.fp.detach(ring.ifindex)
             ring.close()
+
+
+def cpu_cases_run(cases: list[CpuCase], passes: int) -> None:
+    """All cases set up first, then passes round robin (the Python twin every 5th), so a
+    change in the machine's load hits every case alike."""
+    runs = [CpuRun(case) for case in cases]
+    try:
+        for i in range(passes):
+            for run_ in runs:
+                if run_.case.kind == "c" or i % 5 == 0:
+                    run_.one_pass()
+    finally:
+        for run_ in runs:
+            run_.close()
 
 
 def cpu_table(cases: list[CpuCase], passes: int) -> str:
@@ -560,9 +579,12 @@ def usable() -> str | None:
 def table(forwarders: list[Forwarder], runs: int, seconds: float) -> str:
     base = next((f for f in forwarders if f.key == "kernel" and f.samples), None)
     kernel = statistics.median(base.samples) if base else 0.0
+    load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
     lines = [
         f"64-byte UDP, h1 -> r -> h2, packets/s received at h2 (median of {runs} x {seconds:g} s;"
-        f" generator CPU {GEN_CPU}, forwarder CPU {FORWARDER_CPU})",
+        f" generator CPU {GEN_CPU}, forwarder CPU {FORWARDER_CPU}; load average now {load} on"
+        f" {os.cpu_count()} CPUs: 'offered' below what the kernel row reaches means the"
+        f" generator itself was starved)",
         f"{'forwarder':<52} {'pps at h2':>11} {'vs kernel':>10} {'offered':>10}  notes",
     ]
     for f in forwarders:
@@ -635,8 +657,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     if not have_c():
         cpu_cases = {k: c for k, c in cpu_cases.items() if c.kind != "c"}
-    for case in cpu_cases.values():
-        cpu_case(case, passes if case.kind == "c" else max(passes // 5, 3))
+    cpu_cases_run(list(cpu_cases.values()), passes)
     print(cpu_table(list(cpu_cases.values()), passes))
     for line in cpu_verdicts(cpu_cases):
         print(line)

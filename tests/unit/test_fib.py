@@ -87,7 +87,7 @@ def apply(
 
 @pytest.mark.parametrize("rebuild_threshold", [0, fib_module._REBUILD_THRESHOLD])
 @pytest.mark.parametrize("version", [4, 6])
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(data=st.data())
 def test_lpm_matches_brute_force(version: int, rebuild_threshold: int, data: st.DataObject) -> None:
     # With threshold 0 every add_many rebuilds the lookup structures from scratch; with the
@@ -104,11 +104,11 @@ def test_lpm_matches_brute_force(version: int, rebuild_threshold: int, data: st.
         assert fib.lookup(as_object) == lookup(addr)
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=12, deadline=None)
 @given(
     st.lists(st.integers(0, 2**32 - 1), min_size=1, max_size=3),
     st.lists(st.tuples(st.integers(0, 2), st.integers(0, 32), st.integers(0, 255)),
-             min_size=65, max_size=200),
+             min_size=65, max_size=120),
     st.lists(st.tuples(st.integers(0, 2), st.integers(0, 32)), max_size=30),
     st.lists(st.integers(0, 2**32 - 1), max_size=10),
 )

@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="100k IPv4 / 10k IPv6 routes")
     parser.add_argument("--v4-routes", type=int, default=None, help="IPv4 routes (1000000)")
     parser.add_argument("--v6-routes", type=int, default=None, help="IPv6 routes (100000)")
-    parser.add_argument("--lookups", type=int, default=200_000, help="lookups per measurement")
+    parser.add_argument("--lookups", type=int, default=100_000, help="lookups per measurement")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(argv)
     n4 = args.v4_routes if args.v4_routes is not None else (100_000 if args.quick else 1_000_000)

@@ -283,8 +283,11 @@ def test_waits_for_late_interfaces(lab: Lab) -> None:
     h1.add_address("h1-r", "192.0.2.2/26")
     h1.add_route("0.0.0.0/0", Line.R_H1)
 
+    log = lab.workdir / f"{r.name}.log"  # where RouterProcess sends the daemon's stderr
+
     def late_link() -> None:
-        time.sleep(1.0)
+        # Only once the daemon says it is waiting (its start-up takes a while under load).
+        wait_for(lambda: log.exists() and "waiting up to" in log.read_text(), timeout=20)
         lab.veth(r, "r-h2", h2, "h2-r", a_mac=MAC["r-h2"], b_mac=MAC["h2-r"])
         h2.add_address("h2-r", "198.51.100.2/26")
         h2.add_route("0.0.0.0/0", Line.R_H2)

@@ -87,7 +87,9 @@ static const char *const extra_names[C_EXTRA] = {
 };
 
 #define MAX_RINGS 64
+#ifndef PREFETCH_AHEAD
 #define PREFETCH_AHEAD 4 /* frames: enough to cover a memory access at our per-frame cost */
+#endif
 #define TPACKET2_TX_DATA 32 /* TPACKET2_HDRLEN - sizeof(struct sockaddr_ll) */
 
 static PyObject *FastPathError;
@@ -1060,7 +1062,15 @@ static PyObject *FastPath_poll(FastPath *self, PyObject *arg) {
             uint32_t st = __atomic_load_n(&h->tp_status, __ATOMIC_ACQUIRE);
             if (!(st & TP_STATUS_USER))
                 break;
-            {
+            if (PREFETCH_AHEAD) {
+                /* two stages: the slot twice as far ahead is only prefetched (its header and
+                   the start of its frame), so that reading the one PREFETCH_AHEAD ahead to
+                   find its route does not stall */
+                const uint8_t *far = r->base + (size_t)r->frame_size *
+                                     ((r->rx_head + 2 * PREFETCH_AHEAD) % r->rx_frames);
+                __builtin_prefetch(far);
+                __builtin_prefetch(far + 64);
+                __builtin_prefetch(far + 128);
                 uint32_t ahead = (r->rx_head + PREFETCH_AHEAD) % r->rx_frames;
                 uint8_t *aslot = r->base + (size_t)r->frame_size * ahead;
                 const struct tpacket2_hdr *ah = (const struct tpacket2_hdr *)aslot;

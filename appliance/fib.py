@@ -125,11 +125,16 @@ class _Prefixes:
                 yield network, plen, route
 
     def iter_sorted(self) -> Iterator[Route]:
-        keyed = [(network, plen) for network, plen, _ in self.iter_by_length()]
-        keyed.sort()
+        # One int per prefix, (network << 8) | plen, sorts in (network, plen) order and far
+        # faster than tuples would.
+        keys: list[int] = []
+        for plen, table in enumerate(self.by_len):
+            if table:
+                keys.extend([(network << 8) | plen for network in table])
+        keys.sort()
         by_len = self.by_len
-        for network, plen in keyed:
-            yield by_len[plen][network]
+        for key in keys:
+            yield by_len[key & 255][key >> 8]
 
 
 # Bulk loads bigger than this rebuild the lookup structures instead of updating them.

@@ -194,7 +194,7 @@ _ROWS: list[tuple[tuple[NeighborState | None, ...], tuple[Event, ...], Action, _
         _CONFIRMED,
         REACHABLE,
     ),
-    ((*NOT_INCOMPLETE,), (E.ADVERT_S1_O1_DIFF,), A.RECORD_LLADDR | _CONFIRMED, REACHABLE),
+    (NOT_INCOMPLETE, (E.ADVERT_S1_O1_DIFF,), A.RECORD_LLADDR | _CONFIRMED, REACHABLE),
     (
         NOT_INCOMPLETE,
         (E.ADVERT_S0_O0_SAME, E.ADVERT_S0_O0_NONE, E.ADVERT_S0_O1_SAME, E.ADVERT_S0_O1_NONE),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import struct
 import subprocess
 from pathlib import Path
 
@@ -70,7 +71,13 @@ def test_base_digest_ignores_the_overlay(tmp_path: Path) -> None:
     base = images.base_digest(recipe)
     (recipe / "overlay/usr/sbin/vrlab-init").write_text("#!/bin/sh\necho changed\n")
     assert images.base_digest(recipe) == base
+    text = (recipe / "recipe.yaml").read_text()
+    (recipe / "recipe.yaml").write_text(text.replace("console=ttyS0", "console=ttyS1"))
+    assert images.base_digest(recipe) == base  # the command line is not part of the base
     (recipe / "setup/etc/tiny.conf").write_text("AUTO_MODULES=yes\n")
+    assert images.base_digest(recipe) != base
+    base = images.base_digest(recipe)
+    (recipe / "recipe.yaml").write_text(text.replace("python3,", "python3, tcpdump,"))
     assert images.base_digest(recipe) != base
 
 
@@ -238,3 +245,28 @@ def test_interrupted_build_leaves_no_image(tmp_path: Path,
     left = sorted(p.name for p in root.iterdir() if not p.name.startswith(".lock"))
     assert left == ["base-" + images.base_digest(recipe)[:16], "last-failed-build.log"]
     assert images.list_images(home) == []
+
+
+def synthetic_elf(note_type: int, *, truncate: int = 0) -> bytes:
+    """A minimal x86-64 ELF: one PT_NOTE segment holding one "Xen" note, one PT_LOAD."""
+    name = b"Xen\0"
+    note = struct.pack("<III", len(name), 4, note_type) + name + b"\0\0\0\0"
+    phoff, phentsize = 64, 56
+    note_offset = phoff + 2 * phentsize
+    load_offset = note_offset + len(note)
+    header = bytearray(64)
+    header[:6] = b"\x7fELF\x02\x01"
+    struct.pack_into("<Q", header, 0x20, phoff)
+    struct.pack_into("<HH", header, 0x36, phentsize, 2)
+    phdrs = struct.pack("<IIQQQQQQ", 4, 4, note_offset, 0, 0, len(note), len(note), 4)
+    phdrs += struct.pack("<IIQQQQQQ", 1, 5, load_offset, 0, 0, 16, 16, 4096)
+    elf = bytes(header) + phdrs + note + bytes(16)
+    return elf[:len(elf) - truncate] if truncate else elf
+
+
+def test_pvh_kernel_is_recognised_only_when_whole() -> None:
+    assert images.is_pvh_elf(synthetic_elf(images.XEN_ELFNOTE_PHYS32_ENTRY))
+    assert not images.is_pvh_elf(synthetic_elf(5))  # another Xen note: no PVH entry point
+    # A decompression cut short leaves a segment past the end of the file.
+    assert not images.is_pvh_elf(synthetic_elf(images.XEN_ELFNOTE_PHYS32_ENTRY, truncate=8))
+    assert not images.is_pvh_elf(b"MZ" + bytes(100))  # a bzImage, not an ELF

@@ -1,0 +1,140 @@
+"""`vrlab test` on every example topology in configs/, and on deliberately broken copies.
+
+- A copy of line.yaml with h2's IPv4 default route removed (h2 cannot answer h1 over IPv4) is
+  run cold: `vrlab test` boots it, reports the failing check by name and why, exits 1 and
+  leaves nothing behind. It runs first, before any lab of this session is up.
+- A copy whose route names a gateway that is on no link is refused before anything starts
+  (exit 2, the problem with its file:line:col).
+- Each configs/*.yaml passes `vrlab test` (exit 0). To boot each topology once per session
+  these tests take the pytest plugin's `lab` of that file: `vrlab test` finds the running lab
+  of that name and reuses it (the plugin takes it down after the topology's last test). The
+  plugin orders each topology's tests by first appearance, so these run on a fresh lab,
+  before test_router_vm.py / test_seed_duo.py use it.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+import yaml
+from _helpers_e2e import CONFIGS, lab_names, needs_vms, vrlab_cli
+
+from orchestrate.pytest_plugin import LabSession
+
+pytestmark = needs_vms
+
+# Every file in configs/ must have a test_vrlab_test_passes_* below.
+COVERED = {"duo", "line", "pmtu", "redirect"}
+
+
+def qemu_processes_of(lab_name: str) -> list[str]:
+    """Command lines of running QEMU processes whose arguments mention the lab's name."""
+    out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True,
+                         check=True).stdout
+    return [line for line in out.splitlines()
+            if "qemu-system" in line.split(" ")[0] and f"/labs/{lab_name}/" in line]
+
+
+def broken_line(tmp_path: Path) -> Path:
+    """line.yaml without h2's IPv4 default route, renamed, with two checks of its own.
+
+    (The original's checks are replaced, not kept: a YAML round trip would turn their `on:`
+    keys into booleans.)
+    """
+    data = yaml.safe_load((CONFIGS / "line.yaml").read_text())
+    data["name"] = "line-broken"
+    data["nodes"]["h2"]["routes"] = [r for r in data["nodes"]["h2"]["routes"]
+                                     if r["prefix"] != "0.0.0.0/0"]
+    data["tests"] = [
+        {"kind": "ping", "from": "h1", "to": "h2", "family": 6, "count": 2},
+        {"kind": "ping", "from": "h1", "to": "h2", "family": 4, "count": 2, "attempts": 2},
+    ]
+    path = tmp_path / "line-broken.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def test_every_config_file_is_covered() -> None:
+    assert {p.stem for p in CONFIGS.glob("*.yaml")} == COVERED
+
+
+def test_broken_copy_fails_naming_the_check_and_why(tmp_path: Path) -> None:
+    assert "line-broken" not in lab_names()
+    junit = tmp_path / "results.xml"
+    result = vrlab_cli("test", str(broken_line(tmp_path)), "--junit", str(junit), timeout=900)
+    output = result.stdout + result.stderr
+    try:
+        assert result.returncode == 1, output
+        # the IPv6 check still passes: the run tells the broken family from the working one
+        assert "PASS ping IPv6 h1 -> h2" in output, output
+        assert "FAIL ping IPv4 h1 -> h2" in output, output
+        assert "1 passed, 1 failed" in output, output
+        cases = {case.get("name"): case for case in ET.parse(junit).getroot().iter("testcase")}
+        failure = cases["ping IPv4 h1 -> h2"].find("failure")
+        assert failure is not None
+        # h1's requests reach h2, whose replies have no route back: no reply, no ICMP error
+        assert failure.get("message") == "expected every echo answered, got 0/2 replies"
+        assert "2 packets transmitted, 0 received" in (failure.text or "")
+        assert cases["ping IPv6 h1 -> h2"].find("failure") is None
+    finally:
+        # a lab `vrlab test` started is taken down, failed checks or not
+        leftovers = "line-broken" in lab_names()
+        if leftovers:
+            vrlab_cli("down", "line-broken", timeout=300)
+    assert not leftovers, "vrlab test left lab line-broken behind"
+    assert not qemu_processes_of("line-broken")
+
+
+def test_invalid_copy_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    # Edited as text: a YAML round trip would turn the checks' `on:` keys into booleans.
+    text = (CONFIGS / "line.yaml").read_text()
+    assert text.count("via: 198.51.100.1}") == 1 and text.count("name: line\n") == 1
+    text = text.replace("name: line\n", "name: line-invalid\n")
+    # h1's default gateway: on h1's subnet, but no node on that link has it
+    text = text.replace("via: 198.51.100.1}", "via: 198.51.100.40}")
+    path = tmp_path / "line-invalid.yaml"
+    path.write_text(text)
+    result = vrlab_cli("test", str(path), timeout=120)
+    assert result.returncode == 2, result.stdout + result.stderr
+    problem_lines = [line for line in result.stderr.splitlines()
+                     if line.startswith(f"{path}:")]
+    assert len(problem_lines) == 1, result.stderr
+    assert "nodes.h1.routes[0].via" in problem_lines[0]
+    assert "198.51.100.40" in problem_lines[0]
+    assert "line-invalid" not in lab_names()
+
+
+def vrlab_test_passes(lab: LabSession) -> None:
+    path = lab.topology.path
+    assert path is not None
+    result = vrlab_cli("test", str(path), timeout=900)
+    output = result.stdout + result.stderr
+    assert f"reusing running lab {lab.topology.name}" in output, output
+    assert result.returncode == 0, output
+    assert f"{len(lab.topology.tests)} passed, 0 failed" in output, output
+    # `vrlab test` left the lab it did not start running
+    assert lab.topology.name in lab_names()
+    assert lab.node(next(iter(lab.topology.nodes))).exec("true", 30).exit_status == 0
+
+
+@pytest.mark.vrlab_topology("configs/duo.yaml")
+def test_vrlab_test_passes_duo(lab: LabSession) -> None:
+    vrlab_test_passes(lab)
+
+
+@pytest.mark.vrlab_topology("configs/line.yaml")
+def test_vrlab_test_passes_line(lab: LabSession) -> None:
+    vrlab_test_passes(lab)
+
+
+@pytest.mark.vrlab_topology("configs/pmtu.yaml")
+def test_vrlab_test_passes_pmtu(lab: LabSession) -> None:
+    vrlab_test_passes(lab)
+
+
+@pytest.mark.vrlab_topology("configs/redirect.yaml")
+def test_vrlab_test_passes_redirect(lab: LabSession) -> None:
+    vrlab_test_passes(lab)

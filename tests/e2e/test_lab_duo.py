@@ -82,7 +82,8 @@ def test_capture_has_the_icmpv6_echo_exchange(duo_lab: Lab, tmp_path: Path) -> N
     assert len(requests) == 3 and len(replies) == 3
     assert {(p[IPv6].src, p[IPv6].dst) for p in requests} == {(violin_ll, piano_ll)}
     assert {(p[IPv6].src, p[IPv6].dst) for p in replies} == {(piano_ll, violin_ll)}
-    assert duo_lab.record.find("capture", "piano:vioif0")["state"] == "removed"
+    journaled = duo_lab.record.find("capture", "piano:vioif0")
+    assert journaled is not None and journaled["state"] == "removed"
 
 
 def test_cli_capture_stops_after_count(duo_lab: Lab, tmp_path: Path, e2e: SimpleNamespace

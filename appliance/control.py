@@ -30,7 +30,6 @@ each complete line at once and keeps unsent output per client.
 from __future__ import annotations
 
 import contextlib
-import errno
 import ipaddress
 import json
 import os
@@ -45,30 +44,25 @@ from ipaddress import IPv4Address, IPv6Address
 from typing import TYPE_CHECKING, Any
 
 from appliance.config import ROUTE_TYPES, ConfigError, RouteConfig
+
+# The protocol's shared names live with the client (which must stay import-light); they are
+# re-exported here for the daemon and the tests.
+from appliance.control_client import DEFAULT_SOCKET as DEFAULT_SOCKET
+from appliance.control_client import SHOW_WHAT, ControlError, Json, encode
+from appliance.control_client import ControlClient as ControlClient
 from appliance.sysctl import SysctlError
 
 if TYPE_CHECKING:
     from appliance.router import Router
     from appliance.trace import TraceRecord
 
-DEFAULT_SOCKET = "/run/vrlab-router.sock"
 MAX_LINE = 1 << 16
 """Longest request line the server accepts (a route or sysctl request is a few dozen bytes)."""
 MAX_CLIENTS = 16
 STALE_TRACE = 5.0
-SHOW_WHAT = ("interfaces", "routes", "neighbors", "stats", "sysctl")
 
 
-class ControlError(Exception):
-    """A request the daemon refused, or a socket problem on the client side."""
-
-
-Json = Any
 Dispatch = Callable[[dict[str, Json]], Json]
-
-
-def encode(message: Json) -> bytes:
-    return json.dumps(message, separators=(",", ":")).encode() + b"\n"
 
 
 # ---------------------------------------------------------------------------- server side
@@ -249,62 +243,6 @@ class ControlServer:
                 os.unlink(self.path)
         except FileNotFoundError:
             pass
-
-
-# ---------------------------------------------------------------------------- client side
-
-
-class ControlClient:
-    """One connection to the daemon; `request` sends a request and returns its result."""
-
-    def __init__(self, path: str = DEFAULT_SOCKET, timeout: float = 10.0) -> None:
-        self.path = path
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(timeout)
-        try:
-            self.sock.connect(path)
-        except OSError as e:
-            self.sock.close()
-            hint = ""
-            if e.errno in (errno.ENOENT, errno.ECONNREFUSED):
-                hint = " (is vrlab-router running? --socket names another socket)"
-            elif e.errno == errno.EACCES:
-                hint = " (the socket is mode 0600: run as the daemon's user, usually root)"
-            raise ControlError(f"cannot connect to {path}: {e.strerror}{hint}") from None
-        self._buf = b""
-
-    def __enter__(self) -> ControlClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self.sock.close()
-
-    def request(self, op: str, **args: Json) -> Json:
-        """Send ``{"op": op, **args}``; return the result or raise ControlError."""
-        try:
-            self.sock.sendall(encode({"op": op, **args}))
-            while b"\n" not in self._buf:
-                chunk = self.sock.recv(65536)
-                if not chunk:
-                    raise ControlError("vrlab-router closed the connection")
-                self._buf += chunk
-        except TimeoutError:
-            raise ControlError(f"no answer from {self.path} in time") from None
-        except OSError as e:
-            raise ControlError(f"control socket {self.path}: {e.strerror or e}") from None
-        line, _, self._buf = self._buf.partition(b"\n")
-        try:
-            response = json.loads(line)
-        except json.JSONDecodeError:
-            raise ControlError(f"garbled answer from {self.path}: {line[:80]!r}") from None
-        if not isinstance(response, dict) or "ok" not in response:
-            raise ControlError(f"garbled answer from {self.path}: {line[:80]!r}")
-        if not response["ok"]:
-            raise ControlError(str(response.get("error", "request failed")))
-        return response.get("result")
 
 
 # ---------------------------------------------------------------------------- the commands

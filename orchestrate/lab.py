@@ -218,15 +218,22 @@ class Lab:
         if (directory / RECORD_NAME).exists():
             raise LabError(f"lab {lab_name!r} already exists ({directory}); "
                            f"`vrlab down {lab_name}` first")
-        if image is None:
-            from orchestrate.images import ensure_image
+        from orchestrate.accel import AccelError, choose_accel
 
-            image = ensure_image()
-        backend_impl = get_backend(backend, **(backend_options or {}))
-        from orchestrate.accel import choose_accel
+        try:
+            if image is None:
+                from orchestrate.images import ensure_image
 
-        choice = choose_accel(accel, Path(image.kernel),
-                              Path(image.initrd) if image.initrd else None)
+                image = ensure_image()
+            backend_impl = get_backend(backend, **(backend_options or {}))
+            choice = choose_accel(accel, Path(image.kernel),
+                                  Path(image.initrd) if image.initrd else None)
+        except (AccelError, BackendError) as exc:
+            raise LabError(str(exc)) from exc
+        except Exception as exc:
+            if type(exc).__name__ == "ImageError":
+                raise LabError(f"image: {exc}") from exc
+            raise
         directory.mkdir(parents=True, exist_ok=True)
         record = Record.create(
             directory / RECORD_NAME, lab_name, backend=backend,
@@ -291,7 +298,12 @@ class Lab:
                 ssh_port=port, mgmt_netdev=management_netdev(port), node_dir=node_dir,
                 run_dir=run_dir, nics=nics[node_name],
             )
-        record.set_fields(nodes={n: s.to_json() for n, s in specs.items()})
+        nodes_json = {n: s.to_json() for n, s in specs.items()}
+        for node_name, node in topology.nodes.items():
+            nodes_json[node_name]["addresses"] = [
+                f"{iface.name} {address}" for iface in node.interfaces
+                for address in getattr(iface, "addresses", [])]
+        record.set_fields(nodes=nodes_json)
 
         ssh.write_known_hosts(self.known_hosts, {
             specs[n].ssh_port: host_keys[n].public_line() for n in specs})
@@ -426,7 +438,8 @@ class Lab:
             result.append(NodeStatus(
                 name=name, role=spec.role, state=state, ssh_port=spec.ssh_port,
                 mgmt=f"{ssh.MGMT_HOST}:{spec.ssh_port}",
-                addresses=[], serial_log=str(spec.serial_log),
+                addresses=list(self.record.data["nodes"][name].get("addresses", [])),
+                serial_log=str(spec.serial_log),
                 interfaces=[{"name": nic.ifname, "mac": nic.mac, "mtu": nic.mtu,
                              "link": nic.kind,
                              "link_local": str(link_local_from_mac(nic.mac))}

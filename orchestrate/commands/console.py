@@ -58,9 +58,6 @@ def run(args: argparse.Namespace) -> int:
     if args.log:
         sys.stdout.write(spec.serial_log.read_text(errors="replace"))
         return 0
-    if lab.backend_name == "libvirt":
-        print(f"vrlab console: libvirt lab; use `virsh console {lab.name}-{args.node}` "
-              f"or --log ({spec.serial_log})", file=sys.stderr)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.connect(str(spec.serial_socket))

@@ -26,13 +26,14 @@ def print_status(lab: Lab) -> None:
     table = Table(title=f"lab {lab.name} ({lab.backend_name}, "
                         f"{lab.record.data.get('accel')}, {lab.record.data.get('state')})",
                   title_justify="left")
-    for column in ("node", "role", "state", "ssh", "interfaces"):
+    for column in ("node", "role", "state", "ssh", "interfaces", "addresses"):
         table.add_column(column)
     for node in lab.status():
         interfaces = "\n".join(
             f"{i['name']} {i['mac']} {i['link_local']} ({i['link']}, mtu {i['mtu']})"
             for i in node.interfaces)
-        table.add_row(node.name, node.role, node.state, node.mgmt, interfaces)
+        table.add_row(node.name, node.role, node.state, node.mgmt, interfaces,
+                      "\n".join(node.addresses))
     console = Console()
     console.print(table)
     console.print(f"ssh: vrlab ssh NODE   or   ssh -F {lab.ssh_config} NODE")

@@ -218,9 +218,15 @@ def start_forwarder(topo: Topology, fwd: Forwarder, workdir: Path) -> subprocess
         path.write_text(yaml.safe_dump(config))
         argv = [*PIN_FORWARDER, sys.executable, "-m", "appliance.daemon",
                 "--config", str(path), "--control", str(workdir / f"{fwd.key}.sock"), *fwd.args]
-        proc = topo.popen("r", argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env,
-                          cwd=str(REPO))
-        wait_line(proc, "vrlab-router: ready", 60)
+        log = workdir / f"{fwd.key}.log"
+        with log.open("w") as stderr:
+            proc = topo.popen("r", argv, stdout=subprocess.PIPE, stderr=stderr, env=env,
+                              cwd=str(REPO))
+        try:
+            wait_line(proc, "vrlab-router: ready", 90)
+        except RuntimeError as err:
+            tail = log.read_text(errors="replace").strip().splitlines()[-1:]
+            raise RuntimeError(f"{err}: {' '.join(tail)}") from None
         return proc
     if fwd.detach_kernel:
         # r's kernel stack stops seeing the frames: a bridge that stays down consumes them in

@@ -701,11 +701,17 @@ def standalone_vm_argv(image: ImageInfo, *, overlay: Path, config_disk: Path, ss
                        mgmt_mac: str, serial_log: Path, memory_mib: int = 256,
                        accel_args: tuple[str, ...] = ("-accel", "tcg,thread=multi",
                                                       "-cpu", "max"),
-                       extra: tuple[str, ...] = (), extra_cmdline: str = "") -> list[str]:
+                       extra: tuple[str, ...] = (), extra_cmdline: str = "",
+                       serial_socket: Path | None = None) -> list[str]:
     """A QEMU command line for one node with no lab around it (tests, `bench/boot.py`).
 
-    Management NIC only, serial console to `serial_log`, no reboot (a guest reboot exits).
+    Management NIC only, serial console to `serial_log` (and, with `serial_socket`, also on
+    that Unix socket, as a lab's `vrlab console` uses it), no reboot (a guest reboot exits).
     """
+    chardev = f"file,id=serial0,path={serial_log}"
+    if serial_socket is not None:
+        chardev = (f"socket,id=serial0,path={serial_socket},server=on,wait=off,"
+                   f"logfile={serial_log}")
     from orchestrate.nodeconfig import config_drive_arg, mgmt_device_arg, mgmt_netdev_arg
 
     return [
@@ -716,7 +722,7 @@ def standalone_vm_argv(image: ImageInfo, *, overlay: Path, config_disk: Path, ss
         "-drive", config_drive_arg(config_disk),
         "-netdev", mgmt_netdev_arg(ssh_port),
         "-device", mgmt_device_arg(mgmt_mac),
-        "-chardev", f"file,id=serial0,path={serial_log}",
+        "-chardev", chardev,
         "-serial", "chardev:serial0",
         *extra,
     ]
@@ -805,7 +811,7 @@ def boot_standalone(image: ImageInfo, spec: Any, workdir: Path, *,
                     data_nics: tuple[tuple[str, str], ...] = (),
                     memory_mib: int = 256,
                     accel_args: tuple[str, ...] = ("-accel", "tcg,thread=multi", "-cpu", "max"),
-                    ) -> Iterator[StandaloneVM]:
+                    serial_socket: Path | None = None) -> Iterator[StandaloneVM]:
     """Boot `image` with the config disk of `spec` (a NodeBootSpec whose keys must match
     `workdir/client_ed25519` and `workdir/host_ed25519`; see `standalone_keys`). `data_nics`
     are (netdev, mac) pairs of extra NICs. The VM is always killed on exit."""
@@ -825,7 +831,8 @@ def boot_standalone(image: ImageInfo, spec: Any, workdir: Path, *,
                   "-device", f"virtio-net-pci,netdev=data{index},mac={mac}"]
     argv = standalone_vm_argv(image, overlay=overlay, config_disk=config, ssh_port=port,
                               mgmt_mac=spec.mgmt_mac, serial_log=serial, memory_mib=memory_mib,
-                              accel_args=accel_args, extra=tuple(extra))
+                              accel_args=accel_args, extra=tuple(extra),
+                              serial_socket=serial_socket)
     started = time.monotonic()
     with open(workdir / "qemu.log", "wb") as qemu_log:
         process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=qemu_log,

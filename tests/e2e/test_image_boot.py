@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -45,8 +47,9 @@ def image() -> images.ImageInfo:
 class Booted:
     """A running standalone VM and a logged-in SSH client."""
 
-    def __init__(self, vm: images.StandaloneVM, client: Any, spec: NodeBootSpec) -> None:
-        self.vm, self.client, self.spec = vm, client, spec
+    def __init__(self, vm: images.StandaloneVM, client: Any, spec: NodeBootSpec,
+                 console: Path) -> None:
+        self.vm, self.client, self.spec, self.console = vm, client, spec, console
 
     def run(self, command: str) -> str:
         # Read to EOF before asking for the exit status: sshd may send the status before the
@@ -88,13 +91,17 @@ def boot(image: images.ImageInfo, workdir: Path, role: str) -> Iterator[Booted]:
                 {"name": "r1-h2", "addresses": ["198.51.100.65/26"]}]},
         )
     nics = tuple((LONE_HUB.format(100 + i), iface.mac) for i, iface in enumerate(interfaces))
-    with images.boot_standalone(image, spec, workdir, data_nics=nics) as vm:
+    # The console socket's path must fit in sun_path (108 bytes): keep it short.
+    console = Path(tempfile.mkdtemp(prefix="vrlab-")) / "console.sock"
+    with images.boot_standalone(image, spec, workdir, data_nics=nics,
+                                serial_socket=console) as vm:
         vm.wait_marker("ssh up", BOOT_TIMEOUT)
         client = vm.connect(timeout=BOOT_TIMEOUT)
         try:
-            yield Booted(vm, client, spec)
+            yield Booted(vm, client, spec, console)
         finally:
             client.close()
+            shutil.rmtree(console.parent, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -182,6 +189,17 @@ def test_router_runs_the_appliance_and_the_kernel_stays_off(router_vm: Booted) -
     assert "r1-h1" in text and "198.51.100.1" in text and "198.51.100.65" in text
     assert router_vm.run("readlink -f /etc/vrlab/router.yaml").strip() == \
         "/etc/vrlab/node/router.yaml"
+
+
+def test_serial_console_gives_a_root_shell_on_enter(host_vm: Booted) -> None:
+    assert "press Enter for a root shell" in host_vm.vm.serial_text()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as console:
+        console.connect(str(host_vm.console))
+        console.sendall(b"\r")
+        time.sleep(1.0)
+        console.sendall(b"echo console-$((6 * 7)) $(id -u) $(hostname)\r")
+        host_vm.vm.wait_for(lambda: "console-42 0 h1" in host_vm.vm.serial_text(), 60.0,
+                            "the console shell's answer", interval=0.2)
 
 
 def test_poweroff_ends_the_vm(host_vm: Booted) -> None:

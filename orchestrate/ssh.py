@@ -100,8 +100,13 @@ def write_ssh_config(path: Path, lab: str, client_key: Path, known_hosts: Path,
 
 
 def connect(port: int, client_key: Path, known_hosts: Path, timeout: float = 10.0,
-            ) -> paramiko.SSHClient:
-    """A paramiko client authenticated with the lab key; unknown or wrong host keys fail."""
+            auth_timeout: float = 60.0) -> paramiko.SSHClient:
+    """A paramiko client authenticated with the lab key; unknown or wrong host keys fail.
+
+    `timeout` bounds the TCP connect and the wait for the server's banner; `auth_timeout`
+    the key exchange and authentication, which take seconds of CPU in a TCG guest on a busy
+    host and must not be cut short by the shorter "is anyone there" timeout.
+    """
     client = paramiko.SSHClient()
     client.load_host_keys(str(known_hosts))
     client.set_missing_host_key_policy(paramiko.RejectPolicy())
@@ -115,7 +120,7 @@ def connect(port: int, client_key: Path, known_hosts: Path, timeout: float = 10.
             allow_agent=False,
             timeout=timeout,
             banner_timeout=timeout,
-            auth_timeout=timeout,
+            auth_timeout=max(timeout, auth_timeout),
         )
     except paramiko.BadHostKeyException as exc:
         client.close()
@@ -177,7 +182,11 @@ def run(client: paramiko.SSHClient, command: str, timeout: float = 60.0,
 
 
 def ssh_answers(port: int, client_key: Path, known_hosts: Path, timeout: float = 5.0) -> bool:
-    """True when the node's SSH server proves the pinned host key and accepts the lab key."""
+    """True when the node's SSH server proves the pinned host key and accepts the lab key.
+
+    `timeout` covers connect and banner; a key exchange that started gets `connect`'s longer
+    authentication timeout.
+    """
     try:
         client = connect(port, client_key, known_hosts, timeout=timeout)
     except SshError:

@@ -60,6 +60,7 @@ MANIFEST = "image.json"
 BUILD_PREFIX = ".build-"
 BASE_PREFIX = "base-"
 BASE_MANIFEST = "base.json"
+AUTO_KEEP_IMAGES = 3  # newest images kept by the prune after each build
 MMDEBSTRAP_TIMEOUT = 1800.0
 
 Progress = Callable[[str], None]
@@ -195,14 +196,20 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def prune_images(keep: set[str], home: Path | None = None) -> list[Path]:
+def prune_images(keep: set[str], home: Path | None = None, *,
+                 keep_latest: int = 0) -> list[Path]:
     """Remove cached images and bases whose digest is not in `keep`, and dead builds'
-    leftovers. Keep `{compute_digest(), base_digest()}` to keep what the next `up` uses."""
+    leftovers. Keep `{compute_digest(), base_digest()}` to keep what the next `up` uses.
+
+    Never removed: the `keep_latest` newest images, and images in use (backing a qcow2
+    overlay under $VRLAB_HOME/labs, or open in a running process such as QEMU).
+    """
     root = images_dir(home)
     removed: list[Path] = []
     if not root.is_dir():
         return removed
-    keep_short = {digest[:DIGEST_LENGTH] for digest in keep}
+    keep_short = {digest[:DIGEST_LENGTH] for digest in keep} | images_in_use(home)
+    keep_short |= {info.short_digest for info in list_images(home)[:keep_latest]}
     for path in sorted(root.iterdir()):
         if path.name.startswith(BUILD_PREFIX):
             match = re.search(r"-(\d+)$", path.name)
@@ -214,6 +221,50 @@ def prune_images(keep: set[str], home: Path | None = None) -> list[Path]:
         shutil.rmtree(path, ignore_errors=True)
         removed.append(path)
     return removed
+
+
+def qcow2_backing_file(path: Path) -> str | None:
+    """The backing file named in a qcow2 header (None if none or not qcow2)."""
+    try:
+        with open(path, "rb") as handle:
+            header = handle.read(20)
+            if len(header) < 20 or header[:4] != b"QFI\xfb":
+                return None
+            offset, = struct.unpack_from(">Q", header, 8)
+            size, = struct.unpack_from(">I", header, 16)
+            if offset == 0 or size == 0 or size > 4096:
+                return None
+            handle.seek(offset)
+            return handle.read(size).decode(errors="replace")
+    except OSError:
+        return None
+
+
+def images_in_use(home: Path | None = None) -> set[str]:
+    """Directory names of cached images that a lab overlay or a running process uses."""
+    root = images_dir(home).resolve()
+    used: set[str] = set()
+
+    def note(target: str) -> None:
+        path = Path(target)
+        if root in path.parents:
+            used.add(path.relative_to(root).parts[0])
+
+    labs = (home or lab_home()) / "labs"
+    if labs.is_dir():
+        for overlay in labs.rglob("*.qcow2"):
+            backing = qcow2_backing_file(overlay)
+            if backing:
+                note(str((overlay.parent / backing).resolve()))
+    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+        try:
+            names = os.listdir(fd_dir)
+        except OSError:
+            continue
+        for name in names:
+            with contextlib.suppress(OSError):
+                note(os.readlink(fd_dir / name))
+    return used
 
 
 @contextlib.contextmanager
@@ -246,9 +297,13 @@ def ensure_image(progress: bool | Progress = True, *, rebuild: bool = False,
         if cached is not None and not rebuild:
             return cached
         if progress is True:
-            return _build_with_display(digest, root, recipe_dir, appliance_dir)
-        report: Progress = progress if callable(progress) else (lambda step: None)
-        return build_image(digest, root, recipe_dir, appliance_dir, report)
+            info = _build_with_display(digest, root, recipe_dir, appliance_dir)
+        else:
+            report: Progress = progress if callable(progress) else (lambda step: None)
+            info = build_image(digest, root, recipe_dir, appliance_dir, report)
+    # Every appliance edit makes a new image (~350 MB on disk): keep a few, and any in use.
+    prune_images({digest, base_digest(recipe_dir)}, home, keep_latest=AUTO_KEEP_IMAGES)
+    return info
 
 
 def _build_with_display(digest: str, root: Path, recipe_dir: Path,

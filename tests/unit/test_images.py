@@ -270,3 +270,22 @@ def test_pvh_kernel_is_recognised_only_when_whole() -> None:
     # A decompression cut short leaves a segment past the end of the file.
     assert not images.is_pvh_elf(synthetic_elf(images.XEN_ELFNOTE_PHYS32_ENTRY, truncate=8))
     assert not images.is_pvh_elf(b"MZ" + bytes(100))  # a bzImage, not an ELF
+
+
+@pytest.mark.skipif(shutil.which("qemu-img") is None, reason="needs qemu-img")
+def test_prune_keeps_the_newest_and_images_in_use(tmp_path: Path) -> None:
+    digests = [f"{n:02x}" * 32 for n in range(1, 6)]  # built in this order
+    dirs = [fake_image(tmp_path, d, built_at=float(i)) for i, d in enumerate(digests)]
+    # A lab's node overlay backed by the oldest image: that image must stay.
+    node_dir = tmp_path / "labs/duo/nodes/r1"
+    node_dir.mkdir(parents=True)
+    info = images.read_image(dirs[0])
+    assert info is not None
+    images.create_overlay(info, node_dir / "root.qcow2")
+    assert images.qcow2_backing_file(node_dir / "root.qcow2") == str(info.disk.resolve())
+    assert images.images_in_use(tmp_path) == {dirs[0].name}
+
+    removed = images.prune_images(set(), tmp_path, keep_latest=2)
+    assert sorted(removed) == sorted([dirs[1], dirs[2]])
+    assert sorted(p.name for p in images.images_dir(tmp_path).iterdir()) == sorted(
+        [dirs[0].name, dirs[3].name, dirs[4].name])

@@ -371,8 +371,6 @@ class Lab:
                 if cancel.wait(0.25):
                     return
             advance(node, "booted")
-            # Short attempts: until the guest's network is up, slirp holds the connection
-            # open without a banner, and a long timeout only delays noticing sshd.
             while not ssh.ssh_answers(spec.ssh_port, self.client_key, self.known_hosts,
                                       timeout=3.0):
                 alive(node)

@@ -9,6 +9,7 @@ paramiko uses `RejectPolicy`, the generated `ssh_config` says `StrictHostKeyChec
 from __future__ import annotations
 
 import logging
+import socket
 import subprocess
 import time
 from dataclasses import dataclass
@@ -181,14 +182,32 @@ def run(client: paramiko.SSHClient, command: str, timeout: float = 60.0,
     return ExecResult(status, out.decode(errors="replace"), err.decode(errors="replace"))
 
 
-def ssh_answers(port: int, client_key: Path, known_hosts: Path, timeout: float = 5.0) -> bool:
-    """True when the node's SSH server proves the pinned host key and accepts the lab key.
+def banner_ready(port: int, timeout: float = 3.0) -> bool:
+    """True when something at 127.0.0.1:port sends an SSH identification line.
 
-    `timeout` covers connect and banner; a key exchange that started gets `connect`'s longer
-    authentication timeout.
+    A plain socket, no key exchange: polling this is cheap for the guest. (QEMU's user
+    networking accepts the host side of a forwarded connection before the guest answers, so
+    "connected" alone means nothing.)
     """
     try:
-        client = connect(port, client_key, known_hosts, timeout=timeout)
+        with socket.create_connection((MGMT_HOST, port), timeout=timeout) as sock:
+            sock.settimeout(timeout)
+            return sock.recv(4).startswith(b"SSH-")
+    except OSError:
+        return False
+
+
+def ssh_answers(port: int, client_key: Path, known_hosts: Path, timeout: float = 3.0) -> bool:
+    """True when the node's SSH server proves the pinned host key and accepts the lab key.
+
+    Polls with `banner_ready` first and starts a key exchange only once sshd answers, with
+    generous timeouts: in a TCG guest on a busy host a key exchange takes seconds of CPU, and
+    abandoning it to retry leaves sshd's pre-auth children competing for the one vCPU.
+    """
+    if not banner_ready(port, timeout):
+        return False
+    try:
+        client = connect(port, client_key, known_hosts, timeout=30.0, auth_timeout=60.0)
     except SshError:
         return False
     client.close()

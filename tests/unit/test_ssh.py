@@ -162,3 +162,18 @@ def test_openssh_refuses_a_wrong_host_key(node: tuple[int, ssh.KeyPair, ssh.KeyP
                           capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
     assert proc.returncode == 255
     assert "out" not in proc.stdout
+
+
+def test_banner_probe_needs_an_ssh_banner(node: tuple[int, ssh.KeyPair, ssh.KeyPair, Path]
+                                          ) -> None:
+    port, client, _, known = node
+    assert ssh.banner_ready(port)
+    assert ssh.ssh_answers(port, client.private, known)
+    with socket.socket() as silent:  # accepts (as QEMU's slirp does) but never speaks
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        assert not ssh.banner_ready(silent.getsockname()[1], timeout=0.5)
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        closed_port = closed.getsockname()[1]
+    assert not ssh.banner_ready(closed_port, timeout=0.5)

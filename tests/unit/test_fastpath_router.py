@@ -4,32 +4,17 @@ and its counts land in the router's statistics."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from ipaddress import IPv4Address, IPv4Network
-from pathlib import Path
 from typing import Any
 
 import pytest
+from routerkit import GW, H1, H2, R_LL1, R_MAC1, arp_reply, learn, mac, make_router, transmits
 from scapy.all import UDP, Ether, IPv6, raw  # type: ignore[attr-defined]
 from scapy.layers.inet import IP
 
 from appliance.config import RouteConfig
 from appliance.fastpath import TableSync, build_snapshot, have_c, new_fastpath
 from appliance.fastpath_py import Verdict
-
-# The router fixtures of tests/unit/conftest.py, loaded by path: with tests/unit and
-# tests/netns in one pytest session, the name "conftest" means tests/netns/conftest.py.
-_spec = importlib.util.spec_from_file_location("unit_router_fixtures",
-                                               Path(__file__).with_name("conftest.py"))
-assert _spec is not None and _spec.loader is not None
-_fixtures = sys.modules.setdefault(_spec.name, importlib.util.module_from_spec(_spec))
-if not hasattr(_fixtures, "make_router"):
-    _spec.loader.exec_module(_fixtures)
-GW, H1, H2 = _fixtures.GW, _fixtures.H1, _fixtures.H2
-R_LL1, R_MAC1 = _fixtures.R_LL1, _fixtures.R_MAC1
-arp_reply, learn, mac = _fixtures.arp_reply, _fixtures.learn, _fixtures.mac
-make_router, transmits = _fixtures.make_router, _fixtures.transmits
 
 KINDS = ["python", *(["c"] if have_c() else [])]
 

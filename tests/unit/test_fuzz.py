@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from conftest import H1, H1_MAC, H2, R_LL1, R_MAC1, learn, make_router
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from routerkit import H1, H1_MAC, H2, R_LL1, R_MAC1, learn, make_router
 from scapy.all import (  # type: ignore[attr-defined]
     ARP,
     ICMP,

@@ -5,7 +5,7 @@ handling. Errors are compared with scapy-built golden frames."""
 from __future__ import annotations
 
 import pytest
-from conftest import (
+from routerkit import (
     H1,
     H1_LL,
     H1_MAC,

@@ -8,7 +8,7 @@ from ipaddress import ip_network
 from typing import Any
 
 import pytest
-from conftest import H1, H1_MAC, H2, R_MAC1, Clock, ends, learn, make_router, transmits
+from routerkit import H1, H1_MAC, H2, R_MAC1, Clock, ends, learn, make_router, transmits
 from scapy.all import (  # type: ignore[attr-defined]
     ICMP,
     IP,

@@ -4,7 +4,7 @@ counted under its BSD counter, in BSD ip_input order (seed 003, figure 8.12)."""
 from __future__ import annotations
 
 import pytest
-from conftest import H1, H1_MAC, R_MAC1, Clock, learn, only_frame, transmits
+from routerkit import H1, H1_MAC, R_MAC1, Clock, learn, only_frame, transmits
 from scapy.all import ICMP, IP, Ether, ICMPv6EchoRequest, IPv6, raw  # type: ignore[attr-defined]
 
 from appliance.router import Drop, Router
@@ -82,7 +82,7 @@ def test_ethernet_demux(router: Router, clock: Clock) -> None:
 
 
 def test_broadcast_echo_obeys_bmcastecho(clock: Clock) -> None:
-    from conftest import make_router
+    from routerkit import make_router
     for setting, replies in ((0, 0), (1, 1)):
         r = make_router({"net.inet.icmp.bmcastecho": setting})
         learn(r, H1, clock.now)
@@ -136,7 +136,7 @@ def test_directed_broadcast_of_other_subnet_not_forwarded(router: Router, clock:
 
 
 def test_all_hosts_multicast_echo_with_bmcastecho(clock: Clock) -> None:
-    from conftest import make_router
+    from routerkit import make_router
     r = make_router({"net.inet.icmp.bmcastecho": 1})
     learn(r, H1, clock.now)
     pkt = Ether(dst="01:00:5e:00:00:01", src=H1_MAC) / IP(src=H1.ip4, dst="224.0.0.1") / ICMP()
@@ -155,7 +155,7 @@ def test_memoryview_frames_accepted(router: Router, clock: Clock) -> None:
 def test_links_must_match_the_config() -> None:
     import random
 
-    from conftest import ROUTER_YAML
+    from routerkit import ROUTER_YAML
 
     from appliance.config import ConfigError, parse_router_config
     from appliance.router import LinkInfo

@@ -6,7 +6,7 @@ from __future__ import annotations
 import itertools
 
 import pytest
-from conftest import (
+from routerkit import (
     GW,
     H1,
     H1_LL,

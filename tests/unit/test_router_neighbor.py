@@ -8,7 +8,8 @@ from __future__ import annotations
 import random
 
 import pytest
-from conftest import (
+from fakelink import FakeNetwork
+from routerkit import (
     H1,
     H1_MAC,
     H2,
@@ -26,7 +27,6 @@ from conftest import (
     only_frame,
     transmits,
 )
-from fakelink import FakeNetwork
 from scapy.all import (  # type: ignore[attr-defined]
     ARP,
     ICMP,

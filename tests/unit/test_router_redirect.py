@@ -8,7 +8,7 @@ from ipaddress import IPv4Address, IPv6Address, ip_network
 from typing import Any
 
 import pytest
-from conftest import (
+from routerkit import (
     GW,
     GW_MAC,
     H1,

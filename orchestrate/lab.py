@@ -342,11 +342,11 @@ class Lab:
     def _wait_ready(self, timeout: float, progress: bool,
                     on_event: Callable[[str, str, str], None] | None) -> None:
         names = self.nodes()
+        started = time.monotonic()
         stage: dict[str, str] = {n: "boot" for n in names}
-        since: dict[str, float] = {n: time.monotonic() for n in names}
+        since: dict[str, float] = {n: started for n in names}
         errors: dict[str, str] = {}
         cancel = threading.Event()
-        started = time.monotonic()
         deadline = started + timeout
         backend = self.backend()
 

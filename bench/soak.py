@@ -399,6 +399,19 @@ def judge(samples: list[Sample], warmup: float, alive: bool, exit_note: str,
     return v
 
 
+def idle_malformed(router: Any, h1: Any) -> dict[str, tuple[int, int]]:
+    """2 s of malformed frames alone: {counter: (counted, sent)}. Nothing overflows now, so
+    every frame sent must be counted, exactly once, under its counter."""
+    before = json.loads(router.ctl("show", "stats", "--json").stdout)["counters"]
+    out = h1.run(["env", f"PYTHONPATH={REPO}", sys.executable, "-m", "bench.soak", "--mix",
+                  "h1-r", "2"], timeout=60).stdout
+    sent = json.loads(out.strip().splitlines()[-1])["sent"]
+    time.sleep(0.5)
+    after = json.loads(router.ctl("show", "stats", "--json").stdout)["counters"]
+    return {key: (after.get(key, 0) - before.get(key, 0), int(sent[kind]))
+            for kind, key in MALFORMED.items()}
+
+
 def router_summary(after: dict[str, int], drops: int, veth: int, fp: dict[str, int]
                    ) -> str:
     def c(key: str) -> str:
@@ -523,6 +536,7 @@ def soak(seconds: float) -> int:
                 after, status = samples[-1].counters if samples else {}, {}
                 exit_note = f"EXITED with status {router.proc.returncode}"
             drops = ring_drops(status)
+            idle_mix = idle_malformed(router, line.h1) if alive else {}
             log_text = router.log()
             print()
             print(table(samples, start_fwd))
@@ -542,6 +556,10 @@ def soak(seconds: float) -> int:
             print(f"load average at the end {' / '.join(f'{x:.1f}' for x in load1)}")
             verdict = judge(samples, warmup, alive, exit_note, mixed, before, after,
                             drops + veth, final, log_text)
+            verdict.check("malformed frames counted exactly once the load stopped",
+                          bool(idle_mix) and all(got == want for got, want in idle_mix.values()),
+                          ", ".join(f"{key} {got}/{want}" for key, (got, want) in
+                                    idle_mix.items()) or "not run")
             print()
             for text in verdict.lines:
                 print(text)

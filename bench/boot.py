@@ -67,6 +67,7 @@ def measure_builds(cold: bool) -> dict[str, float]:
 
 def node_spec(role: str, keys: tuple[str, str, str]) -> tuple[NodeBootSpec, tuple[str, ...]]:
     client, private, public = keys
+    interfaces: tuple[DataInterface, ...]
     if role == "host":
         interfaces = (DataInterface("eth1", "52:54:00:be:01:01",
                                     ("198.51.100.2/26", "2001:db8:1::2/64")),)

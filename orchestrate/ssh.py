@@ -147,37 +147,28 @@ def run(client: paramiko.SSHClient, command: str, timeout: float = 60.0,
     out = bytearray()
     err = bytearray()
     deadline = time.monotonic() + timeout
+    # Done when the exit status is in AND the channel's EOF arrived: sshd may send the exit
+    # status before the last stderr bytes, and data never follows EOF (RFC 4254 §5.3).
+    eof_grace: float | None = None
     while True:
-        progressed = False
         while channel.recv_ready():
             out += channel.recv(65536)
-            progressed = True
         while channel.recv_stderr_ready():
             err += channel.recv_stderr(65536)
-            progressed = True
-        if channel.exit_status_ready() and not channel.recv_ready() \
-                and not channel.recv_stderr_ready():
-            break
+        if channel.exit_status_ready():
+            if channel.eof_received or channel.closed:
+                if not channel.recv_ready() and not channel.recv_stderr_ready():
+                    break
+                continue
+            if eof_grace is None:
+                eof_grace = time.monotonic() + 5.0
+            elif time.monotonic() > eof_grace:
+                break  # a server that never sends EOF: keep what arrived
         if time.monotonic() > deadline:
             channel.close()
             raise SshError(f"command timed out after {timeout:.0f} s: {command}")
-        if not progressed:
-            try:
-                chunk = channel.recv(65536)
-            except TimeoutError:
-                continue
-            if chunk:
-                out += chunk
-            elif channel.exit_status_ready():
-                break
-            else:
-                time.sleep(0.02)  # stdout at EOF, exit status not in yet
+        time.sleep(0.01)
     status = channel.recv_exit_status()
-    # The exit status can overtake data still buffered in the channel: drain both streams.
-    while channel.recv_ready():
-        out += channel.recv(65536)
-    while channel.recv_stderr_ready():
-        err += channel.recv_stderr(65536)
     channel.close()
     return ExecResult(status, out.decode(errors="replace"), err.decode(errors="replace"))
 

@@ -42,6 +42,8 @@ DEFAULT_TIMEOUT = 300.0
 SOCKET_PATH_MAX = 100  # sun_path is 108 bytes; leave room for the NUL and a suffix
 BOOT_MARKERS = ("Linux version", "\n")  # the banner, or any line (a `quiet` kernel)
 ROUTER_PROBE = "routerctl show interfaces"
+ROUTER_UP_MARKER = "vrlab: router up"  # written by images/overlay/usr/sbin/vrlab-init
+ROUTER_FAILED_MARKER = "vrlab: router failed"
 
 STAGES_HOST = ("boot", "booted", "ssh", "ready")
 STAGES_ROUTER = ("boot", "booted", "ssh", "router", "ready")
@@ -379,14 +381,30 @@ class Lab:
             advance(node, "ssh")
             if spec.role == "router":
                 advance(node, "router")
+                # The init reports the appliance on the serial console ("vrlab: router up" or
+                # "vrlab: router failed"). Wait for that first: every routerctl over SSH starts
+                # a Python process on the guest's one vCPU, and under TCG polling with it
+                # starved the daemon's own start (r1 ready at ~55 s instead of ~15 s).
+                while True:
+                    text = _read(spec.serial_log)
+                    if ROUTER_FAILED_MARKER in text:
+                        tail = _tail(spec.serial_log, 8)
+                        raise LabError(f"{node}: vrlab-router failed to start: {tail} "
+                                       f"(serial log: {spec.serial_log})")
+                    if ROUTER_UP_MARKER in text:
+                        break
+                    alive(node)
+                    if cancel.wait(0.25):
+                        return
+                # Then one confirmation through the path users take (SSH + routerctl).
                 while True:
                     try:
-                        if self.node(node).exec(ROUTER_PROBE, timeout=20.0).ok:
+                        if self.node(node).exec(ROUTER_PROBE, timeout=30.0).ok:
                             break
                     except ssh.SshError:
                         pass
                     alive(node)
-                    if cancel.wait(1.0):
+                    if cancel.wait(2.0):
                         return
             advance(node, "ready")
 

@@ -20,9 +20,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from _helpers_e2e import CONFIGS, lab_names, needs_vms, vrlab_cli
 
 from orchestrate.pytest_plugin import LabSession
+
+from _helpers_e2e import CONFIGS, lab_names, needs_vms, vrlab_cli
 
 pytestmark = needs_vms
 

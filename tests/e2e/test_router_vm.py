@@ -25,6 +25,9 @@ import re
 import shlex
 
 import pytest
+
+from orchestrate.pytest_plugin import LabSession
+
 from _helpers_e2e import (
     counter_delta,
     extra_address,
@@ -36,8 +39,6 @@ from _helpers_e2e import (
     udp_probe,
     wait_for,
 )
-
-from orchestrate.pytest_plugin import LabSession
 
 pytestmark = needs_vms
 

@@ -13,9 +13,10 @@ import re
 from pathlib import Path
 
 import pytest
-from _helpers_e2e import needs_vms, run
 
 from orchestrate.pytest_plugin import LabSession
+
+from _helpers_e2e import needs_vms, run
 
 pytestmark = [*needs_vms, pytest.mark.vrlab_topology("configs/duo.yaml")]
 

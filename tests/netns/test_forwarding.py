@@ -8,6 +8,7 @@ import os
 import re
 
 import pytest
+
 from netns import Line
 
 

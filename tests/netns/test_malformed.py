@@ -6,9 +6,10 @@ from __future__ import annotations
 import struct
 
 import pytest
-from netns import MAC, Line, send_frames, wait_for
 
 from appliance.packet.checksum import internet_checksum
+
+from netns import MAC, Line, send_frames, wait_for
 
 R_MAC = bytes.fromhex(MAC["r-h1"].replace(":", ""))
 H1_MAC = bytes.fromhex(MAC["h1-r"].replace(":", ""))

@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from netns import REPO, Lab, Namespace, send_frames
 
 from appliance.fastpath import have_c
 from appliance.packet.checksum import pseudo_header_v4, verify
+
+from netns import REPO, Lab, Namespace, send_frames
 
 AGENT = str(Path(__file__).with_name("_rings_fixtures.py"))
 MARKER = b"vrlab-ring-test"

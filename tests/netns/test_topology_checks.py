@@ -19,10 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from netns import REPO, Lab, Namespace, RouterProcess, host_offloads_off, wait_for
 
 from orchestrate.checks import CheckRunner, print_results
 from orchestrate.topology import Topology, load_topology
+
+from netns import REPO, Lab, Namespace, RouterProcess, host_offloads_off, wait_for
 
 CONFIGS = REPO / "configs"
 

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fakelab import FakeLab, ping_output
 
 from orchestrate.checks import (
     CheckRunner,
@@ -17,6 +16,8 @@ from orchestrate.checks import (
     parse_traceroute,
 )
 from orchestrate.topology import CheckSpec, Topology, TopologyError, load_topology, parse_topology
+
+from fakelab import FakeLab, ping_output
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 

@@ -8,7 +8,6 @@ from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from routerkit import H1, H1_MAC, H2, R_LL1, R_MAC1, learn, make_router
 from scapy.all import (  # type: ignore[attr-defined]
     ARP,
     ICMP,
@@ -36,6 +35,8 @@ from appliance.packet.checksum import ones_complement_sum
 from appliance.packet.icmpv6 import verify_icmp6
 from appliance.router import Deliver, Drop, Hold, Router, Transmit
 from appliance.stats import KNOWN_KEYS
+
+from routerkit import H1, H1_MAC, H2, R_LL1, R_MAC1, learn, make_router
 
 E1 = Ether(dst=R_MAC1, src=H1_MAC)
 

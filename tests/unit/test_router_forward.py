@@ -5,6 +5,22 @@ handling. Errors are compared with scapy-built golden frames."""
 from __future__ import annotations
 
 import pytest
+from scapy.all import (  # type: ignore[attr-defined]
+    ICMP,
+    IP,
+    UDP,
+    Ether,
+    ICMPv6DestUnreach,
+    ICMPv6EchoReply,
+    ICMPv6EchoRequest,
+    ICMPv6PacketTooBig,
+    ICMPv6TimeExceeded,
+    IPv6,
+    raw,
+)
+
+from appliance.router import Drop, Hold, Router
+
 from routerkit import (
     H1,
     H1_LL,
@@ -23,21 +39,6 @@ from routerkit import (
     only_frame,
     transmits,
 )
-from scapy.all import (  # type: ignore[attr-defined]
-    ICMP,
-    IP,
-    UDP,
-    Ether,
-    ICMPv6DestUnreach,
-    ICMPv6EchoReply,
-    ICMPv6EchoRequest,
-    ICMPv6PacketTooBig,
-    ICMPv6TimeExceeded,
-    IPv6,
-    raw,
-)
-
-from appliance.router import Drop, Hold, Router
 
 R1 = "198.51.100.1"
 R1_6 = "2001:db8:1::1"

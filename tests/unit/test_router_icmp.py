@@ -8,7 +8,6 @@ from ipaddress import ip_network
 from typing import Any
 
 import pytest
-from routerkit import H1, H1_MAC, H2, R_MAC1, Clock, ends, learn, make_router, transmits
 from scapy.all import (  # type: ignore[attr-defined]
     ICMP,
     IP,
@@ -23,6 +22,8 @@ from scapy.all import (  # type: ignore[attr-defined]
 
 from appliance.config import ConfigError, RouteConfig
 from appliance.router import Router
+
+from routerkit import H1, H1_MAC, H2, R_MAC1, Clock, ends, learn, make_router, transmits
 
 R1 = "198.51.100.1"
 

@@ -4,10 +4,11 @@ counted under its BSD counter, in BSD ip_input order (seed 003, figure 8.12)."""
 from __future__ import annotations
 
 import pytest
-from routerkit import H1, H1_MAC, R_MAC1, Clock, learn, only_frame, transmits
 from scapy.all import ICMP, IP, Ether, ICMPv6EchoRequest, IPv6, raw  # type: ignore[attr-defined]
 
 from appliance.router import Drop, Router
+
+from routerkit import H1, H1_MAC, R_MAC1, Clock, learn, only_frame, transmits
 
 R1 = "198.51.100.1"
 
@@ -155,10 +156,10 @@ def test_memoryview_frames_accepted(router: Router, clock: Clock) -> None:
 def test_links_must_match_the_config() -> None:
     import random
 
-    from routerkit import ROUTER_YAML
-
     from appliance.config import ConfigError, parse_router_config
     from appliance.router import LinkInfo
+
+    from routerkit import ROUTER_YAML
 
     cfg = parse_router_config(ROUTER_YAML, "test")
     with pytest.raises(ConfigError, match=r"r1-b.*no such link"):

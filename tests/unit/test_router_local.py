@@ -6,21 +6,6 @@ from __future__ import annotations
 import itertools
 
 import pytest
-from routerkit import (
-    GW,
-    H1,
-    H1_LL,
-    H1_MAC,
-    R_LL1,
-    R_MAC1,
-    Clock,
-    assert_frame,
-    ends,
-    learn,
-    make_router,
-    only_frame,
-    transmits,
-)
 from scapy.all import (  # type: ignore[attr-defined]
     ICMP,
     IP,
@@ -40,6 +25,22 @@ from scapy.all import (  # type: ignore[attr-defined]
 )
 
 from appliance.router import Deliver, Router
+
+from routerkit import (
+    GW,
+    H1,
+    H1_LL,
+    H1_MAC,
+    R_LL1,
+    R_MAC1,
+    Clock,
+    assert_frame,
+    ends,
+    learn,
+    make_router,
+    only_frame,
+    transmits,
+)
 
 R1 = "198.51.100.1"
 R1_6 = "2001:db8:1::1"

@@ -8,25 +8,6 @@ from __future__ import annotations
 import random
 
 import pytest
-from fakelink import FakeNetwork
-from routerkit import (
-    H1,
-    H1_MAC,
-    H2,
-    H2_MAC,
-    R_LL1,
-    R_MAC1,
-    R_MAC2,
-    Clock,
-    arp_reply,
-    assert_frame,
-    learn,
-    mac,
-    make_router,
-    neighbor_advert,
-    only_frame,
-    transmits,
-)
 from scapy.all import (  # type: ignore[attr-defined]
     ARP,
     ICMP,
@@ -48,6 +29,26 @@ from scapy.all import (  # type: ignore[attr-defined]
 from appliance.config import parse_router_config
 from appliance.neighbor_states import NeighborState
 from appliance.router import Deliver, Drop, Hold, LinkInfo, Router
+
+from fakelink import FakeNetwork
+from routerkit import (
+    H1,
+    H1_MAC,
+    H2,
+    H2_MAC,
+    R_LL1,
+    R_MAC1,
+    R_MAC2,
+    Clock,
+    arp_reply,
+    assert_frame,
+    learn,
+    mac,
+    make_router,
+    neighbor_advert,
+    only_frame,
+    transmits,
+)
 
 R1 = "198.51.100.1"
 R1_6 = "2001:db8:1::1"

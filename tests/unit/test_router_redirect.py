@@ -8,20 +8,6 @@ from ipaddress import IPv4Address, IPv6Address, ip_network
 from typing import Any
 
 import pytest
-from routerkit import (
-    GW,
-    GW_MAC,
-    H1,
-    H1_MAC,
-    H2,
-    R_LL1,
-    R_MAC1,
-    Host,
-    assert_frame,
-    learn,
-    make_router,
-    transmits,
-)
 from scapy.all import (  # type: ignore[attr-defined]
     ICMP,
     IP,
@@ -38,6 +24,21 @@ from scapy.all import (  # type: ignore[attr-defined]
 
 from appliance.fib import Route, RouteOrigin
 from appliance.router import Router
+
+from routerkit import (
+    GW,
+    GW_MAC,
+    H1,
+    H1_MAC,
+    H2,
+    R_LL1,
+    R_MAC1,
+    Host,
+    assert_frame,
+    learn,
+    make_router,
+    transmits,
+)
 
 R1 = "198.51.100.1"
 FAR = "192.0.2.5"  # behind GW, reached back out of r1-a

@@ -46,9 +46,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from appliance.packet.checksum import internet_checksum
+
+if TYPE_CHECKING:
+    from tests.netns import Namespace, RouterProcess
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_EVERY = 10.0
@@ -241,7 +244,7 @@ def parse_ping(out: str, load: PingLoad) -> None:
         load.errors = int(m.group(3) or 0)
 
 
-def run_gen(h1: Any, gen: Path, seconds: float, stop: threading.Event, totals: GenTotals
+def run_gen(h1: Namespace, gen: Path, seconds: float, stop: threading.Event, totals: GenTotals
             ) -> None:
     """64-byte UDP from h1 in GEN_CHUNK-second runs, IPv4 and IPv6 in turn, until `seconds`
     pass or `stop` is set (a bounded loop: every run is at most GEN_CHUNK long)."""
@@ -264,7 +267,7 @@ def run_gen(h1: Any, gen: Path, seconds: float, stop: threading.Event, totals: G
         totals.chunks += 1
 
 
-def probe(h1: Any, dst: str) -> bool:
+def probe(h1: Namespace, dst: str) -> bool:
     """One echo request, answered within 1 s."""
     argv = ["ping", "-n", "-c", "1", "-W", "1", dst]
     if ":" in dst:
@@ -279,7 +282,8 @@ def read_rss_kib(pid: int) -> int:
     return 0
 
 
-def take_sample(t: float, router: Any, h1: Any, h2: Any) -> Sample:
+def take_sample(t: float, router: RouterProcess, h1: Namespace, h2: Namespace
+                ) -> Sample:
     pid = router.proc.pid
     rss, fds = read_rss_kib(pid), len(os.listdir(f"/proc/{pid}/fd"))
     counters = json.loads(router.ctl("show", "stats", "--json").stdout)["counters"]
@@ -291,7 +295,7 @@ def take_sample(t: float, router: Any, h1: Any, h2: Any) -> Sample:
     return Sample(t, os.getloadavg()[0], rss, fds, counters, status, h2_rx, ok4, ok6)
 
 
-def veth_drops(h1: Any, r: Any) -> int:
+def veth_drops(h1: Namespace, r: Namespace) -> int:
     """Frames the kernel dropped between h1 and r before any packet socket in r saw them: a
     veth counts a full receive backlog as tx_dropped on the sender (h1-r), and a few other
     cases as rx_dropped on the receiver (r-h1)."""
@@ -399,7 +403,7 @@ def judge(samples: list[Sample], warmup: float, alive: bool, exit_note: str,
     return v
 
 
-def idle_malformed(router: Any, h1: Any) -> dict[str, tuple[int, int]]:
+def idle_malformed(router: RouterProcess, h1: Namespace) -> dict[str, tuple[int, int]]:
     """2 s of malformed frames alone: {counter: (counted, sent)}. Nothing overflows now, so
     every frame sent must be counted, exactly once, under its counter."""
     before = json.loads(router.ctl("show", "stats", "--json").stdout)["counters"]

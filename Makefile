@@ -3,7 +3,7 @@ PY      ?= python3
 PYTEST  ?= $(PY) -m pytest
 TOPO    ?= configs/duo.yaml
 
-.PHONY: deps setup build image demo up down status test test-unit test-netns test-e2e bench lint clean
+.PHONY: deps setup build image demo up down status test test-unit test-netns test-e2e bench soak lint clean
 
 # Install system and Python dependencies (apt + pip), build the C extension. Idempotent.
 deps:
@@ -45,6 +45,10 @@ test-e2e:
 
 bench: deps build
 	$(PY) -m bench
+
+# No crash, no leak, no stuck ring: 10 minutes of mixed and malformed load through vrlab-router.
+soak: deps build
+	$(PY) -m bench soak
 
 lint:
 	ruff check appliance orchestrate tests bench

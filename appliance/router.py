@@ -933,9 +933,9 @@ class Router:
         src = pkt[8:24]
         dst = pkt[24:40]
         # RFC 4291 §2.5.2/2.5.3, FreeBSD ip6_input: multicast or loopback sources, loopback
-        # destinations and IPv4-mapped addresses violate scope rules.
-        if (src[0] == 0xFF or src == _LOOPBACK6 or dst == _LOOPBACK6 or src[:12] == _MAPPED
-                or dst[:12] == _MAPPED):
+        # or unspecified destinations and IPv4-mapped addresses violate scope rules.
+        if (src[0] == 0xFF or src == _LOOPBACK6 or dst in (_LOOPBACK6, _ZERO6)
+                or src[:12] == _MAPPED or dst[:12] == _MAPPED):
             return self._drop("ip6.badscope", rec)
         if rec is not None:
             rec.add("verify", f"ipv6 {IPv6Address(src)} > {IPv6Address(dst)} plen {plen} "

@@ -103,6 +103,9 @@ V6_CASES = [
     ("mcast src", raw(IPv6(src="ff02::1", dst="2001:db8:1::1") / ICMPv6EchoRequest()),
      "ip6.badscope"),
     ("loopback dst", raw(IPv6(src=H1.ip6, dst="::1") / ICMPv6EchoRequest()), "ip6.badscope"),
+    # RFC 4291 §2.5.2: never a destination; FreeBSD ip6_input drops it as badscope (no
+    # route lookup, no ICMPv6 error).
+    ("unspecified dst", raw(IPv6(src=H1.ip6, dst="::") / ICMPv6EchoRequest()), "ip6.badscope"),
     ("not our group", raw(IPv6(src=H1.ip6, dst="ff02::fb") / ICMPv6EchoRequest()),
      "ip6.notmember"),
 ]

@@ -206,6 +206,11 @@ class Daemon:
 
     def status(self) -> dict[str, Any]:
         assert self.router is not None
+        fastpath_counters = self.fp.counters() if self.fp is not None else {}
+        # The kernel's PACKET_STATISTICS drop count resets when read, and two readers take
+        # from it: the C fast path (while it owns the rings) and RingSocket (otherwise). Each
+        # holds part of the total, so the total is their sum; per ring only the second part.
+        ring_drops = {ring.name: ring.ring_drops() for ring in self.rings.values()}
         return {
             "hostname": self.router.hostname,
             "fastpath": self.fastpath_text,
@@ -213,8 +218,10 @@ class Daemon:
             "uptime": round(time.monotonic() - self.started, 1),
             "generation": self.router.generation,
             "slowpath_errors": self._errors,
-            "ring_drops": {ring.name: ring.ring_drops() for ring in self.rings.values()},
-            "fastpath_counters": self.fp.counters() if self.fp is not None else {},
+            "rx_ring_drops": sum(ring_drops.values())
+            + int(fastpath_counters.get("rx_ring_drops", 0)),
+            "ring_drops": ring_drops,
+            "fastpath_counters": fastpath_counters,
         }
 
     def dispatch(self, request: dict[str, Any]) -> Any:

@@ -187,11 +187,9 @@ class Sample:
 
 
 def ring_drops(status: dict[str, Any]) -> int:
-    """Frames the kernel dropped because an RX ring was full. PACKET_STATISTICS resets on
-    read and two readers take from it (the fast path's `counters()`, once a second, and
-    `RingSocket.ring_drops()` for `status`), so each holds part of the total: add both."""
-    rings = sum(int(v) for v in status.get("ring_drops", {}).values())
-    return rings + int(status.get("fastpath_counters", {}).get("rx_ring_drops", 0))
+    """Frames the kernel dropped because an RX ring was full (the daemon's `rx_ring_drops`,
+    which adds up the two readers of the kernel's reset-on-read counter)."""
+    return int(status.get("rx_ring_drops", 0))
 
 
 @dataclass

@@ -441,7 +441,8 @@ static int judge(const FastPath *fp, uint32_t ifindex, const uint8_t *f, size_t 
         return V_FORWARD;
     }
     if (et == 0x86dd) {
-        static const uint8_t zero[16], loopback[16] = {[15] = 1};
+        static const uint8_t zero[16], loopback[16] = {[15] = 1},
+                             mapped[12] = {[10] = 0xff, [11] = 0xff}; /* ::ffff:0:0/96 */
         if (n < 54 || f[14] >> 4 != 6)
             return V_PUNT_MALFORMED;
         size_t payload = rd16(f + 18);
@@ -451,7 +452,8 @@ static int judge(const FastPath *fp, uint32_t ifindex, const uint8_t *f, size_t 
         if (dst[0] == 0xff)
             return V_PUNT_MULTICAST;
         if (src[0] == 0xff || !memcmp(src, zero, 16) || !memcmp(src, loopback, 16) ||
-            !memcmp(dst, zero, 16) || !memcmp(dst, loopback, 16))
+            !memcmp(dst, zero, 16) || !memcmp(dst, loopback, 16) || !memcmp(src, mapped, 12) ||
+            !memcmp(dst, mapped, 12))
             return V_PUNT_MARTIAN;
         nh1 = fib_lookup6(fib, dst);
         nh = nh1 ? &fib->nh[nh1 - 1] : NULL;

@@ -165,6 +165,7 @@ sent by ``transmit``, TX kicks, frames the kernel dropped because an RX ring was
 
 _V6_ZERO = bytes(16)
 _V6_LOOPBACK = bytes(15) + b"\x01"
+_V6_MAPPED = bytes(10) + b"\xff\xff"  # ::ffff:0:0/96
 
 
 class Ring(Protocol):
@@ -429,8 +430,10 @@ class FastPath:
         dst = frame[38:54]
         if dst[0] == 0xFF:
             return Verdict.PUNT_MULTICAST, 0, b""
-        # RFC 4291 §2.5.2-3, §2.7: unspecified, loopback and multicast are never sources here.
-        if src[0] == 0xFF or src in (_V6_ZERO, _V6_LOOPBACK) or dst in (_V6_ZERO, _V6_LOOPBACK):
+        # RFC 4291 §2.5.2-3, §2.7: unspecified, loopback and multicast are never sources here;
+        # IPv4-mapped addresses (§2.5.5.2) never appear on the wire (the router drops them).
+        if (src[0] == 0xFF or src in (_V6_ZERO, _V6_LOOPBACK) or dst in (_V6_ZERO, _V6_LOOPBACK)
+                or src[:12] == _V6_MAPPED or dst[:12] == _V6_MAPPED):
             return Verdict.PUNT_MARTIAN, 0, b""
         nh = _lookup(t.fib6, t.lengths6, int.from_bytes(dst), 128)
         kind = t.nexthops[nh][0] if nh >= 0 else 0

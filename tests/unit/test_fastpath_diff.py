@@ -84,6 +84,11 @@ CASES: list[tuple[str, int, bytes, Verdict]] = [
     ("loopback source", 1, eth(udp4("127.0.0.1", "203.0.113.10")), Verdict.PUNT_MARTIAN),
     ("class E dst", 1, eth(udp4("198.51.100.10", "240.0.0.1")), Verdict.PUNT_MARTIAN),
     ("v6 unspecified dst", 1, eth6(udp6("2001:db8:1::10", "::")), Verdict.PUNT_MARTIAN),
+    # the slow path drops IPv4-mapped addresses as badscope (FreeBSD ip6_input): never forwarded
+    ("v4-mapped source", 1, eth6(udp6("::ffff:198.51.100.10", "2001:db8:2::10")),
+     Verdict.PUNT_MARTIAN),
+    ("v4-mapped dst", 1, eth6(udp6("2001:db8:1::10", "::ffff:203.0.113.10")),
+     Verdict.PUNT_MARTIAN),
     ("to us v4", 1, eth(udp4("198.51.100.10", "198.51.100.1")), Verdict.PUNT_LOCAL),
     ("directed broadcast", 1, eth(udp4("198.51.100.10", "203.0.113.255")), Verdict.PUNT_LOCAL),
     ("to us v6", 1, eth6(udp6("2001:db8:1::10", "2001:db8:2::1")), Verdict.PUNT_LOCAL),

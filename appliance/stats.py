@@ -14,6 +14,24 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 # (key, netstat -s text). "%d" is the count; "{s}" pluralises like netstat's plural().
+# The output lines are the same for IPv4 and IPv6, the input checks for ICMP and ICMPv6.
+_OUTPUT = (
+    ("redirectsent", "{n} redirect{s} sent"),
+    ("localout", "{n} packet{s} sent from this host"),
+    ("rawout", "{n} packet{s} sent with fabricated ip header"),
+    ("odropped", "{n} output packet{s} dropped due to no bufs, etc."),
+    ("noroute", "{n} output packet{s} discarded due to no route"),
+    ("fragmented", "{n} output datagram{s} fragmented"),
+    ("ofragments", "{n} fragment{s} created"),
+    ("cantfrag", "{n} datagram{s} that can't be fragmented"),
+)
+_ICMP_CHECKS = (
+    ("badcode", "{n} message{s} with bad code fields"),
+    ("tooshort", "{n} message{s} < minimum length"),
+    ("checksum", "{n} bad checksum{s}"),
+    ("badlen", "{n} message{s} with bad length"),
+)
+
 _IP = (
     ("total", "{n} total packet{s} received"),
     ("badsum", "{n} bad header checksum{s}"),
@@ -37,14 +55,7 @@ _IP = (
     ("blackhole", "{n} packet{s} discarded by a blackhole route"),
     ("reject", "{n} packet{s} refused by a reject route"),
     ("notmember", "{n} packet{s} received for unknown multicast group"),
-    ("redirectsent", "{n} redirect{s} sent"),
-    ("localout", "{n} packet{s} sent from this host"),
-    ("rawout", "{n} packet{s} sent with fabricated ip header"),
-    ("odropped", "{n} output packet{s} dropped due to no bufs, etc."),
-    ("noroute", "{n} output packet{s} discarded due to no route"),
-    ("fragmented", "{n} output datagram{s} fragmented"),
-    ("ofragments", "{n} fragment{s} created"),
-    ("cantfrag", "{n} datagram{s} that can't be fragmented"),
+    *_OUTPUT,
     ("nogif", "{n} tunneling packet{s} that can't find gif"),
     ("badaddr", "{n} datagram{s} with bad address in header"),
 )
@@ -56,10 +67,7 @@ _ICMP_BEFORE = (
     ("ratelimited", "{n} error{s} not generated because of rate limitation"),
 )
 _ICMP_AFTER = (
-    ("badcode", "{n} message{s} with bad code fields"),
-    ("tooshort", "{n} message{s} < minimum length"),
-    ("checksum", "{n} bad checksum{s}"),
-    ("badlen", "{n} message{s} with bad length"),
+    *_ICMP_CHECKS,
     ("bmcastecho", "{n} multicast echo requests ignored"),
     ("bmcasttstamp", "{n} multicast timestamp requests ignored"),
 )
@@ -88,14 +96,7 @@ _IP6 = (
     ("ttlexceeded", "{n} packet{s} whose hop limit expired in transit"),
     ("blackhole", "{n} packet{s} discarded by a blackhole route"),
     ("reject", "{n} packet{s} refused by a reject route"),
-    ("redirectsent", "{n} redirect{s} sent"),
-    ("localout", "{n} packet{s} sent from this host"),
-    ("rawout", "{n} packet{s} sent with fabricated ip header"),
-    ("odropped", "{n} output packet{s} dropped due to no bufs, etc."),
-    ("noroute", "{n} output packet{s} discarded due to no route"),
-    ("fragmented", "{n} output datagram{s} fragmented"),
-    ("ofragments", "{n} fragment{s} created"),
-    ("cantfrag", "{n} datagram{s} that can't be fragmented"),
+    *_OUTPUT,
     ("badscope", "{n} packet{s} that violated scope rules"),
     ("notmember", "{n} multicast packet{s} which we don't join"),
     ("toomanyhdr", "{n} packet{s} discarded because of too many headers"),
@@ -107,10 +108,7 @@ _ICMP6_BEFORE = (
     ("toofreq", "{n} error{s} not generated because of rate limitation"),
 )
 _ICMP6_AFTER = (
-    ("badcode", "{n} message{s} with bad code fields"),
-    ("tooshort", "{n} message{s} < minimum length"),
-    ("checksum", "{n} bad checksum{s}"),
-    ("badlen", "{n} message{s} with bad length"),
+    *_ICMP_CHECKS,
 )
 _ICMP6_END = (
     ("reflect", "{n} message response{s} generated"),
@@ -188,6 +186,14 @@ _GROUPS: tuple[tuple[str, tuple[tuple[str, str | None], ...]], ...] = (
     ("nd", _ND),
 )
 HISTOGRAMS = ("icmp.inhist", "icmp.outhist", "icmp6.inhist", "icmp6.outhist")
+# netstat prints the output histogram after the "before" lines and the input histogram after
+# the "after" lines of each ICMP group: the row each histogram follows.
+_HIST_AFTER = {
+    f"icmp.{_ICMP_BEFORE[-1][0]}": ("icmp.outhist", "Output histogram:"),
+    f"icmp.{_ICMP_AFTER[-1][0]}": ("icmp.inhist", "Input histogram:"),
+    f"icmp6.{_ICMP6_BEFORE[-1][0]}": ("icmp6.outhist", "Output histogram:"),
+    f"icmp6.{_ICMP6_AFTER[-1][0]}": ("icmp6.inhist", "Input histogram:"),
+}
 
 KNOWN_KEYS: frozenset[str] = frozenset(
     [f"{group}.{name}" for group, table in _GROUPS for name, _ in table]
@@ -248,18 +254,16 @@ class Stats:
             for name, text in table:
                 if text is None:
                     continue
-                n = c[f"{group}.{name}"]
+                key = f"{group}.{name}"
+                n = c[key]
                 if name == "forward":
                     ff = c[f"{group}.fastforward"]
                     out.append("\t" + _plural(text, n, fastforward=ff, fs="" if ff == 1 else "s"))
                 else:
                     out.append("\t" + _plural(text, n))
-                if group in ("icmp", "icmp6") and name == ("ratelimited" if group == "icmp"
-                                                          else "toofreq"):
-                    out.extend(self._render_hist(f"{group}.outhist", "Output histogram:"))
-                if group in ("icmp", "icmp6") and name == ("bmcasttstamp" if group == "icmp"
-                                                          else "badlen"):
-                    out.extend(self._render_hist(f"{group}.inhist", "Input histogram:"))
+                hist = _HIST_AFTER.get(key)
+                if hist is not None:
+                    out.extend(self._render_hist(*hist))
             if group == "icmp":
                 out.append("\tICMP address mask responses are disabled")
         return "\n".join(out) + "\n"

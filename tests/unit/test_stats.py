@@ -72,3 +72,25 @@ def test_histogram_names_v6_and_empty_hidden() -> None:
     assert "\t\tneighbor advertisement: 1" in text
     assert "icmp.outhist.0" not in s.as_dict()
     assert s.as_dict()["icmp6.outhist.129"] == 2
+
+
+def test_histograms_sit_where_netstat_prints_them() -> None:
+    s = Stats()
+    for group in ("icmp", "icmp6"):
+        s.bump(f"{group}.outhist.3")
+        s.bump(f"{group}.inhist.3")
+    lines = [ln.strip() for ln in s.render().splitlines()]
+    icmp, icmp6 = lines.index("icmp:"), lines.index("icmp6:")
+    for start, end, after_out, after_in in (
+        (icmp, icmp6, "0 errors not generated because of rate limitation",
+         "0 multicast timestamp requests ignored"),
+        (icmp6, len(lines), "0 errors not generated because of rate limitation",
+         "0 messages with bad length"),
+    ):
+        section = lines[start:end]
+        out, inh = section.index("Output histogram:"), section.index("Input histogram:")
+        assert section[out - 1] == after_out
+        assert section[inh - 1] == after_in
+        assert section[out + 1] == section[inh + 1] == (
+            "destination unreachable: 1" if start == icmp else "time exceed: 1")
+        assert section.count("Output histogram:") == section.count("Input histogram:") == 1

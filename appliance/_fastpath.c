@@ -374,6 +374,35 @@ typedef struct {
     int family;
 } fwd_t;
 
+/* The checks after the TTL, the same for both families in fastpath_py's order: a usable
+   route, the egress interface and its MTU, redirect territory (`redirect` is the family's
+   FLAG_REDIRECT bit), a resolved neighbor. Fills `out` for V_FORWARD. */
+static inline int judge_egress(const FastPath *fp, uint32_t ifindex, const nexthop_t *nh,
+                               size_t ip_len, unsigned redirect, int family,
+                               const uint8_t *dst, fwd_t *out) {
+    if (!nh)
+        return V_PUNT_NOROUTE;
+    if (nh->kind == NH_BLACKHOLE || nh->kind == NH_REJECT)
+        return V_PUNT_REJECT;
+    uint32_t out_ifindex = nh->ifindex;
+    const iface_t *oif = iface_find(fp->ift, out_ifindex);
+    if (!oif)
+        return V_PUNT_NOROUTE;
+    if (ip_len > oif->mtu)
+        return V_PUNT_TOOBIG;
+    if (out_ifindex == ifindex && redirect)
+        return V_PUNT_REDIRECT;
+    const uint8_t *hop = nh->kind == NH_GATEWAY ? nh->gw : dst;
+    const neigh_t *ne = neigh_lookup(fp->nt, out_ifindex, family, hop);
+    if (!ne)
+        return V_PUNT_NEIGHBOR;
+    out->out_ifindex = out_ifindex;
+    out->hdr = ne->hdr;
+    out->ip_len = ip_len;
+    out->family = family;
+    return V_FORWARD;
+}
+
 /* Decide what to do with one frame; the order of the checks is fastpath_py's. */
 static int judge(const FastPath *fp, uint32_t ifindex, const uint8_t *f, size_t n, fwd_t *out) {
     const iface_t *in = iface_find(fp->ift, ifindex);
@@ -388,10 +417,8 @@ static int judge(const FastPath *fp, uint32_t ifindex, const uint8_t *f, size_t 
     const fib_t *fib = fp->fib;
     unsigned flags = fp->ift->flags;
     uint16_t et = rd16(f + 12);
-    uint32_t nh1, ttl_or_hlim, out_ifindex;
+    uint32_t nh1, ttl_or_hlim;
     const nexthop_t *nh;
-    const uint8_t *hop;
-    const iface_t *oif;
     if (et == 0x0800) {
         if (n < 34 || f[14] >> 4 != 4)
             return V_PUNT_MALFORMED;
@@ -418,27 +445,7 @@ static int judge(const FastPath *fp, uint32_t ifindex, const uint8_t *f, size_t 
         ttl_or_hlim = f[22];
         if (ttl_or_hlim <= 1)
             return V_PUNT_TTL;
-        if (!nh)
-            return V_PUNT_NOROUTE;
-        if (nh->kind == NH_BLACKHOLE || nh->kind == NH_REJECT)
-            return V_PUNT_REJECT;
-        out_ifindex = nh->ifindex;
-        oif = iface_find(fp->ift, out_ifindex);
-        if (!oif)
-            return V_PUNT_NOROUTE;
-        if (total > oif->mtu)
-            return V_PUNT_TOOBIG;
-        if (out_ifindex == ifindex && (flags & FLAG_REDIRECT4))
-            return V_PUNT_REDIRECT;
-        hop = nh->kind == NH_GATEWAY ? nh->gw : f + 30;
-        const neigh_t *ne = neigh_lookup(fp->nt, out_ifindex, 4, hop);
-        if (!ne)
-            return V_PUNT_NEIGHBOR;
-        out->out_ifindex = out_ifindex;
-        out->hdr = ne->hdr;
-        out->ip_len = total;
-        out->family = 4;
-        return V_FORWARD;
+        return judge_egress(fp, ifindex, nh, total, flags & FLAG_REDIRECT4, 4, f + 30, out);
     }
     if (et == 0x86dd) {
         static const uint8_t zero[16], loopback[16] = {[15] = 1},
@@ -470,27 +477,7 @@ static int judge(const FastPath *fp, uint32_t ifindex, const uint8_t *f, size_t 
             return V_PUNT_TTL;
         if ((src[0] == 0xfe && (src[1] & 0xc0) == 0x80) || (dst[0] == 0xfe && (dst[1] & 0xc0) == 0x80))
             return V_PUNT_SCOPE;
-        if (!nh)
-            return V_PUNT_NOROUTE;
-        if (nh->kind == NH_BLACKHOLE || nh->kind == NH_REJECT)
-            return V_PUNT_REJECT;
-        out_ifindex = nh->ifindex;
-        oif = iface_find(fp->ift, out_ifindex);
-        if (!oif)
-            return V_PUNT_NOROUTE;
-        if (40 + payload > oif->mtu)
-            return V_PUNT_TOOBIG;
-        if (out_ifindex == ifindex && (flags & FLAG_REDIRECT6))
-            return V_PUNT_REDIRECT;
-        hop = nh->kind == NH_GATEWAY ? nh->gw : dst;
-        const neigh_t *ne = neigh_lookup(fp->nt, out_ifindex, 6, hop);
-        if (!ne)
-            return V_PUNT_NEIGHBOR;
-        out->out_ifindex = out_ifindex;
-        out->hdr = ne->hdr;
-        out->ip_len = 40 + payload;
-        out->family = 6;
-        return V_FORWARD;
+        return judge_egress(fp, ifindex, nh, 40 + payload, flags & FLAG_REDIRECT6, 6, dst, out);
     }
     return V_PUNT_NONIP;
 }

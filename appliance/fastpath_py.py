@@ -238,6 +238,30 @@ class _Tables:
         self.neighbors: dict[tuple[int, int, bytes], bytes] = {}
 
 
+def _egress(t: _Tables, ifindex: int, nh: int, kind: int, ip_len: int, redirect_flag: int,
+            family: int, dst: bytes) -> tuple[int, int, bytes]:
+    """The checks after the TTL, the same for both families, in contract order: a usable
+    route, the egress interface and its MTU, redirect territory, a resolved neighbor.
+    ``(FORWARD, egress ifindex, cached Ethernet header)`` or ``(punt, 0, b"")``."""
+    if nh < 0:
+        return Verdict.PUNT_NOROUTE, 0, b""
+    if kind in (NextHopKind.BLACKHOLE, NextHopKind.REJECT):
+        return Verdict.PUNT_REJECT, 0, b""
+    _, out_ifindex, gateway = t.nexthops[nh]
+    out_iface = t.interfaces.get(out_ifindex)
+    if out_iface is None:
+        return Verdict.PUNT_NOROUTE, 0, b""
+    if ip_len > out_iface[1]:
+        return Verdict.PUNT_TOOBIG, 0, b""
+    if out_ifindex == ifindex and t.flags & redirect_flag:
+        return Verdict.PUNT_REDIRECT, 0, b""
+    hop = gateway[:len(dst)] if kind == NextHopKind.GATEWAY else dst
+    header = t.neighbors.get((out_ifindex, family, hop))
+    if header is None:
+        return Verdict.PUNT_NEIGHBOR, 0, b""
+    return Verdict.FORWARD, out_ifindex, header
+
+
 def _records(buf: Buffer, record: struct.Struct, what: str) -> list[tuple[object, ...]]:
     view = memoryview(buf).cast("B")
     if len(view) % record.size:
@@ -393,22 +417,10 @@ class FastPath:
         ttl = frame[22]
         if ttl <= 1:
             return Verdict.PUNT_TTL, 0, b""
-        if nh < 0:
-            return Verdict.PUNT_NOROUTE, 0, b""
-        if kind in (NextHopKind.BLACKHOLE, NextHopKind.REJECT):
-            return Verdict.PUNT_REJECT, 0, b""
-        _, out_ifindex, gateway = t.nexthops[nh]
-        out_iface = t.interfaces.get(out_ifindex)
-        if out_iface is None:
-            return Verdict.PUNT_NOROUTE, 0, b""
-        if total > out_iface[1]:
-            return Verdict.PUNT_TOOBIG, 0, b""
-        if out_ifindex == ifindex and t.flags & FLAG_REDIRECT4:
-            return Verdict.PUNT_REDIRECT, 0, b""
-        hop = gateway[:4] if kind == NextHopKind.GATEWAY else frame[30:34]
-        header = t.neighbors.get((out_ifindex, 4, hop))
-        if header is None:
-            return Verdict.PUNT_NEIGHBOR, 0, b""
+        verdict, out_ifindex, header = _egress(t, ifindex, nh, kind, total, FLAG_REDIRECT4,
+                                               4, frame[30:34])
+        if verdict != Verdict.FORWARD:
+            return verdict, 0, b""
         # RFC 1812 §5.3.1 TTL decrement; RFC 1624 eqn. 3 on the TTL/protocol word.
         out = bytearray(header)
         out += frame[14 : 14 + total]
@@ -448,22 +460,10 @@ class FastPath:
             return Verdict.PUNT_TTL, 0, b""
         if (src[0] == 0xFE and src[1] & 0xC0 == 0x80) or (dst[0] == 0xFE and dst[1] & 0xC0 == 0x80):
             return Verdict.PUNT_SCOPE, 0, b""
-        if nh < 0:
-            return Verdict.PUNT_NOROUTE, 0, b""
-        if kind in (NextHopKind.BLACKHOLE, NextHopKind.REJECT):
-            return Verdict.PUNT_REJECT, 0, b""
-        _, out_ifindex, gateway = t.nexthops[nh]
-        out_iface = t.interfaces.get(out_ifindex)
-        if out_iface is None:
-            return Verdict.PUNT_NOROUTE, 0, b""
-        if 40 + payload > out_iface[1]:
-            return Verdict.PUNT_TOOBIG, 0, b""
-        if out_ifindex == ifindex and t.flags & FLAG_REDIRECT6:
-            return Verdict.PUNT_REDIRECT, 0, b""
-        hop = gateway if kind == NextHopKind.GATEWAY else dst
-        header = t.neighbors.get((out_ifindex, 6, hop))
-        if header is None:
-            return Verdict.PUNT_NEIGHBOR, 0, b""
+        verdict, out_ifindex, header = _egress(t, ifindex, nh, kind, 40 + payload,
+                                               FLAG_REDIRECT6, 6, dst)
+        if verdict != Verdict.FORWARD:
+            return verdict, 0, b""
         out = bytearray(header)
         out += frame[14 : 54 + payload]
         out[21] = hlim - 1  # RFC 8200 §3: decremented by 1 by each node that forwards

@@ -53,6 +53,7 @@ from appliance.packet.checksum import (
 )
 from appliance.packet.errors import PacketError
 from appliance.packet.ethernet import BROADCAST_MAC, ipv6_multicast_mac
+from appliance.packet.icmp import frag_needed_rest, param_problem_rest
 from appliance.packet.ipv6 import ALL_NODES, solicited_node_multicast, walk_extension_headers
 from appliance.packet.nd import (
     NdOption,
@@ -537,7 +538,7 @@ class Router:
             bad, srcrt = self._ip4_options(pkt, hlen)
             if bad:
                 acts = self._icmp4_error(iface, pkt, l2_mcast, _ICMP_PARAMPROB, 0,
-                                         bytes((bad, 0, 0, 0)), now, rec)
+                                         param_problem_rest(bad), now, rec)
                 return self._drop("ip.badoptions", rec, acts)
 
         # To forward or not to forward (figure 8.14): any of our addresses (weak host
@@ -688,7 +689,7 @@ class Router:
             if rec is not None:
                 rec.add("mtu", f"{len(pkt)} > {out.mtu}, DF set")
             acts = self._icmp4_error(iface, pkt, l2_mcast, _ICMP_UNREACH, _UNREACH_NEEDFRAG,
-                                     out.mtu.to_bytes(4, "big"), now, rec)
+                                     frag_needed_rest(out.mtu), now, rec)
             return self._drop("ip.cantfrag", rec, acts)
 
         # Redirect (figure 8.19): in and out on the same interface, the source on that

@@ -143,6 +143,26 @@ def test_frag_needed_with_next_hop_mtu(clock: Clock) -> None:
     assert drops(acts) == ["ip6.cantfrag"]
 
 
+@pytest.mark.parametrize(("options", "pointer"), [
+    (b"\x07\x00\x00\x00", 21),  # record route with length 0: points at the length
+    (b"\x01\x01\x01\x44", 23),  # timestamp with no room for its length: points at its type
+    (b"\x07\x09\x04\x00", 21),  # record route longer than the header
+])
+def test_bad_ip_options_parameter_problem(r: Router, clock: Clock, options: bytes,
+                                          pointer: int) -> None:
+    # RFC 1812 §5.2.5 / RFC 792: Parameter Problem code 0, the pointer (first byte of the
+    # rest, counted from the start of the IP header) at the octet in error; never forwarded.
+    pkt = IP(src=H1.ip4, dst=H2.ip4, options=options) / UDP(sport=1, dport=2)
+    acts = r.receive(1, _from_h1(pkt), clock.now)
+    got = only_frame(acts, 1)
+    want = Ether(dst=H1_MAC, src=R_MAC1) / IP(src=R1, dst=H1.ip4, tos=0xC0, ttl=64,
+                                              id=got[IP].id) / ICMP(
+        type=12, code=0, ptr=pointer) / raw(pkt)
+    assert_frame(transmits(acts)[0].frame, want)
+    assert drops(acts) == ["ip.badoptions"]
+    assert r.stats.get("ip.badoptions") == 1 and r.stats.get("ip.forward") == 0
+
+
 def test_forward_v6_and_hop_limit(r: Router, clock: Clock) -> None:
     pkt = IPv6(src=H1.ip6, dst=H2.ip6, hlim=9, fl=0x12345) / ICMPv6EchoRequest(id=1, data=b"a")
     got = only_frame(r.receive(1, _from_h1(pkt), clock.now), 2)

@@ -130,6 +130,7 @@ _PROTO_ICMP6 = 58
 _NH_HOPOPTS = 0
 _NH_ROUTING = 43
 _NH_FRAGMENT = 44
+_NH_DSTOPTS = 60
 
 _IP4_DF = 0x4000
 _IP4_MF = 0x2000
@@ -167,6 +168,15 @@ _UNREACH6_ADDR = 3
 _UNREACH6_PORT = 4
 _PARAMPROB6_HEADER = 0
 _PARAMPROB6_NEXTHEADER = 1
+_PARAMPROB6_OPTION = 2
+
+# What the two high bits of an unrecognised IPv6 option type ask for (RFC 8200 §4.2), and a
+# malformed option list.
+_OPT_SKIP = 0
+_OPT_DISCARD = 1
+_OPT_REPORT = 2
+_OPT_REPORT_UNICAST = 3
+_OPT_MALFORMED = -1
 
 _ND_HOP_LIMIT = 255  # RFC 4861 §7.1: ND messages are sent and accepted with hop limit 255
 _ZERO4 = b"\x00" * 4
@@ -953,6 +963,26 @@ class Router:
 
     # --- 4a. IPv6 local delivery ---------------------------------------------------------------
 
+    @staticmethod
+    def _ip6_options(pkt: bytes, off: int) -> tuple[int, int]:
+        """Walk the options of the Hop-by-Hop or Destination Options header at `off` (which
+        lies inside `pkt`): (offset of the first unrecognised option whose action is not
+        "skip", its action) or (0, _OPT_SKIP); (offset, _OPT_MALFORMED) when an option runs
+        past the header. Pad1 and PadN are the only options the router acts on itself."""
+        end = off + (pkt[off + 1] + 1) * 8
+        i = off + 2
+        while i < end:
+            kind = pkt[i]
+            if kind == 0:  # Pad1
+                i += 1
+                continue
+            if i + 1 >= end or i + 2 + pkt[i + 1] > end:
+                return i, _OPT_MALFORMED
+            if kind != 1 and kind >> 6 != _OPT_SKIP:
+                return i, kind >> 6
+            i += 2 + pkt[i + 1]
+        return 0, _OPT_SKIP
+
     def _ip6_local(self, iface: Interface, pkt: bytes, src_mac: bytes, l2_mcast: bool,
                    mcast: bool, now: float, rec: TraceRecord | None) -> list[Action]:
         stats = self.stats
@@ -961,6 +991,21 @@ class Router:
         except PacketError:
             return self._drop("ip6.tooshort", rec)
         for nh, off in walk.headers:
+            if nh in (_NH_HOPOPTS, _NH_DSTOPTS):
+                where, action = self._ip6_options(pkt, off)
+                if action == _OPT_MALFORMED:
+                    return self._drop("ip6.toosmall", rec)  # FreeBSD ip6_process_hopopts
+                if action != _OPT_SKIP:
+                    # RFC 8200 §4.2: an option we do not know whose type says "discard";
+                    # Parameter Problem code 2 at its type byte unless it says "silently"
+                    # (01), or "not for multicast" (11) and the packet was.
+                    acts: list[Action] = []
+                    if action == _OPT_REPORT or (action == _OPT_REPORT_UNICAST
+                                                 and not (l2_mcast or mcast)):
+                        acts = self._icmp6_error(iface, pkt, l2_mcast or mcast,
+                                                 _ICMP6_PARAM_PROB, _PARAMPROB6_OPTION,
+                                                 where.to_bytes(4, "big"), now, rec)
+                    return self._drop("ip6.badoptions", rec, acts)
             if nh == _NH_ROUTING and pkt[off + 3] != 0:
                 # We know no routing header type: with segments left, RFC 8200 §4.4 says
                 # Parameter Problem code 0 pointing at the routing type.

@@ -12,13 +12,17 @@ from scapy.all import (  # type: ignore[attr-defined]
     TCP,
     UDP,
     Ether,
+    HBHOptUnknown,
     ICMPv6DestUnreach,
     ICMPv6EchoReply,
     ICMPv6EchoRequest,
     ICMPv6ParamProblem,
     IPerror,
     IPv6,
+    IPv6ExtHdrDestOpt,
     IPv6ExtHdrFragment,
+    IPv6ExtHdrHopByHop,
+    PadN,
     fragment,
     fragment6,
     raw,
@@ -135,6 +139,48 @@ def test_udp_v6_port_unreachable_and_unknown_next_header(r: Router, clock: Clock
         ICMPv6ParamProblem(code=1, ptr=6) / raw(req[IPv6]))
     assert_frame(transmits(acts)[0].frame, want)
     assert r.stats.get("ip6.noproto") == 1
+
+
+def _echo_with_option(otype: int, dst: str = R1_6, hop_by_hop: bool = False) -> Ether:
+    header = IPv6ExtHdrHopByHop if hop_by_hop else IPv6ExtHdrDestOpt
+    opts = [PadN(optdata=b"\x00\x00"), HBHOptUnknown(otype=otype, optdata=b"\x00\x00")]
+    dst_mac = "33:33:00:00:00:01" if dst == "ff02::1" else R_MAC1
+    return Ether(dst=dst_mac, src=H1_MAC) / IPv6(src=H1.ip6, dst=dst) / header(
+        options=opts) / ICMPv6EchoRequest(id=5, seq=6, data=b"opt")
+
+
+@pytest.mark.parametrize("hop_by_hop", [False, True], ids=["destination", "hop-by-hop"])
+def test_unrecognised_ipv6_options_follow_their_action_bits(r: Router, clock: Clock,
+                                                             hop_by_hop: bool) -> None:
+    # RFC 8200 §4.2: the two high bits of an unrecognised option's type say what to do.
+    # 00: skip the option; the echo is answered.
+    acts = r.receive(1, raw(_echo_with_option(0x1E, hop_by_hop=hop_by_hop)), clock.now)
+    assert only_frame(acts, 1)[ICMPv6EchoReply].data == b"opt"
+    # 01: discard the packet silently.
+    acts = r.receive(1, raw(_echo_with_option(0x5E, hop_by_hop=hop_by_hop)), clock.now)
+    assert transmits(acts) == [] and ends(acts) == ["ip6.badoptions"]
+    # 10: discard, Parameter Problem code 2 pointing at the option type (40 + 2 + PadN's 4),
+    # even for a multicast destination.
+    for dst in (R1_6, "ff02::1"):
+        req = _echo_with_option(0x9E, dst, hop_by_hop)
+        acts = r.receive(1, raw(req), clock.now)
+        want = Ether(dst=H1_MAC, src=R_MAC1) / IPv6(src=R1_6, dst=H1.ip6, hlim=64) / (
+            ICMPv6ParamProblem(code=2, ptr=46) / raw(req[IPv6]))
+        assert_frame(transmits(acts)[0].frame, want)
+        assert ends(acts) == ["ip6.badoptions"]
+    # 11: the same, but never about a packet sent to a multicast address.
+    acts = r.receive(1, raw(_echo_with_option(0xDE, hop_by_hop=hop_by_hop)), clock.now)
+    assert Ether(transmits(acts)[0].frame)[ICMPv6ParamProblem].ptr == 46
+    acts = r.receive(1, raw(_echo_with_option(0xDE, "ff02::1", hop_by_hop)), clock.now)
+    assert transmits(acts) == [] and ends(acts) == ["ip6.badoptions"]
+    assert r.stats.get("ip6.badoptions") == 5
+    assert r.stats.get("icmp6.outhist.4") == 3
+    # an option whose length runs past its header: dropped as malformed, no error
+    bad = Ether(dst=R_MAC1, src=H1_MAC) / IPv6(src=H1.ip6, dst=R1_6, nh=0 if hop_by_hop else 60
+                                               ) / bytes((58, 0, 0x1E, 10, 0, 0, 0, 0)) / (
+        ICMPv6EchoRequest())
+    acts = r.receive(1, raw(bad), clock.now)
+    assert transmits(acts) == [] and ends(acts) == ["ip6.toosmall"]
 
 
 def _echo_fragments(size: int, ident: int) -> list[bytes]:

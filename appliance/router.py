@@ -867,7 +867,8 @@ class Router:
         quoting as much of `pkt` as fits in 576 bytes, send it from the inbound interface's
         address."""
         stats = self.stats
-        stats.bump("icmp.error")
+        if icmp_type != _ICMP_REDIRECT:
+            stats.bump("icmp.error")  # BSD icmp_error: redirects are not counted as errors
         verdict = icmp_error.should_suppress_v4(pkt, link_multicast=l2_mcast,
                                                  broadcast_addresses=self._broadcasts4)
         if verdict is not None:

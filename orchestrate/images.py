@@ -279,6 +279,30 @@ def _build_lock(root: Path, digest: str) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+@contextlib.contextmanager
+def _work_dir(root: Path, name: str) -> Iterator[Path]:
+    """A fresh `root/.build-<name>-<pid>/` to build in (its log is `build.log`). If the body
+    fails or is interrupted, the log is kept as `root/last-failed-build.log` and the directory
+    removed; on success the body has moved it into place with `_install_dir`."""
+    work = root / f"{BUILD_PREFIX}{name}-{os.getpid()}"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    try:
+        yield work
+    except BaseException:
+        with contextlib.suppress(OSError):
+            shutil.copy(work / "build.log", root / "last-failed-build.log")
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+
+
+def _install_dir(work: Path, final: Path) -> None:
+    """Replace `final` (if any) with the finished build directory `work`."""
+    if final.exists():
+        shutil.rmtree(final)
+    work.rename(final)
+
+
 def ensure_image(progress: bool | Progress = True, *, rebuild: bool = False,
                  home: Path | None = None, recipe_dir: Path = RECIPE_DIR,
                  appliance_dir: Path = APPLIANCE_DIR) -> ImageInfo:
@@ -346,11 +370,8 @@ def build_image(digest: str, root: Path, recipe_dir: Path, appliance_dir: Path,
     recipe = load_recipe(recipe_dir)
     started = time.monotonic()
     base = ensure_base(recipe_dir, root, report)
-    work = root / f"{BUILD_PREFIX}{digest[:DIGEST_LENGTH]}-{os.getpid()}"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    log = work / "build.log"
-    try:
+    with _work_dir(root, digest[:DIGEST_LENGTH]) as work:
+        log = work / "build.log"
         rootfs = work / "rootfs"
         stage = work / "stage"
         report("compiling the appliance")
@@ -383,14 +404,7 @@ def build_image(digest: str, root: Path, recipe_dir: Path, appliance_dir: Path,
         }
         (work / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         final = root / digest[:DIGEST_LENGTH]
-        if final.exists():
-            shutil.rmtree(final)
-        work.rename(final)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            shutil.copy(log, root / "last-failed-build.log")
-        shutil.rmtree(work, ignore_errors=True)
-        raise
+        _install_dir(work, final)
     info = read_image(final)
     if info is None:
         raise ImageError(f"{final}: the build finished but the image is incomplete")
@@ -431,25 +445,14 @@ def ensure_base(recipe_dir: Path, root: Path, report: Progress) -> Path:
             return final
         recipe = load_recipe(recipe_dir)
         started = time.monotonic()
-        work = root / f"{BUILD_PREFIX}{name}-{os.getpid()}"
-        shutil.rmtree(work, ignore_errors=True)
-        work.mkdir(parents=True)
-        log = work / "build.log"
-        try:
+        with _work_dir(root, name) as work:
             report("mmdebstrap")
-            _run_mmdebstrap(recipe, recipe_dir, work / "rootfs", log, report)
+            _run_mmdebstrap(recipe, recipe_dir, work / "rootfs", work / "build.log", report)
             (work / BASE_MANIFEST).write_text(json.dumps({
                 "base_digest": digest, "built_at": time.time(),
                 "build_seconds": round(time.monotonic() - started, 1),
             }, indent=2) + "\n")
-            if final.exists():
-                shutil.rmtree(final)
-            work.rename(final)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                shutil.copy(log, root / "last-failed-build.log")
-            shutil.rmtree(work, ignore_errors=True)
-            raise
+            _install_dir(work, final)
     return final
 
 

@@ -914,7 +914,14 @@ class Router:
                 rec.add("icmp", f"type {icmp_type} rate limited")
             return []
         dst = pkt[8:24]
-        src = iface.v6_source_for(dst)
+        to_us = pkt[24:40]
+        if (to_us in self.local6 or to_us in iface.v6_addrs) and (
+                not _is_link_local6(to_us) or _is_link_local6(dst)):
+            # RFC 4443 §2.2 (a): about a packet sent to one of our unicast addresses, from
+            # that address (unless it is link-local and the destination is not: RFC 4007)
+            src = to_us
+        else:
+            src = iface.v6_source_for(dst)
         if _is_link_local6(src) and not _is_link_local6(dst) and self.local6:
             # the interface has no global address: a link-local source could not reach an
             # off-link destination (RFC 4443 §2.2), so use one of the router's others

@@ -141,6 +141,23 @@ def test_udp_v6_port_unreachable_and_unknown_next_header(r: Router, clock: Clock
     assert r.stats.get("ip6.noproto") == 1
 
 
+def test_icmp6_error_about_a_packet_to_us_comes_from_its_destination(r: Router,
+                                                                     clock: Clock) -> None:
+    # RFC 4443 §2.2 (a): a response to a packet sent to one of our unicast addresses comes
+    # from that address, even when it belongs to another interface (weak host model).
+    other = "2001:db8:2::1"  # r1-b's address, reached through r1-a
+    req = Ether(dst=R_MAC1, src=H1_MAC) / IPv6(src=H1.ip6, dst=other) / UDP(sport=1, dport=9)
+    acts = r.receive(1, raw(req), clock.now)
+    want = Ether(dst=H1_MAC, src=R_MAC1) / IPv6(src=other, dst=H1.ip6, hlim=64) / (
+        ICMPv6DestUnreach(code=4) / raw(req[IPv6]))
+    assert_frame(transmits(acts)[0].frame, want)
+    # about a packet to our link-local address from a global source: a link-local source
+    # could not reach it off the link, so the interface's global address answers (RFC 4007)
+    req = Ether(dst=R_MAC1, src=H1_MAC) / IPv6(src=H1.ip6, dst=R_LL1) / UDP(sport=1, dport=9)
+    got = only_frame(r.receive(1, raw(req), clock.now), 1)
+    assert got[IPv6].src == R1_6 and got[ICMPv6DestUnreach].code == 4
+
+
 def _echo_with_option(otype: int, dst: str = R1_6, hop_by_hop: bool = False) -> Ether:
     header = IPv6ExtHdrHopByHop if hop_by_hop else IPv6ExtHdrDestOpt
     opts = [PadN(optdata=b"\x00\x00"), HBHOptUnknown(otype=otype, optdata=b"\x00\x00")]

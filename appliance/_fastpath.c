@@ -305,31 +305,25 @@ static inline uint32_t fib_lookup6(const fib_t *f, const uint8_t *dst) {
     return 0;
 }
 
-static const neigh_t *neigh_lookup(const neightab_t *t, uint32_t ifindex, uint8_t family,
-                                   const uint8_t *addr) {
+/* The slot holding (ifindex, family, addr), or the empty slot where it would go (open
+   addressing, linear probing; the table always has empty slots). */
+static const neigh_t *neigh_find(const neightab_t *t, uint32_t ifindex, uint8_t family,
+                                 const uint8_t *addr) {
     size_t alen = family == 4 ? 4 : 16;
     uint64_t h = ifindex * 0x9e3779b97f4a7c15ull ^ family;
     for (size_t i = 0; i < alen; i++)
         h = (h ^ addr[i]) * 0x100000001b3ull;
     for (uint32_t s = (uint32_t)(h ^ (h >> 32)) & t->mask;; s = (s + 1) & t->mask) {
         const neigh_t *e = &t->slots[s];
-        if (!e->used)
-            return NULL;
-        if (e->ifindex == ifindex && e->family == family && !memcmp(e->addr, addr, alen))
+        if (!e->used || (e->ifindex == ifindex && e->family == family && !memcmp(e->addr, addr, alen)))
             return e;
     }
 }
 
-static neigh_t *neigh_slot(neightab_t *t, uint32_t ifindex, uint8_t family, const uint8_t *addr) {
-    size_t alen = family == 4 ? 4 : 16;
-    uint64_t h = ifindex * 0x9e3779b97f4a7c15ull ^ family;
-    for (size_t i = 0; i < alen; i++)
-        h = (h ^ addr[i]) * 0x100000001b3ull;
-    for (uint32_t s = (uint32_t)(h ^ (h >> 32)) & t->mask;; s = (s + 1) & t->mask) {
-        neigh_t *e = &t->slots[s];
-        if (!e->used || (e->ifindex == ifindex && e->family == family && !memcmp(e->addr, addr, alen)))
-            return e;
-    }
+static inline const neigh_t *neigh_lookup(const neightab_t *t, uint32_t ifindex,
+                                          uint8_t family, const uint8_t *addr) {
+    const neigh_t *e = neigh_find(t, ifindex, family, addr);
+    return e->used ? e : NULL;
 }
 
 static inline const iface_t *iface_find(const iftab_t *t, uint32_t ifindex) {
@@ -811,7 +805,7 @@ static PyObject *FastPath_load_neighbors(FastPath *self, PyObject *args) {
         }
         uint8_t addr[16] = {0};
         memcpy(addr, p + 8, family == 4 ? 4 : 16);
-        neigh_t *e = neigh_slot(t, le32(p), family, addr);
+        neigh_t *e = (neigh_t *)neigh_find(t, le32(p), family, addr); /* t is ours to fill */
         e->used = 1;
         e->ifindex = le32(p);
         e->family = family;

@@ -56,6 +56,7 @@ from ipaddress import (
 from pathlib import Path
 from typing import Any, Literal
 
+from appliance.sysctl import KNOBS, SysctlError, parse_value
 from orchestrate import yamlpos
 from orchestrate.yamlpos import Document, Mark
 
@@ -86,14 +87,6 @@ DOCUMENTATION_NETWORKS: tuple[IPNetwork, ...] = (
 LINK_LOCAL_V6 = IPv6Network("fe80::/10")
 MANAGEMENT_NETWORK = IPv4Network("203.0.113.248/29")
 """Reserved for the lab's management side; no node may use it on a data link."""
-
-# The DESIGN.md knobs, used only if appliance.sysctl cannot be imported.
-FALLBACK_SYSCTLS = (
-    "net.inet.ip.forwarding", "net.inet.ip.redirect", "net.inet.ip.ttl",
-    "net.inet.icmp.icmplim", "net.inet.icmp.bmcastecho", "net.inet.ip.maxfragpackets",
-    "net.inet6.ip6.forwarding", "net.inet6.ip6.redirect", "net.inet6.ip6.hlim",
-    "net.inet6.icmp6.errppslimit",
-)
 
 TOP_KEYS = ("name", "defaults", "nodes", "links", "tests")
 DEFAULT_KEYS = ("memory", "cpus", "image", "backend", "accel")
@@ -346,15 +339,6 @@ def address_problem(addr: IPInterface) -> str | None:
 DOCUMENTATION_HINT = "use 192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24, 2001:db8::/32 or fe80::/10"
 
 
-def sysctl_names() -> tuple[set[str], Any]:
-    """The known sysctl names and a value checker (appliance.sysctl when importable)."""
-    try:
-        from appliance.sysctl import KNOBS, parse_value
-    except ImportError:  # pragma: no cover - the appliance ships in the same distribution
-        return set(FALLBACK_SYSCTLS), None
-    return set(KNOBS), parse_value
-
-
 # ---------------------------------------------------------------------------------------------
 # Loading and validation
 
@@ -396,7 +380,6 @@ class _Validator:
         self.source = source
         self.path = path
         self.problems: list[Problem] = []
-        self.sysctl_known, self.sysctl_check = sysctl_names()
         self.endpoint_paths: dict[tuple[int, Endpoint], yamlpos.Path] = {}
         self.topology: Topology | None = None
 
@@ -648,20 +631,15 @@ class _Validator:
         out: dict[str, int] = {}
         for key, value in raw.items():
             kpath = (*path, key)
-            if key not in self.sysctl_known:
-                close = difflib.get_close_matches(str(key), sorted(self.sysctl_known), 1)
+            if key not in KNOBS:
+                close = difflib.get_close_matches(str(key), sorted(KNOBS), 1)
                 hint = f"did you mean {close[0]}?" if close else "see routerctl show sysctl"
                 self.error(kpath, f"unknown sysctl {key!r}", hint, key=True)
                 continue
-            if self.sysctl_check is not None:
-                try:
-                    out[key] = self.sysctl_check(key, value)
-                except ValueError as e:
-                    self.error(kpath, str(e))
-            elif _is_int(value):
-                out[key] = value
-            else:
-                self.error(kpath, f"{key}: {value!r} is not an integer")
+            try:
+                out[key] = parse_value(key, value)
+            except SysctlError as e:
+                self.error(kpath, str(e))
         return out
 
     def links(self, raw: Any) -> list[Link]:

@@ -94,6 +94,10 @@ EXPECTED: dict[str, list[str]] = {
     'unknown_node_key.yaml': [
         "6:5: nodes.h1.ram: unknown node key 'ram' (expected one of: role, interfaces, routes, sysctl, memory, cpus)",
     ],
+    'sysctl_bad_value.yaml': [
+        "7:24: nodes.r1.sysctl['net.inet.ip.ttl']: net.inet.ip.ttl: 0 is out of range 1..255",
+        "8:29: nodes.r1.sysctl['net.inet.ip.redirect']: net.inet.ip.redirect: 'fast' is not an integer",
+    ],
     'unknown_sysctl.yaml': [
         "7:7: nodes.r1.sysctl['net.inet.ip.redirects']: unknown sysctl 'net.inet.ip.redirects' (did you mean net.inet.ip.redirect?)",
     ],

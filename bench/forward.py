@@ -32,6 +32,11 @@ topology, all built first, and the runs go round robin over them. The forwarders
   its IP input on every transit frame); the same with a big IPv4 table (one hot destination);
   and IPv6 to 65,536 destinations with 1 route and with a big table (many flows).
 
+Each row also shows how the forwarder's CPU spent the windows (/proc/stat: idle, stolen by
+the hypervisor, softirq): on these VMs steal and the sink's receive softirq (h2's stack runs
+inline in the forwarder's TX kick, on the forwarder's core) move the figures more than the
+fast path does. The bare rows add the forwarder's own CPU per packet and frames per TX kick.
+
 Hosts keep checksum offload on (so the ring forwarders complete partial UDP checksums, as in
 production) and GSO/TSO off. The machine is shared and has two cores: compare figures within
 one run (the ratios), not across runs.
@@ -96,6 +101,7 @@ class Forwarder:
     flows: int = 0  # > 0: IPv6 traffic to this many destinations, each its own /64
     samples: list[float] = field(default_factory=list)
     sent: list[float] = field(default_factory=list)
+    cpu: list[dict[str, float]] = field(default_factory=list)  # forwarder CPU, per window
     note: str = ""
 
 
@@ -242,9 +248,30 @@ def start_forwarder(topo: Topology, fwd: Forwarder, workdir: Path) -> subprocess
     return proc
 
 
+_CPU_FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
+
+
+def cpu_times(cpu: str) -> list[int]:
+    """The /proc/stat tick counters of one CPU, in `_CPU_FIELDS` order."""
+    with open("/proc/stat") as stat:
+        for line in stat:
+            words = line.split()
+            if words[0] == f"cpu{cpu}":
+                return [int(w) for w in words[1:1 + len(_CPU_FIELDS)]]
+    return [0] * len(_CPU_FIELDS)
+
+
+def cpu_shares(before: list[int], after: list[int]) -> dict[str, float]:
+    """Fraction of the window the CPU spent in each `_CPU_FIELDS` state."""
+    deltas = [b - a for a, b in zip(before, after, strict=True)]
+    total = max(sum(deltas), 1)
+    return {name: d / total for name, d in zip(_CPU_FIELDS, deltas, strict=True)}
+
+
 def measure(topo: Topology, gen: Path, seconds: float, flows: int = 0
-            ) -> tuple[float, float]:
-    """(packets/s at h2, packets/s the generator sent) over one window."""
+            ) -> tuple[float, float, dict[str, float]]:
+    """(packets/s at h2, packets/s the generator sent, how the forwarder's CPU spent the
+    window) over one window."""
     warm = 0.7
     # IPv6: no payload, the smallest frame (62 bytes + FCS); destinations 2001:db8:0:N::2
     dst, payload, count = (DST6, 0, flows) if flows else (DST, PAYLOAD, 1)
@@ -255,13 +282,15 @@ def measure(topo: Topology, gen: Path, seconds: float, flows: int = 0
     t0a = time.monotonic()
     c0 = topo.rx_packets()
     t0 = (t0a + time.monotonic()) / 2
+    cpu0 = cpu_times(FORWARDER_CPU)
     time.sleep(seconds)
+    cpu1 = cpu_times(FORWARDER_CPU)
     t1a = time.monotonic()
     c1 = topo.rx_packets()
     t1 = (t1a + time.monotonic()) / 2
     out, _ = proc.communicate(timeout=seconds + 30)
     sent = int(out.split()[1]) if out.startswith("sent") else 0
-    return (c1 - c0) / (t1 - t0), sent / (warm + seconds + 0.3)
+    return (c1 - c0) / (t1 - t0), sent / (warm + seconds + 0.3), cpu_shares(cpu0, cpu1)
 
 
 @dataclass
@@ -296,7 +325,8 @@ def finish(setup: Setup) -> None:
             forwarded = max(counters["forward4"] + counters["forward6"], 1)
             fwd.note = (f"ring drops {counters['rx_ring_drops']:,}; "
                         f"forwarder CPU per packet {counters['user_us'] / forwarded:.2f} us "
-                        f"user + {counters['sys_us'] / forwarded:.2f} us sys")
+                        f"user + {counters['sys_us'] / forwarded:.2f} us sys; "
+                        f"{forwarded / max(counters['tx_kicks'], 1):.0f} frames per TX kick")
     finally:
         setup.topo.close()
 
@@ -376,12 +406,14 @@ def load_tables(fp: Any, rings: list[Any], routes: int, flows: int) -> None:
                         macs["h2-r"] + rings[1].mac + b"\x86\xdd"), 3)
 
 
-def serve(kind: str, routes: int, spin: float, flows: int) -> int:
-    """Run in r: the fast path on the two rings, tables loaded directly, until SIGTERM."""
+def serve(kind: str, routes: int, spin: float, flows: int, frames: int = 0) -> int:
+    """Run in r: the fast path on the two rings, tables loaded directly, until SIGTERM
+    (`frames`: slots per ring, else RingSocket's default)."""
     from appliance.fastpath import new_fastpath
     from appliance.io.ring import RingSocket
 
-    rings = [RingSocket.open("r-h1"), RingSocket.open("r-h2")]
+    size = {"frames": frames} if frames else {}
+    rings = [RingSocket.open("r-h1", **size), RingSocket.open("r-h2", **size)]
     fp = new_fastpath(kind)
     load_tables(fp, rings, routes, flows)
     for ring in rings:
@@ -591,17 +623,28 @@ def table(forwarders: list[Forwarder], runs: int, seconds: float) -> str:
         f" generator CPU {GEN_CPU}, forwarder CPU {FORWARDER_CPU}; load average now {load} on"
         f" {os.cpu_count()} CPUs: 'offered' below what the kernel row reaches means the"
         f" generator itself was starved)",
-        f"{'forwarder':<52} {'pps at h2':>11} {'vs kernel':>10} {'offered':>10}  notes",
+        f"{'forwarder':<52} {'pps at h2':>11} {'vs kernel':>10} {'offered':>10} "
+        f"{'CPU ' + FORWARDER_CPU + ' idle/steal/si':>20}  notes",
     ]
     for f in forwarders:
         if not f.samples:
-            lines.append(f"{f.label:<52} {'-':>11} {'-':>10} {'-':>10}  {f.note}")
+            lines.append(f"{f.label:<52} {'-':>11} {'-':>10} {'-':>10} {'-':>20}  {f.note}")
             continue
         pps = statistics.median(f.samples)
         ratio = f"{pps / kernel:.2f}x" if kernel else "-"
         lines.append(f"{f.label:<52} {pps:>11,.0f} {ratio:>10} "
-                     f"{statistics.median(f.sent):>10,.0f}  {f.note}")
+                     f"{statistics.median(f.sent):>10,.0f} {cpu_note(f.cpu):>20}  {f.note}")
     return "\n".join(lines)
+
+
+def cpu_note(windows: list[dict[str, float]]) -> str:
+    """Median share of the forwarder's CPU that was idle, stolen by the hypervisor and spent
+    in softirq (not charged to the forwarder) over the windows: a forwarder that drops frames
+    while its CPU idles waits on wake-ups; one whose CPU is stolen measures the host."""
+    if not windows:
+        return "-"
+    parts = (statistics.median(w[k] for w in windows) for k in ("idle", "steal", "softirq"))
+    return "/".join(f"{p:.0%}" for p in parts)
 
 
 def verdicts(forwarders: list[Forwarder]) -> list[str]:
@@ -644,9 +687,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--serve", choices=["c", "python"], help=argparse.SUPPRESS)
     parser.add_argument("--spin", type=float, default=0.0, help=argparse.SUPPRESS)
     parser.add_argument("--flows", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--ring-frames", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
-        return serve(args.serve, args.routes or 2, args.spin, args.flows)
+        return serve(args.serve, args.routes or 2, args.spin, args.flows, args.ring_frames)
     runs = args.runs or (1 if args.quick else 3)
     seconds = args.seconds or (2.0 if args.quick else 5.0)
     routes = args.routes or (100_000 if args.quick else 1_000_000)
@@ -718,12 +762,13 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  run {i + 1}/{runs}", flush=True)
                 for setup in setups:
                     try:
-                        pps, sent = measure(setup.topo, gen, seconds, setup.fwd.flows)
+                        pps, sent, cpu = measure(setup.topo, gen, seconds, setup.fwd.flows)
                     except (RuntimeError, subprocess.TimeoutExpired, OSError, ValueError) as err:
                         setup.fwd.note = f"failed: {err}"
                         continue
                     setup.fwd.samples.append(pps)
                     setup.fwd.sent.append(sent)
+                    setup.fwd.cpu.append(cpu)
         finally:
             for setup in setups:
                 finish(setup)

@@ -134,37 +134,20 @@ class IPv4Header:
             options += b"\x00" * (4 - (len(options) & 3))
         vihl = 0x40 | (5 + len(options) // 4)
         flags_off = (self.flags << 13) | self.frag_offset
+        raw = _IPV4.pack(
+            vihl,
+            self.tos,
+            self.total_length,
+            self.ident,
+            flags_off,
+            self.ttl,
+            self.proto,
+            self.checksum if not with_checksum else 0,
+            self.src,
+            self.dst,
+        ) + options
         if not with_checksum:
-            return (
-                _IPV4.pack(
-                    vihl,
-                    self.tos,
-                    self.total_length,
-                    self.ident,
-                    flags_off,
-                    self.ttl,
-                    self.proto,
-                    self.checksum,
-                    self.src,
-                    self.dst,
-                )
-                + options
-            )
-        raw = (
-            _IPV4.pack(
-                vihl,
-                self.tos,
-                self.total_length,
-                self.ident,
-                flags_off,
-                self.ttl,
-                self.proto,
-                0,
-                self.src,
-                self.dst,
-            )
-            + options
-        )
+            return raw
         checksum = internet_checksum(raw)
         return raw[:10] + checksum.to_bytes(2, "big") + raw[12:]
 

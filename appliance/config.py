@@ -263,15 +263,24 @@ def _route(chk: _Checker, item: Any, path: str, ifnames: set[str]) -> RouteConfi
             ok = False
         else:
             via_if = str(raw_if)
-    if rtype == "unicast" and raw_via is None and raw_if is None:
-        chk.error(path, "a unicast route needs via or interface")
-        ok = False
-    if rtype != "unicast" and (raw_via is not None or raw_if is not None):
-        chk.error(path, f"a {rtype} route takes neither via nor interface")
+    form = route_form_problem(str(rtype), raw_via is not None, raw_if is not None)
+    if form is not None:
+        chk.error(path, form)
         ok = False
     if not ok or prefix is None:
         return None
     return RouteConfig(prefix, via, via_if, str(rtype))
+
+
+def route_form_problem(rtype: str, has_via: bool, has_interface: bool) -> str | None:
+    """What is wrong with a route's shape, or None: a unicast route needs a gateway (via) or
+    an interface (on-link); blackhole and reject routes take neither. Shared by the router
+    config and the topology file, whose node routes have the same keys."""
+    if rtype == "unicast" and not has_via and not has_interface:
+        return "a unicast route needs via or interface (a gateway, or on-link)"
+    if rtype != "unicast" and (has_via or has_interface):
+        return f"a {rtype} route takes neither via nor interface"
+    return None
 
 
 def parse_router_config(data: Any, source: str = "<config>", marks: Marks | None = None

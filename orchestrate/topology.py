@@ -56,6 +56,7 @@ from ipaddress import (
 from pathlib import Path
 from typing import Any, Literal
 
+from appliance.config import route_form_problem
 from appliance.sysctl import KNOBS, SysctlError, parse_value
 from orchestrate import yamlpos
 from orchestrate.yamlpos import Document, Mark
@@ -847,12 +848,9 @@ class _Validator:
                         self.error((*path, "via"), f"gateway {via} is not on a subnet of "
                                    f"{node.name}:{via_if}")
                         ok = False
-        if rtype == "unicast" and raw_via is None and raw_if is None:
-            self.error(path, "a route needs via (a gateway) or interface (on-link)",
-                       "or type: reject / blackhole")
-            ok = False
-        if rtype != "unicast" and (raw_via is not None or raw_if is not None):
-            self.error(path, f"a {rtype} route takes neither via nor interface")
+        form = route_form_problem(str(rtype), raw_via is not None, raw_if is not None)
+        if form is not None:
+            self.error(path, form, "or type: reject / blackhole" if rtype == "unicast" else "")
             ok = False
         if not ok or prefix is None:
             return None

@@ -16,6 +16,10 @@ routes:
     interface: r1-h1                # out an interface, destination on-link
   - prefix: 192.0.2.0/26
     type: reject                    # or blackhole
+neighbors:                          # static ARP/ND entries (`arp -s`, `ip neigh ... permanent`)
+  - address: 198.51.100.9
+    mac: "02:00:00:00:00:09"
+    interface: r1-h1
 sysctl:
   net.inet.ip.redirect: 1
 ```
@@ -78,11 +82,21 @@ class RouteConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class NeighborConfig:
+    """A static neighbor: never resolved, never expires (BSD `arp -s`, Linux `nud permanent`)."""
+
+    address: IPv4Address | IPv6Address
+    mac: bytes
+    interface: str
+
+
+@dataclass(frozen=True, slots=True)
 class RouterConfig:
     hostname: str
     interfaces: list[InterfaceConfig] = field(default_factory=list)
     routes: list[RouteConfig] = field(default_factory=list)
     sysctl: dict[str, int] = field(default_factory=dict)
+    neighbors: list[NeighborConfig] = field(default_factory=list)
 
 
 Marks = dict[str, tuple[int, int]]
@@ -272,6 +286,55 @@ def _route(chk: _Checker, item: Any, path: str, ifnames: set[str]) -> RouteConfi
     return RouteConfig(prefix, via, via_if, str(rtype))
 
 
+def parse_mac(text: str) -> bytes | None:
+    """`02:00:00:00:00:09` (or with dashes) as 6 bytes; None if it is not a MAC address."""
+    parts = text.replace("-", ":").split(":")
+    if len(parts) != 6 or not all(len(p) == 2 for p in parts):
+        return None
+    try:
+        return bytes(int(p, 16) for p in parts)
+    except ValueError:
+        return None
+
+
+def _neighbor(chk: _Checker, item: Any, path: str, interfaces: list[InterfaceConfig]
+              ) -> NeighborConfig | None:
+    if not isinstance(item, dict):
+        chk.error(path, "a neighbor must be a mapping with address, mac and interface")
+        return None
+    _check_keys(chk, item, ("address", "mac", "interface"), path)
+    ok = True
+    addr: IPv4Address | IPv6Address | None = None
+    try:
+        addr = ipaddress.ip_address(str(item.get("address")))
+    except ValueError as e:
+        chk.error(f"{path}.address", str(e))
+        ok = False
+    else:
+        if addr.is_multicast or addr.is_unspecified or addr.is_loopback:
+            chk.error(f"{path}.address", f"{addr} cannot be a neighbor")
+            ok = False
+    raw_mac = item.get("mac")
+    mac = parse_mac(raw_mac) if isinstance(raw_mac, str) else None
+    if mac is None:
+        chk.error(f"{path}.mac", f"expected a MAC address like 02:00:00:00:00:09, got {raw_mac!r}")
+        ok = False
+    elif mac[0] & 1 or mac == bytes(6):
+        chk.error(f"{path}.mac", f"{raw_mac} is not a unicast MAC address")
+        ok = False
+    name = item.get("interface")
+    iface = next((i for i in interfaces if i.name == name), None)
+    if iface is None:
+        chk.error(f"{path}.interface", f"interface {name!r} is not configured")
+        ok = False
+    elif addr is not None and any(a.ip == addr for a in iface.addresses):
+        chk.error(f"{path}.address", f"{addr} is an address of {iface.name} itself")
+        ok = False
+    if not ok or addr is None or mac is None or iface is None:
+        return None
+    return NeighborConfig(addr, mac, iface.name)
+
+
 def route_form_problem(rtype: str, has_via: bool, has_interface: bool) -> str | None:
     """What is wrong with a route's shape, or None: a unicast route needs a gateway (via) or
     an interface (on-link); blackhole and reject routes take neither. Shared by the router
@@ -290,7 +353,7 @@ def parse_router_config(data: Any, source: str = "<config>", marks: Marks | None
     if not isinstance(data, dict):
         chk.error("", "the router configuration must be a mapping")
         raise ConfigError(chk.problems)
-    _check_keys(chk, data, ("hostname", "interfaces", "routes", "sysctl"), "")
+    _check_keys(chk, data, ("hostname", "interfaces", "routes", "neighbors", "sysctl"), "")
     hostname = _str(chk, data.get("hostname"), "hostname") or ""
 
     interfaces: list[InterfaceConfig] = []
@@ -328,6 +391,22 @@ def parse_router_config(data: Any, source: str = "<config>", marks: Marks | None
             continue
         routes.append(route)
 
+    neighbors: list[NeighborConfig] = []
+    raw_neighbors = data.get("neighbors") or []
+    if not isinstance(raw_neighbors, list):
+        chk.error("neighbors", "expected a list of neighbors")
+        raw_neighbors = []
+    for i, item in enumerate(raw_neighbors):
+        neighbor = _neighbor(chk, item, f"neighbors[{i}]", interfaces)
+        if neighbor is None:
+            continue
+        if any((n.address, n.interface) == (neighbor.address, neighbor.interface)
+               for n in neighbors):
+            chk.error(f"neighbors[{i}].address",
+                      f"duplicate neighbor {neighbor.address} on {neighbor.interface}")
+            continue
+        neighbors.append(neighbor)
+
     sysctl: dict[str, int] = {}
     raw_sysctl = data.get("sysctl") or {}
     if not isinstance(raw_sysctl, dict):
@@ -341,4 +420,4 @@ def parse_router_config(data: Any, source: str = "<config>", marks: Marks | None
 
     if chk.problems:
         raise ConfigError(chk.problems)
-    return RouterConfig(hostname, interfaces, routes, sysctl)
+    return RouterConfig(hostname, interfaces, routes, sysctl, neighbors)

@@ -344,7 +344,7 @@ class ControlCommands:
                 "interface": self._ifname(e.ifindex),
                 "address": _ip_text(e.addr),
                 "mac": _mac_text(e.mac),
-                "state": e.state.name,
+                "state": "PERMANENT" if e.permanent else e.state.name,
                 "is_router": e.is_router,
                 "probes": e.probes,
                 "queued": len(e.queue),

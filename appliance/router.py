@@ -262,6 +262,9 @@ class Router:
                 problems.extend(e.problems)
         if problems:
             raise ConfigError(problems)
+        for nc in config.neighbors:
+            self.neighbors.add_static(self.by_name[nc.interface].ifindex, nc.address.packed,
+                                      nc.mac, 0.0)
 
         self._bucket4 = TokenBucket(self._sysctl_v[_ICMPLIM])
         self._bucket6 = TokenBucket(self._sysctl_v[_ERRPPS])

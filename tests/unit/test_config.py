@@ -156,3 +156,56 @@ def test_example_topologies_give_valid_router_configs() -> None:
             assert all(router.fib.get(r.prefix) is not None for r in cfg.routes)
             built += 1
     assert built >= 1
+
+
+NEIGHBORS = """\
+hostname: r1
+interfaces:
+  - name: r1-h1
+    addresses: [198.51.100.1/26]
+neighbors:
+  - address: 198.51.100.9
+    mac: "02:00:00:00:00:09"
+    interface: r1-h1
+  - address: "2001:db8:1::9"
+    mac: 02-00-00-00-00-0a
+    interface: r1-h1
+  - address: 198.51.100.9
+    mac: "02:00:00:00:00:0b"
+    interface: r1-h1
+  - address: 198.51.100.10
+    mac: "01:00:5e:00:00:01"
+    interface: r1-h2
+  - address: 198.51.100.1
+    mac: "02:00:00:00:00:0c"
+    interface: r1-h1
+  - address: 224.0.0.5
+    mac: nonsense
+    interface: r1-h1
+"""
+
+
+def test_static_neighbors_and_their_errors(tmp_path: Path) -> None:
+    path = tmp_path / "n.yaml"
+    path.write_text(NEIGHBORS)
+    with pytest.raises(ConfigError) as info:
+        load_router_config(path)
+    problems = info.value.problems
+    text = "\n".join(problems)
+    expected = [
+        (12, "neighbors[2].address", "duplicate neighbor 198.51.100.9 on r1-h1"),
+        (16, "neighbors[3].mac", "not a unicast MAC"),
+        (17, "neighbors[3].interface", "'r1-h2' is not configured"),
+        (18, "neighbors[4].address", "an address of r1-h1 itself"),
+        (21, "neighbors[5].address", "cannot be a neighbor"),
+        (22, "neighbors[5].mac", "expected a MAC address"),
+    ]
+    for line, where, message in expected:
+        matching = [p for p in problems if f": {where}: " in p and message in p]
+        assert matching, f"missing {where}: {message} in\n{text}"
+        assert matching[0].startswith(f"{path}:{line}:"), matching[0]
+    assert len(problems) == len(expected), text
+    path.write_text("\n".join(NEIGHBORS.splitlines()[:11]) + "\n")
+    cfg = load_router_config(path)
+    assert [(str(n.address), n.mac.hex(), n.interface) for n in cfg.neighbors] == [
+        ("198.51.100.9", "020000000009", "r1-h1"), ("2001:db8:1::9", "02000000000a", "r1-h1")]

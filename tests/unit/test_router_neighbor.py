@@ -32,6 +32,7 @@ from appliance.router import Deliver, Drop, Hold, LinkInfo, Router
 
 from fakelink import FakeNetwork
 from routerkit import (
+    GW_MAC,
     H1,
     H1_MAC,
     H2,
@@ -39,6 +40,7 @@ from routerkit import (
     R_LL1,
     R_MAC1,
     R_MAC2,
+    ROUTER_IP4,
     Clock,
     arp_reply,
     assert_frame,
@@ -311,3 +313,25 @@ def test_two_routers_failure_host_unreachable_back_to_sender() -> None:
     assert (err[ICMP].type, err[ICMP].code) == (3, 1)
     assert err[IP].src == "203.0.113.2" and err[IP].dst == H1.ip4 and err[IP].ttl == 63
     assert err[IPerror].dst == "192.0.2.99" and err[UDPerror].sport == 4444
+
+
+STATIC = [{"address": H2.ip4, "mac": H2_MAC, "interface": "r1-b"},
+          {"address": H2.ip6, "mac": H2_MAC, "interface": "r1-b"}]
+
+
+def test_static_neighbors_forward_without_resolution(clock: Clock) -> None:
+    router = make_router(neighbors=STATIC)
+    learn(router, H1, clock.now)
+    for pkt in (IP(src=H1.ip4, dst=H2.ip4) / ICMP(seq=7),
+                IPv6(src=H1.ip6, dst=H2.ip6) / ICMPv6EchoRequest(seq=7)):
+        acts = router.receive(1, raw(Ether(dst=R_MAC1, src=H1_MAC) / pkt), clock.now)
+        out = only_frame(acts, 2)  # forwarded at once: no ARP request, no NS, nothing queued
+        assert out.dst == H2_MAC and out.src == R_MAC2
+    # permanent: no reachable-time expiry, no probes, an ARP reply for another MAC ignored
+    clock.advance(3600)
+    router.tick(clock.now)
+    router.receive(2, raw(Ether(dst=R_MAC2, src=GW_MAC) / ARP(
+        op=2, hwsrc=GW_MAC, psrc=H2.ip4, hwdst=R_MAC2, pdst=ROUTER_IP4[2])), clock.now)
+    entry = router.neighbors.lookup(2, H2_IP)
+    assert entry is not None and entry.permanent and entry.mac == mac(H2_MAC)
+    assert entry.state is NeighborState.REACHABLE

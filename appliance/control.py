@@ -316,6 +316,8 @@ class ControlCommands:
                 "mtu": iface.mtu,
                 "ipv4": [str(a) for a in iface.ipv4],
                 "ipv6": [str(a) for a in iface.ipv6],
+                "state": "up" if iface.up else "down",
+                "link_changes": iface.link_changes,
             }
             for iface in sorted(self.router.interfaces.values(), key=lambda i: i.ifindex)
         ]
@@ -335,8 +337,25 @@ class ControlCommands:
             "origin": route.origin.name.lower(),
         }
 
+    def _linkdown_routes(self) -> list[Any]:
+        linkdown = getattr(self.router, "linkdown_routes", None)
+        return list(linkdown()) if linkdown is not None else []
+
     def routes(self) -> list[dict[str, Json]]:
-        return [self._route_json(r) for r in self.router.fib.routes()]
+        """The FIB, plus the routes kept aside while their interface's link is down, marked
+        ``"linkdown": true`` (absent on usable routes), in one listing sorted as the FIB."""
+        usable = [(r, False) for r in self.router.fib.routes()]
+        down = [(r, True) for r in self._linkdown_routes()]
+        listing = []
+        for route, linkdown in sorted(
+                usable + down, key=lambda item: (item[0].prefix.version,
+                                                 item[0].prefix.network_address,
+                                                 item[0].prefix.prefixlen, item[1])):
+            entry = self._route_json(route)
+            if linkdown:
+                entry["linkdown"] = True
+            listing.append(entry)
+        return listing
 
     def neighbors(self) -> list[dict[str, Json]]:
         return [
@@ -373,6 +392,9 @@ class ControlCommands:
         for r in self.router.fib.routes():
             if r.prefix == route.prefix:
                 return self._route_json(r)
+        for r in self._linkdown_routes():
+            if r.prefix == route.prefix:
+                return {**self._route_json(r), "linkdown": True}
         raise ControlError(f"route {route.prefix} was not installed")
 
     def parse_route(self, request: dict[str, Json]) -> RouteConfig:
@@ -420,7 +442,8 @@ class ControlCommands:
             prefix = ipaddress.ip_network(str(request.get("prefix")))
         except ValueError as e:
             raise ControlError(f"bad prefix: {e}") from None
-        if not any(r.prefix == prefix for r in self.router.fib.routes()):
+        if not any(r.prefix == prefix
+                   for r in [*self.router.fib.routes(), *self._linkdown_routes()]):
             raise ControlError(f"no route for {prefix}")
         self.router.delete_route(prefix)
         return {"prefix": str(prefix)}

@@ -46,6 +46,9 @@ def render_interfaces(items: list[dict[str, Any]]) -> str:
     out = []
     for i in items:
         out.append(f"{i['name']}: ifindex {i['ifindex']} mtu {i['mtu']} ether {i['mac']}")
+        if "state" in i:  # BSD ifconfig's status line
+            status = "active" if i["state"] == "up" else "down (routes out of it not used)"
+            out.append(f"\tstatus: {status}")
         out.extend(f"\tinet {a}" for a in i["ipv4"])
         out.extend(f"\tinet6 {a}" for a in i["ipv6"])
     return "\n".join(out)
@@ -60,8 +63,11 @@ def render_routes(items: list[dict[str, Any]]) -> str:
             gateway = "link#" + (r["interface"] or "?")
         else:
             gateway = r["gateway"]
-        rows.append([r["prefix"], gateway, r["interface"] or "-", r["origin"]])
-    return _table(rows, ["Destination", "Gateway", "Netif", "Origin"])
+        # The last, unlabelled column flags a route not used while its interface's link is
+        # down, where Linux `ip route` writes "linkdown".
+        rows.append([r["prefix"], gateway, r["interface"] or "-", r["origin"],
+                     "linkdown" if r.get("linkdown") else ""])
+    return _table(rows, ["Destination", "Gateway", "Netif", "Origin", ""])
 
 
 def render_neighbors(items: list[dict[str, Any]]) -> str:

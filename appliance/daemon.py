@@ -27,6 +27,17 @@ fast path never forwards on a stale route or neighbor. `Router.tick` runs every 
 While `routerctl trace` runs the rings are detached from the fast path and every frame goes
 through the slow path, so each traced packet shows every stage.
 
+Link state: an rtnetlink socket on the link group (`appliance.linkwatch`) is part of the same
+poll. A data interface losing carrier (or set administratively down) is marked down in the
+router (`Router.set_link`): its routes are withdrawn from forwarding, its dynamic neighbors
+flushed, the fast path's tables re-synced at once; when it comes back the routes return and
+the interface announces itself again. Each change is one log line.
+
+SIGHUP: re-read the configuration file. If it has problems, each is logged (with its place)
+and the running configuration stays as it was; if it needs a restart (interfaces added or
+removed, an MTU changed) that is logged and nothing changes; otherwise the difference is
+applied in place (`appliance.reload`) and one line sums it up.
+
 SIGTERM / SIGINT: detach and close the rings, close and remove the control socket, exit 0.
 Kernel settings are not restored: the interfaces stay the router's until the machine or
 namespace goes away, which is what an appliance wants.
@@ -52,6 +63,8 @@ from appliance.config import ConfigError, RouterConfig, load_router_config
 from appliance.control import DEFAULT_SOCKET, ControlCommands, ControlError, ControlServer
 from appliance.fastpath import FastPathLike, TableSync, have_c, new_fastpath
 from appliance.io.ring import RingError, RingSocket
+from appliance.linkwatch import LinkEvent, LinkWatch
+from appliance.reload import ReloadRefused, apply_reload, plan_reload
 from appliance.router import Action, LinkInfo, Router, Transmit
 from appliance.trace import Tracer
 
@@ -93,8 +106,13 @@ class Daemon:
     """One router: its rings, its Router, its fast path and its control socket."""
 
     def __init__(self, config: RouterConfig, control_path: str, fastpath_mode: str,
-                 kernel_check: float = KERNEL_CHECK, wait_interfaces: float = 0.0) -> None:
+                 kernel_check: float = KERNEL_CHECK, wait_interfaces: float = 0.0,
+                 config_path: str | None = None) -> None:
         self.config = config
+        self.config_path = config_path
+        """The file SIGHUP re-reads (None: reload is refused)."""
+        self.linkwatch: LinkWatch | None = None
+        self.reload_requested = False
         self.wait_interfaces = wait_interfaces
         self.kernel_check = kernel_check
         self._kernel_problem = ""
@@ -147,10 +165,16 @@ class Daemon:
 
         router = Router(self.config, links, tracer=Tracer(clock=time.monotonic))
         self.router = router
+        states = self.watch_links()
         for iface in sorted(router.interfaces.values(), key=lambda i: i.ifindex):
             addrs = " ".join(str(a) for a in [*iface.ipv4, *iface.ipv6])
             mac = ":".join(f"{b:02x}" for b in iface.mac)
-            log(f"{iface.name} up: ifindex {iface.ifindex} ether {mac} mtu {iface.mtu}: {addrs}")
+            log(f"{iface.name} open: ifindex {iface.ifindex} ether {mac} mtu {iface.mtu}: {addrs}")
+            state = states.get(iface.ifindex)
+            if state is not None and not state.up:
+                change = router.set_link(iface.ifindex, False, time.monotonic())
+                log(f"{iface.name}: link down at start ({state.describe()}): {change.routes} "
+                    "routes out of it not used until it comes up")
         routes = list(router.fib.routes())
         by_origin: dict[str, int] = {}
         for r in routes:
@@ -167,6 +191,8 @@ class Daemon:
         for ring in self.rings.values():
             self.poller.register(ring.fd, select.POLLIN)
         self.poller.register(self._wake_r.fileno(), select.POLLIN)
+        if self.linkwatch is not None:
+            self.poller.register(self.linkwatch.fileno(), select.POLLIN)
 
         self.send(router.start(time.monotonic()))
         self.flush()
@@ -178,6 +204,21 @@ class Daemon:
             raise SystemExit(f"vrlab-router: {e}") from None
         self.control.attach(self.poller)
         log(f"control socket {self.control_path} (mode 0600)")
+
+    def watch_links(self) -> dict[int, LinkEvent]:
+        """Subscribe to link changes (before reading the current state, so that no change
+        falls in between) and return every interface's state now. Without rtnetlink the
+        daemon still runs, with every interface taken as up."""
+        try:
+            self.linkwatch = LinkWatch()
+            return self.linkwatch.snapshot()
+        except OSError as e:
+            log(f"WARNING: cannot follow link state over rtnetlink ({e}); every interface is "
+                "taken as up")
+            if self.linkwatch is not None:
+                self.linkwatch.close()
+                self.linkwatch = None
+            return {}
 
     def await_interfaces(self, names: Sequence[str]) -> None:
         """Wait up to --wait-interfaces seconds for the interfaces to exist (a VM booting may
@@ -215,6 +256,7 @@ class Daemon:
             "hostname": self.router.hostname,
             "fastpath": self.fastpath_text,
             "interfaces": [i.name for i in self.router.interfaces.values()],
+            "links_down": [i.name for i in self.router.interfaces.values() if not i.up],
             "uptime": round(time.monotonic() - self.started, 1),
             "generation": self.router.generation,
             "slowpath_errors": self._errors,
@@ -302,6 +344,89 @@ class Daemon:
         elif not self.commands.tracing and not self.attached:
             self.attach()
 
+    # --- link state ------------------------------------------------------------------
+
+    def link_events(self, now: float) -> None:
+        """Apply the kernel's link notifications to the router (see the module doc)."""
+        assert self.router is not None and self.linkwatch is not None
+        try:
+            events = self.linkwatch.read()
+        except OSError as e:
+            log(f"WARNING: reading link notifications failed: {e}")
+            return
+        for event in events:
+            iface = self.router.interfaces.get(event.ifindex)
+            if iface is None:
+                continue
+            if event.deleted:
+                log(f"{iface.name}: interface removed from the system; restart the router "
+                    "once it is back (its rings cannot be reopened in place)")
+            change = self.router.set_link(event.ifindex, event.up, now)
+            if not change.changed:
+                continue
+            if change.up:
+                log(f"{iface.name}: link up ({event.describe()}): {change.routes} routes "
+                    f"restored, {len(change.actions)} announcements sent")
+            else:
+                log(f"{iface.name}: link down ({event.describe()}): {change.routes} routes "
+                    f"withdrawn, {change.neighbors} neighbors flushed, {change.dropped} "
+                    "queued packets dropped")
+            self.send(change.actions)
+            self.flush()
+        self.sync_tables()
+
+    def clear_ring_error(self, fd: int) -> None:
+        """A packet socket whose interface was set administratively down holds ENETDOWN
+        (poll keeps reporting POLLERR until it is read); read it so the loop does not spin.
+        The kernel re-hooks the socket itself when the interface comes back up."""
+        with contextlib.suppress(OSError), socket.socket(fileno=os.dup(fd)) as sock:
+            sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+
+    # --- reload (SIGHUP) --------------------------------------------------------------
+
+    def request_reload(self, signum: int, frame: FrameType | None) -> None:
+        self.reload_requested = True
+
+    def reload(self, now: float) -> bool:
+        """Re-read the configuration file and apply the difference; True if applied. On any
+        problem the running configuration is left exactly as it was."""
+        assert self.router is not None
+        path = self.config_path
+        if path is None:
+            log("reload: no configuration file to re-read; nothing changed")
+            return False
+        log(f"reload: reading {path}")
+        try:
+            new = load_router_config(path)
+        except ConfigError as e:
+            for problem in e.problems:
+                log(f"reload: {problem}")
+            log(f"reload refused: {len(e.problems)} problem(s) in {path}; the running "
+                "configuration is unchanged")
+            return False
+        try:
+            plan = plan_reload(self.router, self.config, new)
+        except ReloadRefused as e:
+            for problem in e.problems:
+                log(f"reload: {path}: {problem}")
+            if e.restart:
+                log("reload refused: restart needed for this change; the running "
+                    "configuration is unchanged")
+            else:
+                log(f"reload refused: {len(e.problems)} problem(s) in {path}; the running "
+                    "configuration is unchanged")
+            return False
+        self.fold_counters()
+        result = apply_reload(self.router, plan, now)
+        self.config = new
+        for warning in result.warnings:
+            log(f"reload: {warning}")
+        self.send(result.actions)
+        self.flush()
+        self.sync_tables()
+        log(f"reload applied ({path}): {result.summary()}")
+        return True
+
     # --- the loop --------------------------------------------------------------------
 
     def check_kernel(self) -> None:
@@ -325,6 +450,7 @@ class Daemon:
         assert self.router is not None and self.control is not None
         router = self.router
         wake_fd = self._wake_r.fileno()
+        link_fd = self.linkwatch.fileno() if self.linkwatch is not None else -1
         ring_fds = {ring.fd for ring in self.rings.values()}
         next_tick = time.monotonic() + TICK
         last_fold = time.monotonic()
@@ -334,14 +460,24 @@ class Daemon:
             events = self.poller.poll(timeout * 1000.0)
             now = time.monotonic()
             rings_ready = False
+            links_ready = False
             for fd, mask in events:
                 if fd in ring_fds:
                     rings_ready = True
+                    if mask & select.POLLERR:
+                        self.clear_ring_error(fd)
+                elif fd == link_fd:
+                    links_ready = True
                 elif fd == wake_fd:
                     with contextlib.suppress(BlockingIOError):
                         self._wake_r.recv(64)
                 elif self.control.owns(fd):
                     self.control.handle(fd, mask)
+            if links_ready:  # before the batch: no frame leaves by a link known to be down
+                self.link_events(now)
+            if self.reload_requested:
+                self.reload_requested = False
+                self.reload(now)
             self.tracing_changed()
             if rings_ready:
                 self.sync_tables()
@@ -370,6 +506,9 @@ class Daemon:
             with contextlib.suppress(Exception):
                 ring.close()
         self.rings.clear()
+        if self.linkwatch is not None:
+            self.linkwatch.close()
+            self.linkwatch = None
         self._wake_r.close()
         self._wake_w.close()
 
@@ -412,10 +551,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     log(f"{config.hostname}: starting (pid {os.getpid()}, config {args.config})")
     daemon = Daemon(config, args.control, args.fastpath, args.kernel_check,
-                    args.wait_interfaces)
+                    args.wait_interfaces, config_path=args.config)
     handlers: dict[signal.Signals, Callable[[int, FrameType | None], Any] | int | None] = {}
     for sig in (signal.SIGTERM, signal.SIGINT):
         handlers[sig] = signal.signal(sig, daemon.request_stop)
+    handlers[signal.SIGHUP] = signal.signal(signal.SIGHUP, daemon.request_reload)
     old_wakeup = signal.set_wakeup_fd(daemon._wake_w.fileno(), warn_on_full_buffer=False)
     try:
         try:

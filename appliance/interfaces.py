@@ -47,6 +47,15 @@ class Interface:
     l2_groups: set[bytes] = field(default_factory=set)
     """Link-layer group addresses accepted: broadcast and the MACs of `v6_groups`."""
 
+    # --- link state, set by Router.set_link ------------------------------------------------
+    up: bool = True
+    """Operationally up (administratively up and carrier). While down, the routes out of the
+    interface are withdrawn from forwarding (see Router.set_link)."""
+    link_changes: int = 0
+    """Up/down transitions seen since start (Linux IFLA_CARRIER_CHANGES, roughly)."""
+    changed_at: float | None = None
+    """`now` of the last transition (None: never changed since start)."""
+
     def refresh(self) -> None:
         """Recompute the packed views after `ipv4`/`ipv6` changed."""
         self.v4_addrs = {a.ip.packed: a for a in self.ipv4}

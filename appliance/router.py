@@ -31,10 +31,18 @@ import random
 import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_network
+from ipaddress import (
+    IPv4Address,
+    IPv4Interface,
+    IPv4Network,
+    IPv6Address,
+    IPv6Interface,
+    IPv6Network,
+    ip_network,
+)
 
 from appliance import fragment, icmp_error
-from appliance.config import ConfigError, RouteConfig, RouterConfig
+from appliance.config import ConfigError, NeighborConfig, RouteConfig, RouterConfig
 from appliance.fib import Fib, Route, RouteOrigin, RouteType
 from appliance.interfaces import Interface, make_interface
 from appliance.neighbor import (
@@ -70,7 +78,7 @@ from appliance.stats import Stats
 from appliance.sysctl import Sysctl
 from appliance.trace import Tracer, TraceRecord
 
-__all__ = ["Action", "Deliver", "Drop", "Hold", "LinkInfo", "Router", "Transmit"]
+__all__ = ["Action", "Deliver", "Drop", "Hold", "LinkChange", "LinkInfo", "Router", "Transmit"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +120,24 @@ class LinkInfo:
     ifindex: int
     mac: bytes
     mtu: int = 1500
+
+
+@dataclass(frozen=True, slots=True)
+class LinkChange:
+    """What `Router.set_link` did (for the daemon's log line)."""
+
+    interface: str
+    up: bool
+    changed: bool
+    """False when the interface was already in that state (nothing done)."""
+    routes: int
+    """Routes withdrawn from forwarding (down) or put back (up)."""
+    neighbors: int
+    """Dynamic neighbor entries flushed (down)."""
+    dropped: int
+    """Packets that were queued on those entries, dropped and counted (arp/nd.dropped)."""
+    actions: list[Action]
+    """Frames to send: the announcements of an interface coming back up."""
 
 
 # Ethernet types as the two bytes on the wire.
@@ -235,6 +261,8 @@ class Router:
         self._ip_id = 0
         self.interfaces: dict[int, Interface] = {}
         self.by_name: dict[str, Interface] = {}
+        self._linkdown: dict[IPv4Network | IPv6Network, Route] = {}
+        """Routes out of an interface whose link is down: kept, not used (Router.set_link)."""
 
         problems: list[str] = []
         for ic in config.interfaces:
@@ -300,26 +328,39 @@ class Router:
         routes: list[Route] = []
         for iface in self.interfaces.values():
             for a4 in iface.ipv4:
-                routes.append(Route(a4.network, ifindex=iface.ifindex,
-                                    origin=RouteOrigin.CONNECTED))
-                routes.append(Route(IPv4Network(f"{a4.ip}/32"), ifindex=iface.ifindex,
-                                    origin=RouteOrigin.LOCAL))
+                routes.extend(self._address_routes(iface, a4))
             for a6 in iface.ipv6:
-                if a6.ip.is_link_local:
-                    continue  # fe80::/64 exists on every interface: scoped, never in the FIB
-                routes.append(Route(a6.network, ifindex=iface.ifindex,
-                                    origin=RouteOrigin.CONNECTED))
-                routes.append(Route(IPv6Network(f"{a6.ip}/128"), ifindex=iface.ifindex,
-                                    origin=RouteOrigin.LOCAL))
+                routes.extend(self._address_routes(iface, a6))
         self.fib.add_many(routes)
+
+    @staticmethod
+    def _address_routes(iface: Interface, a: IPv4Interface | IPv6Interface) -> list[Route]:
+        """The CONNECTED route of an address's subnet and the LOCAL host route of the address
+        (none for link-local: fe80::/64 exists on every interface, scoped, never in the FIB)."""
+        if isinstance(a, IPv6Interface) and a.ip.is_link_local:
+            return []
+        host: IPv4Network | IPv6Network = (IPv4Network(f"{a.ip}/32") if a.version == 4
+                                           else IPv6Network(f"{a.ip}/128"))
+        return [Route(a.network, ifindex=iface.ifindex, origin=RouteOrigin.CONNECTED),
+                Route(host, ifindex=iface.ifindex, origin=RouteOrigin.LOCAL)]
 
     def add_route(self, rc: RouteConfig) -> None:
         """Add (or replace) a static route; raises ConfigError if it cannot be installed.
-        Connected and local routes belong to the interfaces and are not replaced."""
-        old = self.fib.get(rc.prefix)
+        Connected and local routes belong to the interfaces and are not replaced. A route out
+        of an interface whose link is down is accepted but kept out of forwarding until the
+        link comes back (Linux: flagged linkdown)."""
+        old = self.fib.get(rc.prefix) or self._linkdown.get(rc.prefix)
         if old is not None and old.origin in (RouteOrigin.CONNECTED, RouteOrigin.LOCAL):
             raise ConfigError([f"route {rc.prefix}: would replace the {old.origin.value} route"])
-        self.fib.add(self._route_from_config(rc))
+        route = self._route_from_config(rc)
+        self._linkdown.pop(rc.prefix, None)
+        out = self.interfaces.get(route.ifindex) if route.ifindex is not None else None
+        if out is not None and not out.up:
+            self.fib.delete(rc.prefix)  # replaced, as Fib.add would replace it
+            self._linkdown[rc.prefix] = route
+            self._generation += 1
+        else:
+            self.fib.add(route)
 
     def _route_from_config(self, rc: RouteConfig) -> Route:
         where = f"route {rc.prefix}"
@@ -334,21 +375,172 @@ class Router:
             return Route(rc.prefix, ifindex=iface.ifindex, gateway=rc.via)
         if rc.via is None:
             raise ConfigError([f"{where}: needs a gateway or an interface"])
-        # A gateway must be on a connected subnet (no recursive routes).
-        hit = self.fib.lookup(rc.via)
+        # A gateway must be on a connected subnet (no recursive routes), link up or not.
+        hit = self._lookup_any(rc.via)
         if hit is None or hit.origin is not RouteOrigin.CONNECTED or hit.ifindex is None:
             raise ConfigError([f"{where}: gateway {rc.via} is not on a connected subnet"])
         return Route(rc.prefix, ifindex=hit.ifindex, gateway=rc.via)
+
+    def _lookup_any(self, addr: IPv4Address | IPv6Address) -> Route | None:
+        """Longest prefix match over the FIB and the link-down routes (for configuration
+        checks; forwarding only ever looks at the FIB)."""
+        hit = self.fib.lookup(addr)
+        for route in self._linkdown.values():
+            if addr in route.prefix and (hit is None
+                                         or route.prefix.prefixlen > hit.prefix.prefixlen):
+                hit = route
+        return hit
 
     def delete_route(self, prefix: IPv4Network | IPv6Network | str) -> Route | None:
         """Remove the static route for exactly `prefix`; returns it (None if there was none).
         Connected and local routes go with their interface address: ConfigError."""
         network = ip_network(prefix) if isinstance(prefix, str) else prefix
-        old = self.fib.get(network)
+        old = self.fib.get(network) or self._linkdown.get(network)
         if old is not None and old.origin in (RouteOrigin.CONNECTED, RouteOrigin.LOCAL):
             raise ConfigError([f"route {network}: the {old.origin.value} route stays with its "
                                "interface address"])
-        return self.fib.delete(network)
+        parked = self._linkdown.pop(network, None)
+        return self.fib.delete(network) or parked
+
+    def linkdown_routes(self) -> list[Route]:
+        """Routes kept but not used because their interface's link is down, sorted like
+        `Fib.routes()` (IPv4 first, then by network and prefix length)."""
+        return sorted(self._linkdown.values(),
+                      key=lambda r: (r.prefix.version, r.prefix.network_address,
+                                     r.prefix.prefixlen))
+
+    # --- link state (carrier) -------------------------------------------------------------
+
+    def set_link(self, ifindex: int, up: bool, now: float) -> LinkChange:
+        """The link of interface `ifindex` went down (carrier lost or administratively down)
+        or came back.
+
+        Down: every route out of the interface (its connected subnets, static routes whose
+        next hop is there) leaves the FIB and is kept aside, so lookups fall through to what
+        else matches (a shorter prefix, or no route: ICMP net / no-route unreachable), as
+        Linux does with `ignore_routes_with_linkdown`; the fast path reloads its FIB on the
+        generation change and cannot keep forwarding out of a dead link. The interface's own
+        LOCAL host routes stay: its addresses remain the router's (weak host model). Dynamic
+        neighbor entries on it are flushed, their queued packets dropped and counted
+        (`arp.dropped` / `nd.dropped`); static (permanent) entries stay.
+
+        Up: the routes come back (a route added for the same prefix meanwhile wins) and the
+        interface announces itself again as at start (gratuitous ARP, DAD probe, unsolicited
+        NA), returned in `LinkChange.actions`."""
+        iface = self.interfaces[ifindex]
+        if iface.up == up:
+            return LinkChange(iface.name, up, False, 0, 0, 0, [])
+        iface.up = up
+        iface.link_changes += 1
+        iface.changed_at = now
+        self._generation += 1
+        if not up:
+            gone = [route for _net, _len, route in [*self.fib.iter_v4(), *self.fib.iter_v6()]
+                    if route.ifindex == ifindex and route.origin is not RouteOrigin.LOCAL]
+            for route in gone:
+                self.fib.delete(route.prefix)
+                self._linkdown[route.prefix] = route
+            flushed = dropped = 0
+            for entry in list(self.neighbors.entries()):
+                if entry.ifindex != ifindex or entry.permanent:
+                    continue
+                flushed += 1
+                if entry.queue:
+                    dropped += len(entry.queue)
+                    self.stats.bump("arp.dropped" if len(entry.addr) == 4 else "nd.dropped",
+                                    len(entry.queue))
+            self.neighbors.flush(ifindex)
+            return LinkChange(iface.name, False, True, len(gone), flushed, dropped, [])
+        back = [route for route in self._linkdown.values() if route.ifindex == ifindex]
+        for route in back:
+            del self._linkdown[route.prefix]
+            if self.fib.get(route.prefix) is None:
+                self.fib.add(route)
+        return LinkChange(iface.name, True, True, len(back), 0, 0, self._announce(iface))
+
+    # --- run-time configuration changes (SIGHUP reload, appliance.reload) -----------------
+
+    def add_address(self, ifindex: int, address: IPv4Interface | IPv6Interface, now: float
+                    ) -> list[Action]:
+        """Add an address to an interface: its connected and local routes (the connected one
+        kept aside while the link is down) and, link up, its announcement."""
+        iface = self.interfaces[ifindex]
+        for other in self.interfaces.values():
+            if address.ip.packed in other.v4_addrs or address.ip.packed in other.v6_addrs:
+                raise ConfigError([f"address {address.ip} is already on {other.name}"])
+        if isinstance(address, IPv4Interface):
+            iface.ipv4.append(address)
+        else:
+            iface.ipv6.append(address)
+        iface.refresh()
+        self._rebuild_local()
+        for route in self._address_routes(iface, address):
+            if route.origin is RouteOrigin.CONNECTED and not iface.up:
+                self._linkdown[route.prefix] = route
+            elif self.fib.get(route.prefix) is None or route.origin is RouteOrigin.LOCAL:
+                self.fib.add(route)
+        return self._announce(iface, [address]) if iface.up else []
+
+    def remove_address(self, ifindex: int, address: IPv4Interface | IPv6Interface
+                       ) -> list[Route]:
+        """Remove an address from an interface with its local route, its subnet's connected
+        route (unless another address of the interface is on that subnet) and every static
+        route whose gateway it made reachable (Linux fib_sync_down_addr); returns those."""
+        iface = self.interfaces[ifindex]
+        own: list[IPv4Interface] | list[IPv6Interface] = (
+            iface.ipv4 if isinstance(address, IPv4Interface) else iface.ipv6)
+        if address not in own:
+            raise ConfigError([f"{iface.name} has no address {address}"])
+        if iface.ipv6 and address == iface.ipv6[0]:
+            raise ConfigError([f"{iface.name}: the link-local address {address} stays"])
+        own.remove(address)  # type: ignore[arg-type]
+        iface.refresh()
+        self._rebuild_local()
+        for route in self._address_routes(iface, address):
+            if route.origin is RouteOrigin.CONNECTED and any(
+                    a.network == address.network for a in own):
+                continue
+            for table_route in (self.fib.get(route.prefix), self._linkdown.get(route.prefix)):
+                if table_route == route:
+                    self._drop_route(route)
+        orphans: list[Route] = []
+        for route in [*(r for _n, _l, r in self.fib.iter_v4()),
+                      *(r for _n, _l, r in self.fib.iter_v6()), *self._linkdown.values()]:
+            if (route.origin is RouteOrigin.STATIC and route.gateway is not None
+                    and route.ifindex == ifindex
+                    and not (iface.v4_on_link(route.gateway.packed) if route.gateway.version == 4
+                             else iface.v6_on_link(route.gateway.packed))):
+                orphans.append(route)
+        for route in orphans:
+            self._drop_route(route)
+        return orphans
+
+    def _drop_route(self, route: Route) -> None:
+        if self._linkdown.get(route.prefix) == route:
+            del self._linkdown[route.prefix]
+            self._generation += 1
+        elif self.fib.get(route.prefix) == route:
+            self.fib.delete(route.prefix)
+
+    def add_static_neighbor(self, nc: NeighborConfig, now: float) -> list[Action]:
+        """A permanent neighbor entry (`neighbors:` in the config); packets queued on an
+        unresolved entry it replaces leave at once."""
+        iface = self.by_name.get(nc.interface)
+        if iface is None:
+            raise ConfigError([f"neighbor {nc.address}: no interface {nc.interface!r}"])
+        return self._neighbor_events(
+            self.neighbors.add_static(iface.ifindex, nc.address.packed, nc.mac, now), now, None)
+
+    def delete_static_neighbor(self, nc: NeighborConfig) -> bool:
+        """Remove a permanent neighbor entry; False if there was none."""
+        iface = self.by_name.get(nc.interface)
+        if iface is None:
+            return False
+        entry = self.neighbors.lookup(iface.ifindex, nc.address.packed)
+        if entry is None or not entry.permanent:
+            return False
+        self.neighbors.delete(iface.ifindex, nc.address.packed)
+        return True
 
     def _sysctl_changed(self, name: str, value: int) -> None:
         if name == _ICMPLIM:
@@ -368,24 +560,41 @@ class Router:
     # --- timers ---------------------------------------------------------------------------
 
     def start(self, now: float) -> list[Action]:
-        """Announce ourselves: gratuitous ARP for each IPv4 address; for each IPv6 address a
-        DAD probe (RFC 4862 §5.4.2) and an unsolicited NA to all-nodes (RFC 4861 §7.2.6)."""
+        """Announce ourselves on every interface whose link is up (`_announce`)."""
         out: list[Action] = []
         for iface in self.interfaces.values():
-            for a in iface.v4_addrs:
-                # RFC 5227 §3 ARP announcement: sender = target = our address.
-                out.append(Transmit(iface.ifindex, self._arp_frame(
-                    iface, 1, BROADCAST_MAC, a, _ZERO_MAC, a)))
-                self.stats.bump("arp.txannounce")
-            for a in iface.v6_addrs:
-                ns = NeighborSolicitation(a).pack(_ZERO6, solicited_node_multicast(a))
-                out.append(self._nd_frame(iface, _ZERO6, solicited_node_multicast(a), ns))
-                self.stats.bump("nd.txns")
-            for a in iface.v6_addrs:
-                na = NeighborAdvertisement(True, False, True, a, (
-                    NdOption(NdOptionType.TARGET_LL, iface.mac),)).pack(a, ALL_NODES)
-                out.append(self._nd_frame(iface, a, ALL_NODES, na))
-                self.stats.bump("nd.txna")
+            if iface.up:
+                out.extend(self._announce(iface))
+        return out
+
+    def _announce(self, iface: Interface,
+                  addresses: Iterable[IPv4Interface | IPv6Interface] | None = None
+                  ) -> list[Action]:
+        """Gratuitous ARP for each IPv4 address; for each IPv6 address a DAD probe (RFC 4862
+        §5.4.2) and an unsolicited NA to all-nodes (RFC 4861 §7.2.6). All of the interface's
+        addresses, or only `addresses` (one just added)."""
+        if addresses is None:
+            v4 = list(iface.v4_addrs)
+            v6 = list(iface.v6_addrs)
+        else:
+            chosen = list(addresses)
+            v4 = [a.ip.packed for a in chosen if isinstance(a, IPv4Interface)]
+            v6 = [a.ip.packed for a in chosen if isinstance(a, IPv6Interface)]
+        out: list[Action] = []
+        for a in v4:
+            # RFC 5227 §3 ARP announcement: sender = target = our address.
+            out.append(Transmit(iface.ifindex, self._arp_frame(
+                iface, 1, BROADCAST_MAC, a, _ZERO_MAC, a)))
+            self.stats.bump("arp.txannounce")
+        for a in v6:
+            ns = NeighborSolicitation(a).pack(_ZERO6, solicited_node_multicast(a))
+            out.append(self._nd_frame(iface, _ZERO6, solicited_node_multicast(a), ns))
+            self.stats.bump("nd.txns")
+        for a in v6:
+            na = NeighborAdvertisement(True, False, True, a, (
+                NdOption(NdOptionType.TARGET_LL, iface.mac),)).pack(a, ALL_NODES)
+            out.append(self._nd_frame(iface, a, ALL_NODES, na))
+            self.stats.bump("nd.txna")
         return out
 
     def tick(self, now: float) -> list[Action]:

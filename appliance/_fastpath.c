@@ -91,6 +91,7 @@ static const char *const extra_names[C_EXTRA] = {
 #define PREFETCH_AHEAD 4 /* frames: enough to cover a memory access at our per-frame cost */
 #endif
 #define TPACKET2_TX_DATA 32 /* TPACKET2_HDRLEN - sizeof(struct sockaddr_ll) */
+#define VNET_HDR_LEN 10     /* sizeof(struct virtio_net_hdr), before the frame with PACKET_VNET_HDR */
 
 static PyObject *FastPathError;
 
@@ -343,6 +344,8 @@ typedef struct {
     PyObject *ring;
     uint8_t *base;
     uint32_t frame_size, rx_frames, tx_frames, rx_head, tx_head;
+    uint32_t tx_data; /* where a TX frame starts in its slot: after the virtio_net_hdr if any */
+    int vnet;         /* the socket has PACKET_VNET_HDR (ring.tx_vnet_hdr) */
     int dirty;
 } ring_t;
 
@@ -902,6 +905,18 @@ static PyObject *FastPath_attach(FastPath *self, PyObject *ring) {
         attr_u32(ring, "tx_head", &r.tx_head) < 0)
         return NULL;
     r.fd = (int)fd;
+    PyObject *vnet = PyObject_GetAttrString(ring, "tx_vnet_hdr");
+    if (vnet) {
+        r.vnet = PyObject_IsTrue(vnet);
+        Py_DECREF(vnet);
+        if (r.vnet < 0)
+            return NULL;
+    } else if (PyErr_ExceptionMatches(PyExc_AttributeError)) {
+        PyErr_Clear(); /* a ring without the attribute has no virtio_net_hdr */
+    } else {
+        return NULL;
+    }
+    r.tx_data = TPACKET2_TX_DATA + (r.vnet ? VNET_HDR_LEN : 0);
     if (ring_find(self, r.ifindex))
         return PyErr_Format(FastPathError, "interface %u already has a ring attached", r.ifindex);
     if (self->n_rings >= MAX_RINGS)
@@ -976,6 +991,17 @@ static uint8_t *tx_slot(ring_t *r) {
 
 static void tx_commit(ring_t *r, uint8_t *slot, size_t len) {
     struct tpacket2_hdr *h = (struct tpacket2_hdr *)slot;
+    if (r->vnet) {
+        /* no offload asked (flags, gso_type, gso_size, csum_* zero); hdr_len = the whole
+           frame, so the kernel copies it into the skb's linear buffer rather than attaching
+           the ring page as a zero-copy fragment (which veth would copy again into a fresh
+           page). Little-endian: virtio 1.0, and what the kernel expects on x86. */
+        uint8_t *v = slot + TPACKET2_TX_DATA;
+        memset(v, 0, VNET_HDR_LEN);
+        v[2] = (uint8_t)(len & 0xff);
+        v[3] = (uint8_t)(len >> 8);
+        len += VNET_HDR_LEN;
+    }
     h->tp_len = (uint32_t)len;
     __atomic_store_n(&h->tp_status, TP_STATUS_SEND_REQUEST, __ATOMIC_RELEASE);
     r->tx_head = r->tx_head + 1 == r->tx_frames ? 0 : r->tx_head + 1;
@@ -1082,11 +1108,11 @@ static PyObject *FastPath_poll(FastPath *self, PyObject *arg) {
                     uint8_t *out;
                     if (!o) {
                         v = V_PUNT_NORING;
-                    } else if (14 + w.ip_len > o->frame_size - TPACKET2_TX_DATA ||
+                    } else if (14 + w.ip_len > o->frame_size - o->tx_data ||
                                !(out = tx_slot(o))) {
                         v = V_DROP_TXFULL;
                     } else {
-                        size_t len = emit(&w, f, out + TPACKET2_TX_DATA, csum_partial);
+                        size_t len = emit(&w, f, out + o->tx_data, csum_partial);
                         tx_commit(o, out, len);
                     }
                 }
@@ -1121,13 +1147,13 @@ static PyObject *FastPath_transmit(FastPath *self, PyObject *args) {
         PyBuffer_Release(&view);
         return PyErr_Format(FastPathError, "interface %u has no ring attached", ifindex);
     }
-    if ((size_t)view.len > r->frame_size - TPACKET2_TX_DATA) {
+    if ((size_t)view.len > r->frame_size - r->tx_data) {
         PyBuffer_Release(&view);
         return PyErr_Format(FastPathError, "frame of %zd bytes does not fit a ring slot", view.len);
     }
     uint8_t *slot = tx_slot(r);
     if (slot) {
-        memcpy(slot + TPACKET2_TX_DATA, view.buf, (size_t)view.len);
+        memcpy(slot + r->tx_data, view.buf, (size_t)view.len);
         tx_commit(r, slot, (size_t)view.len);
         COUNT(self, C_TX_SLOW)++;
     } else {

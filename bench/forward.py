@@ -74,7 +74,9 @@ PREFIX = f"vrb{os.getpid()}"
 MACS = {"h1-r": "02:00:00:00:21:02", "r-h1": "02:00:00:00:21:01",
         "r-h2": "02:00:00:00:22:01", "h2-r": "02:00:00:00:22:02"}
 PAYLOAD = 18  # 14 Ethernet + 20 IPv4 + 8 UDP + 18 + 4 FCS = 64 bytes on the wire
-DST = "198.51.100.2"
+DST = "198.51.100.2"  # h2 itself: its own IP/UDP stack is the sink
+SINK = "198.51.100.3"  # a static neighbor on r whose MAC h2-r does not have: h2 drops it
+SINK_MAC = "02:00:00:00:22:99"
 DST6 = "2001:db8::2"
 H2_6 = "2001:db8:2::2"
 GEN_CPU, FORWARDER_CPU = "0", "1"
@@ -99,6 +101,7 @@ class Forwarder:
     routes: int = 0
     detach_kernel: bool = False
     flows: int = 0  # > 0: IPv6 traffic to this many destinations, each its own /64
+    sink: str = "nic"  # nic: h2's NIC filter drops the frames; stack: h2's IP stack takes them
     samples: list[float] = field(default_factory=list)
     sent: list[float] = field(default_factory=list)
     cpu: list[dict[str, float]] = field(default_factory=list)  # forwarder CPU, per window
@@ -212,6 +215,8 @@ def start_forwarder(topo: Topology, fwd: Forwarder, workdir: Path) -> subprocess
         run(nsexec(r, ["ip", "addr", "add", "198.51.100.1/26", "dev", "r-h2"]))
         run(nsexec(r, ["ip", "neigh", "replace", DST, "lladdr", MACS["h2-r"], "dev", "r-h2",
                        "nud", "permanent"]))
+        run(nsexec(r, ["ip", "neigh", "replace", SINK, "lladdr", SINK_MAC, "dev", "r-h2",
+                       "nud", "permanent"]))
         run(nsexec(r, ["sysctl", "-qw", "net.ipv4.ip_forward=1"]))
         return None
     if fwd.kind == "daemon":
@@ -219,6 +224,7 @@ def start_forwarder(topo: Topology, fwd: Forwarder, workdir: Path) -> subprocess
             "hostname": "r",
             "interfaces": [{"name": "r-h1", "addresses": ["192.0.2.1/26"]},
                            {"name": "r-h2", "addresses": ["198.51.100.1/26"]}],
+            "neighbors": [{"address": SINK, "mac": SINK_MAC, "interface": "r-h2"}],
         }
         path = workdir / f"{fwd.key}.yaml"
         path.write_text(yaml.safe_dump(config))
@@ -268,13 +274,14 @@ def cpu_shares(before: list[int], after: list[int]) -> dict[str, float]:
     return {name: d / total for name, d in zip(_CPU_FIELDS, deltas, strict=True)}
 
 
-def measure(topo: Topology, gen: Path, seconds: float, flows: int = 0
+def measure(topo: Topology, gen: Path, seconds: float, flows: int = 0, sink: str = "nic"
             ) -> tuple[float, float, dict[str, float]]:
     """(packets/s at h2, packets/s the generator sent, how the forwarder's CPU spent the
     window) over one window."""
     warm = 0.7
     # IPv6: no payload, the smallest frame (62 bytes + FCS); destinations 2001:db8:0:N::2
-    dst, payload, count = (DST6, 0, flows) if flows else (DST, PAYLOAD, 1)
+    dst, payload, count = (DST6, 0, flows) if flows else (
+        SINK if sink == "nic" else DST, PAYLOAD, 1)
     proc = topo.popen("h1", [*PIN_GEN, str(gen), dst, "9",
                              str(warm + seconds + 0.3), str(payload), str(count)],
                       stdout=subprocess.PIPE)
@@ -396,14 +403,18 @@ def load_tables(fp: Any, rings: list[Any], routes: int, flows: int) -> None:
         table4.extend(ROUTE4.pack(addr, plen, rng.randrange(2))
                       for addr, plen in big_table(max(routes - 2, 0), rng))
     fp.load_fib(hops, b"".join(table4), b"".join(table6), 2)
-    macs = {name: bytes.fromhex(mac.replace(":", "")) for name, mac in MACS.items()}
+    macs = {name: bytes.fromhex(mac.replace(":", ""))
+            for name, mac in {**MACS, "sink": SINK_MAC}.items()}
     fp.load_neighbors(
         NEIGHBOR.pack(rings[0].ifindex, 4, bytes([192, 0, 2, 2]),
                       macs["h1-r"] + rings[0].mac + b"\x08\x00")
         + NEIGHBOR.pack(rings[1].ifindex, 4, bytes([198, 51, 100, 2]),
                         macs["h2-r"] + rings[1].mac + b"\x08\x00")
+        + NEIGHBOR.pack(rings[1].ifindex, 4, ipaddress.IPv4Address(SINK).packed,
+                        macs["sink"] + rings[1].mac + b"\x08\x00")
+        # the IPv6 rows' next hop: the sink MAC as well (h2's NIC drops what it gets)
         + NEIGHBOR.pack(rings[1].ifindex, 6, ipaddress.IPv6Address(H2_6).packed,
-                        macs["h2-r"] + rings[1].mac + b"\x86\xdd"), 3)
+                        macs["sink"] + rings[1].mac + b"\x86\xdd"), 4)
 
 
 def serve(kind: str, routes: int, spin: float, flows: int, frames: int = 0) -> int:
@@ -657,6 +668,10 @@ def verdicts(forwarders: list[Forwarder]) -> list[str]:
     if "daemon-c" in pps and "kernel" in pps:
         check("C fast path >= kernel", pps["daemon-c"] >= pps["kernel"],
               f"{pps['daemon-c']:,.0f} vs {pps['kernel']:,.0f}")
+    if "daemon-c-stack" in pps and "kernel-stack" in pps:
+        check("C fast path >= kernel, sink = h2's stack",
+              pps["daemon-c-stack"] >= pps["kernel-stack"],
+              f"{pps['daemon-c-stack']:,.0f} vs {pps['kernel-stack']:,.0f}")
     if "daemon-c" in pps and "daemon-py" in pps:
         ratio = pps["daemon-c"] / max(pps["daemon-py"], 1.0)
         check("C >= 50x Python twin", ratio >= 50, f"{ratio:.1f}x")
@@ -680,10 +695,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, help="length of each run (default 5)")
     parser.add_argument("--routes", type=int, help="big table size (default 1,000,000)")
     parser.add_argument("--only", nargs="*", metavar="KEY",
-                        help="kernel, daemon-c, daemon-py, daemon-slow, bare-1, bare-1-sleep, "
+                        help="kernel, daemon-c, daemon-py, daemon-slow, kernel-stack, daemon-c-stack, "
+                        "bare-1, bare-1-sleep, "
                         "bare-1-detached, bare-big, bare6-1, bare6-big")
     parser.add_argument("--cpu-only", action="store_true",
                         help="only the in-memory part (no namespaces, no root)")
+    parser.add_argument("--net-only", action="store_true",
+                        help="only the network part (no in-memory fast path table)")
     parser.add_argument("--serve", choices=["c", "python"], help=argparse.SUPPRESS)
     parser.add_argument("--spin", type=float, default=0.0, help=argparse.SUPPRESS)
     parser.add_argument("--flows", type=int, default=0, help=argparse.SUPPRESS)
@@ -696,7 +714,7 @@ def main(argv: list[str] | None = None) -> int:
     routes = args.routes or (100_000 if args.quick else 1_000_000)
     from appliance.fastpath import have_c
 
-    passes = 10 if args.quick else 50
+    passes = 0 if args.net_only else 10 if args.quick else 50
     cpu_cases = {
         "c4": CpuCase("C, IPv4, 2 routes, 1 destination", "c", 2, 0),
         "c4big": CpuCase(f"C, IPv4, {routes:,} routes, 1 destination", "c", routes, 0),
@@ -707,11 +725,12 @@ def main(argv: list[str] | None = None) -> int:
     }
     if not have_c():
         cpu_cases = {k: c for k, c in cpu_cases.items() if c.kind != "c"}
-    cpu_cases_run(list(cpu_cases.values()), passes)
-    print(cpu_table(list(cpu_cases.values()), passes))
-    for line in cpu_verdicts(cpu_cases):
-        print(line)
-    print()
+    if passes:
+        cpu_cases_run(list(cpu_cases.values()), passes)
+        print(cpu_table(list(cpu_cases.values()), passes))
+        for line in cpu_verdicts(cpu_cases):
+            print(line)
+        print()
     if args.cpu_only:
         return 0
     reason = usable()
@@ -726,6 +745,10 @@ def main(argv: list[str] | None = None) -> int:
                   ["--fastpath", "python"]),
         Forwarder("daemon-slow", "vrlab-router, no fast path (Router.receive)", "daemon",
                   ["--no-fastpath"]),
+        Forwarder("kernel-stack", "Linux kernel forwarding, sink = h2's stack", "kernel",
+                  sink="stack"),
+        Forwarder("daemon-c-stack", "vrlab-router, C fast path, sink = h2's stack", "daemon",
+                  ["--fastpath", "c"], sink="stack"),
         Forwarder("bare-1", "FastPath.poll loop (C), 2 routes", "bare", [*SPIN, "c"], routes=2),
         Forwarder("bare-1-sleep", "  same, sleeping in poll(2) when idle", "bare", ["c"],
                   routes=2),
@@ -762,7 +785,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  run {i + 1}/{runs}", flush=True)
                 for setup in setups:
                     try:
-                        pps, sent, cpu = measure(setup.topo, gen, seconds, setup.fwd.flows)
+                        pps, sent, cpu = measure(setup.topo, gen, seconds, setup.fwd.flows,
+                                                 setup.fwd.sink)
                     except (RuntimeError, subprocess.TimeoutExpired, OSError, ValueError) as err:
                         setup.fwd.note = f"failed: {err}"
                         continue

@@ -9,11 +9,18 @@
 - ``PACKET_QDISC_BYPASS``: frames from the TX ring skip the qdisc (and the packet taps, so
   tcpdump on the router does not see them: capture on the peer).
 - ``PACKET_IGNORE_OUTGOING``: our own transmissions do not come back on the RX ring.
+- ``PACKET_VNET_HDR``: each TX slot starts with a ``struct virtio_net_hdr`` (10 bytes, before
+  the frame) whose ``hdr_len`` is the whole frame, so the kernel copies the frame into the
+  skb's linear buffer instead of attaching the ring page as a zero-copy fragment. Fragments of
+  a TX ring page must be copied again (a page allocated per frame) by any device that hands
+  the skb to a receive path (veth) and the receiver pulls the headers out of them; a 64- to
+  1500-byte copy is cheaper. On RX the kernel puts the same header before the frame (the
+  frame still starts at ``tp_mac``). ``tx_vnet_hdr`` says whether the socket has it.
 - promiscuous membership (``PACKET_MR_PROMISC``), dropped by the kernel when the socket closes.
 - a non-blocking descriptor ``fd`` for ``select``/``poll``: readable when the RX ring has a frame.
 
 Attributes: ``name``, ``ifindex``, ``mac`` (6 bytes), ``mtu``, ``fd``, ``frame_size``,
-``rx_frames``, ``tx_frames``, ``map`` (the ``mmap`` of both rings), ``rx_head``/``tx_head``
+``rx_frames``, ``tx_frames``, ``tx_vnet_hdr``, ``map`` (the ``mmap`` of both rings), ``rx_head``/``tx_head``
 (next slot to look at) and ``attached``.
 
 Python path: ``recv_batch(limit) -> list[bytes]`` returns up to ``limit`` received frames with
@@ -53,6 +60,7 @@ PACKET_VERSION = 10
 PACKET_TX_RING = 13
 PACKET_QDISC_BYPASS = 20
 PACKET_IGNORE_OUTGOING = 23
+PACKET_VNET_HDR = 15
 PACKET_MR_PROMISC = 1
 TPACKET_V2 = 1
 ETH_P_ALL = 0x0003
@@ -74,7 +82,8 @@ _TPACKET2_HDR = struct.Struct("=IIIHHIIHH")
 _STATUS = struct.Struct("=I")
 _SLL_PKTTYPE = 32 + 10  # TPACKET_ALIGN(sizeof(tpacket2_hdr)) + offsetof(sockaddr_ll, sll_pkttype)
 _TX_DATA = 32  # TPACKET2_HDRLEN - sizeof(struct sockaddr_ll)
-_RX_OVERHEAD = 128  # header, sockaddr_ll, alignment and a VLAN tag, with room to spare
+VNET_HDR = struct.Struct("<BBHHHH")  # struct virtio_net_hdr: flags, gso_type, hdr_len, ...
+_RX_OVERHEAD = 128  # header, sockaddr_ll, alignment, virtio_net_hdr and a VLAN tag, and spare
 _FRAMES_PER_BLOCK = 16
 
 
@@ -103,6 +112,7 @@ class RingSocket:
         ring_map: mmap.mmap,
         frame_size: int,
         frames: int,
+        tx_vnet_hdr: bool = False,
     ) -> None:
         self._sock = sock
         self.name = name
@@ -119,6 +129,8 @@ class RingSocket:
         self.attached = False
         self._drops = 0
         self._tx_base = frame_size * frames
+        self.tx_vnet_hdr = tx_vnet_hdr
+        self._tx_data = _TX_DATA + (VNET_HDR.size if tx_vnet_hdr else 0)
 
     @classmethod
     def open(cls, ifname: str, *, frames: int = 2048) -> RingSocket:
@@ -140,6 +152,7 @@ class RingSocket:
             sock.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V2)
             sock.setsockopt(SOL_PACKET, PACKET_QDISC_BYPASS, 1)
             sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
+            sock.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)  # before the rings, or EBUSY
             sock.setsockopt(SOL_PACKET, PACKET_RX_RING, req)
             sock.setsockopt(SOL_PACKET, PACKET_TX_RING, req)
             ring_map = mmap.mmap(sock.fileno(), 2 * block_size * (frames // _FRAMES_PER_BLOCK))
@@ -159,7 +172,7 @@ class RingSocket:
         except BaseException:
             sock.close()
             raise
-        return cls(sock, ifname, ifindex, mac, mtu, ring_map, frame_size, frames)
+        return cls(sock, ifname, ifindex, mac, mtu, ring_map, frame_size, frames, True)
 
     def _check_owner(self) -> None:
         if self.attached:
@@ -203,14 +216,17 @@ class RingSocket:
     def send(self, frame: bytes) -> bool:
         """Queue ``frame`` on the TX ring; False when the ring is full. ``flush()`` sends."""
         self._check_owner()
-        if len(frame) > self.frame_size - _TX_DATA:
+        data = self._tx_data
+        if len(frame) > self.frame_size - data:
             raise RingError(f"{self.name}: frame of {len(frame)} bytes does not fit a slot")
         off = self._tx_base + self.tx_head * self.frame_size
         (status,) = _STATUS.unpack_from(self.map, off)
         if status not in (TP_STATUS_AVAILABLE, TP_STATUS_WRONG_FORMAT):
             return False
-        self.map[off + _TX_DATA : off + _TX_DATA + len(frame)] = frame
-        struct.pack_into("=I", self.map, off + 4, len(frame))  # tp_len
+        if self.tx_vnet_hdr:  # no offload asked; hdr_len = the whole frame goes linear
+            VNET_HDR.pack_into(self.map, off + _TX_DATA, 0, 0, len(frame), 0, 0, 0)
+        self.map[off + data : off + data + len(frame)] = frame
+        struct.pack_into("=I", self.map, off + 4, data - _TX_DATA + len(frame))  # tp_len
         _STATUS.pack_into(self.map, off, TP_STATUS_SEND_REQUEST)
         self.tx_head = self.tx_head + 1 if self.tx_head + 1 < self.tx_frames else 0
         return True

@@ -26,17 +26,19 @@ HDR = struct.Struct("=IIIHHIIHH")  # tpacket2_hdr
 MAC_OFFSET = 82  # where the kernel would put the frame: after header, sockaddr_ll, padding
 TP_STATUS_USER, TP_STATUS_CSUMNOTREADY, TP_STATUS_VLAN_VALID = 1, 8, 16
 PACKET_HOST, PACKET_OUTGOING = 0, 4
+VNET = struct.Struct("<BBHHHH")  # struct virtio_net_hdr
 
 
 class MemoryRing:
     """A RingSocket over memory, plus helpers acting as the kernel."""
 
-    def __init__(self, ifindex: int, mac: bytes) -> None:
+    def __init__(self, ifindex: int, mac: bytes, vnet: bool = False) -> None:
         self.peer, sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.peer.setblocking(False)
         self.map = mmap.mmap(-1, 2 * SLOTS * FRAME_SIZE)
         self.ring = RingSocket(sock, f"mem{ifindex}", ifindex, mac, 1500, self.map, FRAME_SIZE,
-                               SLOTS)
+                               SLOTS, vnet)
+        self.vnet = vnet
         self.next_rx = 0
 
     def deliver(self, frame: bytes, *, status: int = 0, pkttype: int = PACKET_HOST,
@@ -58,7 +60,12 @@ class MemoryRing:
             off = (SLOTS + slot) * FRAME_SIZE
             status, length = struct.unpack_from("=II", self.map, off)
             if status == 1:
-                out.append(bytes(self.map[off + 32: off + 32 + length]))
+                data = off + 32
+                if self.vnet:  # struct virtio_net_hdr: no offload, hdr_len = the frame
+                    length -= VNET.size
+                    assert VNET.unpack_from(self.map, data) == (0, 0, length, 0, 0, 0)
+                    data += VNET.size
+                out.append(bytes(self.map[data: data + length]))
                 struct.pack_into("=I", self.map, off, 0)
         return out
 
@@ -204,3 +211,31 @@ def test_attached_ring_refuses_the_python_path() -> None:
     assert not a.ring.attached
     a.ring.close()
     a.peer.close()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_virtio_net_header_before_each_tx_frame(kind: str) -> None:
+    """With PACKET_VNET_HDR (as RingSocket.open sets it) every TX slot holds a virtio_net_hdr
+    asking for no offload, with hdr_len = the frame's length, then the frame, 10 bytes later;
+    tp_len counts both. Forwarded frames and transmit() alike."""
+    fp = new_fastpath(kind)
+    load(fp)
+    a, b = MemoryRing(1, MAC_A, vnet=True), MemoryRing(2, MAC_B, vnet=True)
+    try:
+        fp.attach(a.ring)
+        fp.attach(b.ring)
+        a.deliver(FORWARD)
+        assert fp.poll(64)[0] == 1
+        big = eth(udp4("198.51.100.1", "203.0.113.10", payload=b"x" * 1400))
+        assert fp.transmit(2, big)
+        fp.flush()
+        assert b.transmitted() == [expected(FORWARD)[2], big]  # checked field by field inside
+        too_big = b"\0" * (FRAME_SIZE - 32 - VNET.size + 1)
+        with pytest.raises(Exception, match="does not fit"):
+            fp.transmit(2, too_big)
+    finally:
+        for ring in (a, b):
+            with contextlib.suppress(ValueError):
+                fp.detach(ring.ring.ifindex)
+            ring.ring.close()
+            ring.peer.close()

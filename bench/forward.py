@@ -695,8 +695,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, help="length of each run (default 5)")
     parser.add_argument("--routes", type=int, help="big table size (default 1,000,000)")
     parser.add_argument("--only", nargs="*", metavar="KEY",
-                        help="kernel, daemon-c, daemon-py, daemon-slow, kernel-stack, daemon-c-stack, "
-                        "bare-1, bare-1-sleep, "
+                        help="kernel, daemon-c, daemon-py, daemon-slow, kernel-stack, "
+                        "daemon-c-stack, bare-1, bare-1-sleep, "
                         "bare-1-detached, bare-big, bare6-1, bare6-big")
     parser.add_argument("--cpu-only", action="store_true",
                         help="only the in-memory part (no namespaces, no root)")

@@ -20,8 +20,8 @@
 - a non-blocking descriptor ``fd`` for ``select``/``poll``: readable when the RX ring has a frame.
 
 Attributes: ``name``, ``ifindex``, ``mac`` (6 bytes), ``mtu``, ``fd``, ``frame_size``,
-``rx_frames``, ``tx_frames``, ``tx_vnet_hdr``, ``map`` (the ``mmap`` of both rings), ``rx_head``/``tx_head``
-(next slot to look at) and ``attached``.
+``rx_frames``, ``tx_frames``, ``tx_vnet_hdr``, ``map`` (the ``mmap`` of both rings),
+``rx_head``/``tx_head`` (next slot to look at) and ``attached``.
 
 Python path: ``recv_batch(limit) -> list[bytes]`` returns up to ``limit`` received frames with
 TCP/UDP checksums completed where the kernel left them partial (``TP_STATUS_CSUMNOTREADY``:

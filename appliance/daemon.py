@@ -416,7 +416,6 @@ class Daemon:
                 log(f"reload refused: {len(e.problems)} problem(s) in {path}; the running "
                     "configuration is unchanged")
             return False
-        self.fold_counters()
         result = apply_reload(self.router, plan, now)
         self.config = new
         for warning in result.warnings:
@@ -505,6 +504,8 @@ class Daemon:
         for ring in self.rings.values():
             with contextlib.suppress(Exception):
                 ring.close()
+        # the kernel takes its receive path back (kernel.detach_stack in take_interfaces)
+        kernel.release_stack([i.name for i in self.config.interfaces], log)
         self.rings.clear()
         if self.linkwatch is not None:
             self.linkwatch.close()

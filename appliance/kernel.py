@@ -21,6 +21,15 @@ also act on those frames. For each configured data interface `take_interfaces`:
 6. sets the MTU when the configuration gives one, and brings the link up with ALLMULTI (the
    appliance needs the solicited-node and all-nodes multicast frames a NIC would otherwise
    filter; the kernel no longer joins those groups once its IPv6 is off).
+7. detaches the kernel's own receive path from it (`detach_stack`): the interface becomes a
+   port of ``vrlab-detach``, a bridge that is never brought up. The kernel hands every frame
+   to the packet sockets (our rings) first and only then to the device's rx_handler, which
+   for a port of a bridge that is down drops it. Without this the kernel's IPv4 input still
+   parses every transit frame, looks up a route and drops it (forwarding is off): as much CPU
+   as forwarding it, spent on the core that receives. An interface that is already a port of
+   something else is left as it is (logged); without bridge support in the kernel this step
+   is skipped (logged). `release_stack` undoes it when the daemon stops. The bridge must stay
+   down: brought up, it would switch frames between the router's interfaces.
 
 It then reads everything back and raises `KernelError` naming the interface and the setting if
 anything did not take, so the daemon refuses to start rather than run next to a kernel that
@@ -68,12 +77,24 @@ NLMSG_DONE = 3
 NLM_F_REQUEST = 0x1
 NLM_F_ACK = 0x4
 NLM_F_DUMP = 0x300
+NLM_F_EXCL = 0x200
+NLM_F_CREATE = 0x400
+RTM_NEWLINK = 16
+RTM_DELLINK = 17
+RTM_GETLINK = 18
 RTM_DELADDR = 21
 RTM_GETADDR = 22
 IFA_ADDRESS = 1
 IFA_LOCAL = 2
+IFLA_IFNAME = 3
+IFLA_MASTER = 10
+IFLA_LINKINFO = 18
+IFLA_INFO_KIND = 1
+NLA_F_NESTED = 0x8000
 _NLMSGHDR = struct.Struct("=IHHII")
 _IFADDRMSG = struct.Struct("=BBBBI")
+_IFINFOMSG = struct.Struct("=BxHiII")  # family, type, index, flags, change
+DETACH_BRIDGE = "vrlab-detach"
 _RTATTR = struct.Struct("=HH")
 
 
@@ -256,6 +277,32 @@ class _Netlink:
             found.append(KernelAddress(index, ip_address(raw), prefixlen))
         return found
 
+    def _request(self, msg_type: int, flags: int, body: bytes) -> list[bytes]:
+        seq = self._send(msg_type, NLM_F_REQUEST | NLM_F_ACK | flags, body)
+        return [payload for _type, payload in self._messages(seq)]
+
+    def master(self, ifindex: int) -> int:
+        """ifindex of the device `ifindex` is a port of (0: none)."""
+        for payload in self._request(RTM_GETLINK, 0, _IFINFOMSG.pack(0, 0, ifindex, 0, 0)):
+            attrs = dict(_attributes(payload[_IFINFOMSG.size :]))
+            raw = attrs.get(IFLA_MASTER)
+            return struct.unpack("=I", raw)[0] if raw else 0
+        return 0
+
+    def add_bridge(self, name: str) -> None:
+        kind = _attr(IFLA_INFO_KIND, b"bridge\0")
+        body = (_IFINFOMSG.pack(0, 0, 0, 0, 0) + _attr(IFLA_IFNAME, name.encode() + b"\0")
+                + _attr(IFLA_LINKINFO | NLA_F_NESTED, kind))
+        self._request(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, body)
+
+    def set_master(self, ifindex: int, master: int) -> None:
+        body = _IFINFOMSG.pack(0, 0, ifindex, 0, 0) + _attr(IFLA_MASTER,
+                                                              struct.pack("=I", master))
+        self._request(RTM_NEWLINK, 0, body)
+
+    def delete_link(self, ifindex: int) -> None:
+        self._request(RTM_DELLINK, 0, _IFINFOMSG.pack(0, 0, ifindex, 0, 0))
+
     def delete(self, addr: KernelAddress) -> None:
         family = socket.AF_INET if addr.address.version == 4 else socket.AF_INET6
         attr_type = IFA_LOCAL if family == socket.AF_INET else IFA_ADDRESS
@@ -265,6 +312,11 @@ class _Netlink:
         seq = self._send(RTM_DELADDR, NLM_F_REQUEST | NLM_F_ACK, body)
         for _ in self._messages(seq):
             pass
+
+
+def _attr(attr_type: int, value: bytes) -> bytes:
+    length = _RTATTR.size + len(value)
+    return _RTATTR.pack(length, attr_type) + value + b"\0" * (-length % 4)
 
 
 def _attributes(buf: bytes) -> Iterator[tuple[int, bytes]]:
@@ -282,6 +334,65 @@ def kernel_addresses(ifindexes: Sequence[int] | None = None) -> list[KernelAddre
     with _Netlink() as nl:
         found = nl.addresses()
     return [a for a in found if ifindexes is None or a.ifindex in ifindexes]
+
+
+def _bridge_index(name: str) -> int:
+    try:
+        return socket.if_nametoindex(name)
+    except OSError:
+        return 0
+
+
+def detach_stack(names: Sequence[str], log: Callable[[str], None] = print) -> list[str]:
+    """Make each of `names` a port of the down bridge DETACH_BRIDGE (module doc, step 7), so
+    the kernel's IP input no longer sees its frames; returns the names detached. Never raises:
+    the router works without it, only slower."""
+    detached: list[str] = []
+    try:
+        with _Netlink() as nl:
+            bridge = _bridge_index(DETACH_BRIDGE)
+            if not bridge:
+                nl.add_bridge(DETACH_BRIDGE)
+                bridge = _bridge_index(DETACH_BRIDGE)
+            for name in names:
+                ifindex = socket.if_nametoindex(name)
+                master = nl.master(ifindex)
+                if master and master != bridge:
+                    other = socket.if_indextoname(master)
+                    log(f"{name}: kernel receive path left attached (the interface is a port "
+                        f"of {other})")
+                    continue
+                if not master:
+                    nl.set_master(ifindex, bridge)
+                detached.append(name)
+    except OSError as e:
+        log(f"kernel receive path not detached ({DETACH_BRIDGE}: {e.strerror or e}): the "
+            "kernel's IPv4 input also sees every frame and drops it")
+        return detached
+    if detached:
+        log(f"{', '.join(detached)}: kernel receive path detached (ports of {DETACH_BRIDGE}, "
+            "a bridge kept down: frames reach only the router's rings)")
+    return detached
+
+
+def release_stack(names: Sequence[str], log: Callable[[str], None] = print) -> None:
+    """Undo `detach_stack`: `names` leave DETACH_BRIDGE, which is deleted once it has no
+    port left. Never raises."""
+    bridge = _bridge_index(DETACH_BRIDGE)
+    if not bridge:
+        return
+    try:
+        with _Netlink() as nl:
+            for name in names:
+                with contextlib.suppress(OSError):  # gone already (a VM shutting down)
+                    ifindex = socket.if_nametoindex(name)
+                    if nl.master(ifindex) == bridge:
+                        nl.set_master(ifindex, 0)
+            ports = [i for i, _name in socket.if_nameindex() if nl.master(i) == bridge]
+            if not ports:
+                nl.delete_link(bridge)
+    except OSError as e:
+        log(f"{DETACH_BRIDGE}: could not be removed: {e.strerror or e}")
 
 
 # ---------------------------------------------------------------------------- /proc/sys
@@ -356,6 +467,7 @@ def take_interfaces(
         set_flags(name, IFF_UP | IFF_ALLMULTI)
         links[name] = link_info(name)
     check_interfaces(names, mtus)
+    detach_stack(names, log)
     return links
 
 

@@ -15,7 +15,18 @@ import time
 
 import pytest
 
-from netns import HAVE_C, MAC, MODE_ARGS, REPO, Lab, Line, build_line, line_config, wait_for
+from netns import (
+    HAVE_C,
+    MAC,
+    MODE_ARGS,
+    REPO,
+    Lab,
+    Line,
+    Namespace,
+    build_line,
+    line_config,
+    wait_for,
+)
 
 
 def ping_ok(line: Line, target: str, count: int = 2) -> bool:
@@ -213,6 +224,37 @@ def test_sigterm_cleans_up(fresh_line: Line) -> None:
     # The namespace has no packet sockets left (the rings were closed).
     sockets = fresh_line.r.run(["cat", "/proc/net/packet"]).stdout.splitlines()
     assert len(sockets) == 1, sockets  # the header line only
+
+
+def ip_in_receives(ns: Namespace) -> int:
+    """The kernel's IPv4 input counter (Ip InReceives) in a namespace."""
+    lines = [line.split() for line in ns.run(["cat", "/proc/net/snmp"]).stdout.splitlines()
+             if line.startswith("Ip:")]
+    return int(lines[1][lines[0].index("InReceives")])
+
+
+def master_of(ns: Namespace, ifname: str) -> str | None:
+    info = json.loads(ns.run(["ip", "-j", "link", "show", ifname]).stdout)[0]
+    return info.get("master")
+
+
+def test_kernel_receive_path_detached_then_given_back(fresh_line: Line) -> None:
+    """While the router runs, its interfaces are ports of the down bridge vrlab-detach: the
+    kernel's IP input in r sees none of the forwarded packets (its counter stays put while
+    pings go through), and after SIGTERM the bridge is gone and the interfaces are free."""
+    router = fresh_line.start()
+    r = fresh_line.r
+    assert master_of(r, "r-h1") == master_of(r, "r-h2") == "vrlab-detach"
+    bridge = json.loads(r.run(["ip", "-j", "link", "show", "vrlab-detach"]).stdout)[0]
+    assert "UP" not in bridge["flags"]
+    assert "kernel receive path detached" in router.log()
+    before = ip_in_receives(r)
+    assert ping_ok(fresh_line, Line.H2, count=5)
+    assert ip_in_receives(r) == before
+    assert router.stop() == 0
+    assert master_of(r, "r-h1") is None and master_of(r, "r-h2") is None
+    links = r.run(["ip", "link", "show"]).stdout
+    assert "vrlab-detach" not in links
 
 
 def test_sigint_cleans_up(fresh_line: Line) -> None:

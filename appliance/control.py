@@ -19,6 +19,9 @@ op                  arguments                                       result
 ``trace-start``     ``count``                                       ``{session}``
 ``trace-read``      ``session``, ``after`` (a packet id)            ``{records, done}``
 ``trace-stop``      ``session``                                     ``{}``
+``reload``                                                          ``{applied, summary,
+                                                                    problems, restart}``; an
+                                                                    error if refused
 ==================  ==============================================  ===========================
 
 The socket is created mode 0600 (the umask is narrowed around ``bind``, so there is no moment
@@ -273,10 +276,12 @@ class TraceSession:
 class ControlCommands:
     """The request dispatcher: what each op does to the router."""
 
-    def __init__(self, router: Router, status: Callable[[], dict[str, Json]] | None = None
-                 ) -> None:
+    def __init__(self, router: Router, status: Callable[[], dict[str, Json]] | None = None,
+                 reload: Callable[[], dict[str, Json]] | None = None) -> None:
         self.router = router
         self.status = status or (lambda: {})
+        self.reload = reload
+        """Re-read the configuration file (the daemon's SIGHUP handling)."""
         self.trace: TraceSession | None = None
         self._sessions = 0
 
@@ -516,6 +521,17 @@ class ControlCommands:
         self.trace = None
         return {}
 
+    def do_reload(self, request: dict[str, Json]) -> Json:
+        """As SIGHUP: the answer says what changed; a refused reload is an error listing the
+        problems (the running configuration is unchanged)."""
+        if self.reload is None:
+            raise ControlError("this router cannot reload its configuration")
+        result = self.reload()
+        if not result.get("applied"):
+            raise ControlError("\n  ".join([str(result.get("summary")),
+                                             *map(str, result.get("problems") or [])]))
+        return result
+
     def do_status(self, request: dict[str, Json]) -> Json:
         return {"pid": os.getpid(), **self.status()}
 
@@ -529,4 +545,5 @@ class ControlCommands:
         "trace-start": trace_start,
         "trace-read": trace_read,
         "trace-stop": trace_stop,
+        "reload": do_reload,
     }

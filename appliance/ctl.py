@@ -6,6 +6,7 @@
     routerctl route del PREFIX
     routerctl trace [-n N]
     routerctl status
+    routerctl reload
 
 Exit status: 0 on success, 1 when the daemon refused a request or could not be reached,
 2 for a usage error.
@@ -234,6 +235,17 @@ def cmd_status(client: ControlClient, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reload(client: ControlClient, args: argparse.Namespace) -> int:
+    result = client.request("reload")
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(result["summary"])
+    for warning in result.get("problems") or []:
+        print(f"  {warning}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="routerctl", description="Look at and change a running vrlab-router.")
@@ -278,6 +290,15 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="is the daemon up, and how")
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=cmd_status)
+
+    reload = sub.add_parser(
+        "reload", help="re-read the configuration file (as SIGHUP)",
+        description="Re-read the router's configuration file and apply what changed (routes, "
+                    "addresses, static neighbors, sysctls) without a restart. A file with "
+                    "problems, or a change that needs a restart (interfaces, MTU), is refused "
+                    "and the running configuration stays as it was.")
+    reload.add_argument("--json", action="store_true")
+    reload.set_defaults(func=cmd_reload)
     return parser
 
 

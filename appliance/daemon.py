@@ -197,7 +197,8 @@ class Daemon:
         self.send(router.start(time.monotonic()))
         self.flush()
 
-        self.commands = ControlCommands(router, status=self.status)
+        self.commands = ControlCommands(router, status=self.status,
+                                        reload=lambda: self.reload(time.monotonic()))
         try:
             self.control = ControlServer(self.control_path, self.dispatch, log=log)
         except ControlError as e:
@@ -387,35 +388,34 @@ class Daemon:
     def request_reload(self, signum: int, frame: FrameType | None) -> None:
         self.reload_requested = True
 
-    def reload(self, now: float) -> bool:
-        """Re-read the configuration file and apply the difference; True if applied. On any
-        problem the running configuration is left exactly as it was."""
+    def reload(self, now: float) -> dict[str, Any]:
+        """Re-read the configuration file and apply the difference. On any problem the
+        running configuration is left exactly as it was. Everything is logged; the answer
+        (for `routerctl reload`) is ``{applied, summary, problems, restart}``."""
         assert self.router is not None
         path = self.config_path
+
+        def refused(problems: list[str], why: str, restart: bool = False) -> dict[str, Any]:
+            for problem in problems:
+                log(f"reload: {problem}")
+            log(f"reload refused: {why}; the running configuration is unchanged")
+            return {"applied": False, "summary": f"reload refused: {why}",
+                    "problems": problems, "restart": restart}
+
         if path is None:
-            log("reload: no configuration file to re-read; nothing changed")
-            return False
+            return refused([], "no configuration file to re-read")
         log(f"reload: reading {path}")
         try:
             new = load_router_config(path)
-        except ConfigError as e:
-            for problem in e.problems:
-                log(f"reload: {problem}")
-            log(f"reload refused: {len(e.problems)} problem(s) in {path}; the running "
-                "configuration is unchanged")
-            return False
+        except ConfigError as e:  # each problem already says file:line:col
+            return refused(e.problems, f"{len(e.problems)} problem(s) in {path}")
         try:
             plan = plan_reload(self.router, self.config, new)
         except ReloadRefused as e:
-            for problem in e.problems:
-                log(f"reload: {path}: {problem}")
+            problems = [f"{path}: {problem}" for problem in e.problems]
             if e.restart:
-                log("reload refused: restart needed for this change; the running "
-                    "configuration is unchanged")
-            else:
-                log(f"reload refused: {len(e.problems)} problem(s) in {path}; the running "
-                    "configuration is unchanged")
-            return False
+                return refused(problems, "restart needed for this change", restart=True)
+            return refused(problems, f"{len(e.problems)} problem(s) in {path}")
         result = apply_reload(self.router, plan, now)
         self.config = new
         for warning in result.warnings:
@@ -423,8 +423,10 @@ class Daemon:
         self.send(result.actions)
         self.flush()
         self.sync_tables()
-        log(f"reload applied ({path}): {result.summary()}")
-        return True
+        summary = f"reload applied ({path}): {result.summary()}"
+        log(summary)
+        return {"applied": True, "summary": summary, "problems": result.warnings,
+                "restart": False}
 
     # --- the loop --------------------------------------------------------------------
 

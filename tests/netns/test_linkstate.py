@@ -201,3 +201,14 @@ def test_reload_refuses_broken_and_restart_needing_configs(fresh_line: Line) -> 
     assert router.ctl("sysctl", "net.inet.ip.ttl").stdout == "net.inet.ip.ttl: 64\n"
     assert ping(fresh_line, Line.H2)[0] and router.proc.poll() is None
 
+    # routerctl reload does what SIGHUP does and says so: refused (exit 1) ...
+    proc = router.ctl("reload", check=False)
+    assert proc.returncode == 1 and "reload refused: restart needed" in proc.stderr, proc
+    assert "r-h2: mtu 1280 -> 1400: restart needed" in proc.stderr
+    # ... or applied (exit 0, the summary on stdout).
+    router.config_path.write_text(yaml.safe_dump(line_config(sysctl={"net.inet.ip.ttl": 40})))
+    proc = router.ctl("reload")
+    assert proc.stdout.startswith("reload applied (") and \
+        "sysctl net.inet.ip.ttl 64 -> 40" in proc.stdout, proc.stdout
+    assert router.ctl("sysctl", "net.inet.ip.ttl").stdout == "net.inet.ip.ttl: 40\n"
+

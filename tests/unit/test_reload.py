@@ -11,6 +11,7 @@ import pytest
 from scapy.all import ARP, Ether  # type: ignore[attr-defined]
 
 from appliance.config import RouterConfig, parse_router_config
+from appliance.control import ControlCommands, ControlError
 from appliance.reload import ReloadRefused, apply_reload, plan_reload
 from appliance.router import Router
 
@@ -152,3 +153,16 @@ def test_reload_while_a_link_is_down(router: Router, clock: Clock) -> None:
     assert "203.0.113.128/25" in {str(r.prefix) for r in router.linkdown_routes()}
     router.set_link(1, True, clock.now)
     assert router.fib.get("203.0.113.128/25") is not None
+
+
+def test_control_reload_op(router: Router) -> None:
+    answers = [{"applied": True, "summary": "reload applied (f): no changes", "problems": [],
+                "restart": False},
+               {"applied": False, "summary": "reload refused: 1 problem(s) in f",
+                "problems": ["f:3:9: routes[0].via: bad"], "restart": False}]
+    commands = ControlCommands(router, reload=lambda: answers.pop(0))
+    assert commands({"op": "reload"})["summary"] == "reload applied (f): no changes"
+    with pytest.raises(ControlError, match=r"refused: 1 problem\(s\) in f\n  f:3:9: routes"):
+        commands({"op": "reload"})
+    with pytest.raises(ControlError, match="cannot reload"):
+        ControlCommands(router)({"op": "reload"})

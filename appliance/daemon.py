@@ -433,8 +433,12 @@ class Daemon:
     def check_kernel(self) -> None:
         """Say so (once per change) if something gave the kernel an interface back: a DHCP
         client, networkd or a person adding an address or re-enabling IPv6."""
+        # An interface set administratively down is the router's state to follow (a link
+        # down), not the kernel taking it back: it is checked again once it is up.
+        assert self.router is not None
+        up = {i.name for i in self.router.interfaces.values() if i.up}
         try:
-            kernel.check_interfaces([i.name for i in self.config.interfaces],
+            kernel.check_interfaces([i.name for i in self.config.interfaces if i.name in up],
                                     {i.name: i.mtu for i in self.config.interfaces})
             problem = ""
         except kernel.KernelError as e:

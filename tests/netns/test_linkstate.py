@@ -62,6 +62,7 @@ def test_link_down_withdraws_routes_and_link_up_restores_them(fresh_line: Line) 
     assert re.search(r"^198\.51\.100\.0/26\s+link#r-h2\s+r-h2\s+connected\s+linkdown$", text,
                      re.M), text
     assert "status: down" in router.ctl("show", "interfaces").stdout
+    assert json.loads(router.ctl("status", "--json").stdout)["links_down"] == ["r-h2"]
     neighbors = json.loads(router.ctl("show", "neighbors", "--json").stdout)
     assert not [n for n in neighbors if n["interface"] == "r-h2"], neighbors
 

@@ -38,6 +38,7 @@ RTM_NEWLINK = 16
 RTM_DELLINK = 17
 RTM_GETLINK = 18
 RTMGRP_LINK = 0x1
+AF_BRIDGE = 7
 IFLA_IFNAME = 3
 IFLA_OPERSTATE = 16
 IFLA_CARRIER = 33
@@ -113,7 +114,12 @@ def parse_link_messages(data: bytes) -> tuple[list[LinkEvent], bool]:
             continue
         if msg_type not in (RTM_NEWLINK, RTM_DELLINK) or len(payload) < _IFINFOMSG.size:
             continue
-        _family, _type, index, flags, _change = _IFINFOMSG.unpack_from(payload)
+        family, _type, index, flags, _change = _IFINFOMSG.unpack_from(payload)
+        if family == AF_BRIDGE:
+            # Bridge-port messages (a port joining or leaving a bridge sends RTM_NEWLINK /
+            # RTM_DELLINK with family AF_BRIDGE): about the port, not the link, which gets
+            # its own AF_UNSPEC message. A DELLINK here does not mean the interface is gone.
+            continue
         name = ""
         carrier: bool | None = None
         operstate = "unknown"
@@ -130,7 +136,8 @@ def parse_link_messages(data: bytes) -> tuple[list[LinkEvent], bool]:
 
 
 def link_message(msg_type: int, ifindex: int, name: str, flags: int, *,
-                 carrier: bool | None = None, operstate: int | None = None) -> bytes:
+                 carrier: bool | None = None, operstate: int | None = None,
+                 family: int = 0) -> bytes:
     """A RTM_NEWLINK/RTM_DELLINK message as the kernel sends it (for tests)."""
     attrs = b""
     for attr_type, value in ((IFLA_IFNAME, name.encode() + b"\0"),
@@ -140,7 +147,7 @@ def link_message(msg_type: int, ifindex: int, name: str, flags: int, *,
             continue
         attr = _RTATTR.pack(_RTATTR.size + len(value), attr_type) + value
         attrs += attr.ljust((len(attr) + 3) & ~3, b"\0")
-    body = _IFINFOMSG.pack(0, 1, ifindex, flags, 0xFFFFFFFF) + attrs
+    body = _IFINFOMSG.pack(family, 1, ifindex, flags, 0xFFFFFFFF) + attrs
     return _NLMSGHDR.pack(_NLMSGHDR.size + len(body), msg_type, 0, 0, 0) + body
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from appliance.linkwatch import (
+    AF_BRIDGE,
     IFF_LOWER_UP,
     IFF_RUNNING,
     IFF_UP,
@@ -54,3 +55,12 @@ def test_truncated_and_foreign_messages_are_skipped() -> None:
     other = link_message(20, 3, "r-h1", IFF_UP)  # RTM_NEWADDR-typed: not a link message
     events, _ = parse_link_messages(other + whole)
     assert [e.ifindex for e in events] == [3] and events[0].up
+
+
+def test_bridge_port_messages_are_not_link_changes() -> None:
+    """A port leaving a bridge sends RTM_DELLINK with family AF_BRIDGE: the link is still
+    there (its own AF_UNSPEC message says how it is)."""
+    events, _ = parse_link_messages(
+        link_message(RTM_DELLINK, 3, "r-h1", IFF_UP | IFF_LOWER_UP, family=AF_BRIDGE)
+        + link_message(RTM_NEWLINK, 3, "r-h1", IFF_UP | IFF_LOWER_UP, carrier=True))
+    assert [(e.ifindex, e.deleted, e.up) for e in events] == [(3, False, True)]

@@ -435,6 +435,12 @@ static int judge(const FastPath *fp, uint32_t ifindex, const uint8_t *f, size_t 
         nh = nh1 ? &fib->nh[nh1 - 1] : NULL;
         if (nh && nh->kind == NH_LOCAL)
             return V_PUNT_LOCAL;
+        /* a source that is one of ours or a directed broadcast of one of our subnets (the
+           tables hold both as local host routes): the slow path decides (BSD ip_input drops
+           a broadcast source, RFC 1812 §5.3.7) */
+        uint32_t src1 = fib_lookup4(fib, src);
+        if (src1 && fib->nh[src1 - 1].kind == NH_LOCAL)
+            return V_PUNT_MARTIAN;
         if (hl > 20)
             return V_PUNT_OPTIONS;
         if (!(flags & FLAG_FORWARDING4))

@@ -410,6 +410,11 @@ class FastPath:
         kind = t.nexthops[nh][0] if nh >= 0 else 0
         if kind == NextHopKind.LOCAL:
             return Verdict.PUNT_LOCAL, 0, b""
+        # A source that is ours or a directed broadcast of our subnets (both local host routes
+        # in the tables): the slow path decides (it drops a broadcast source, RFC 1812 §5.3.7).
+        src_nh = _lookup(t.fib4, t.lengths4, src, 32)
+        if src_nh >= 0 and t.nexthops[src_nh][0] == NextHopKind.LOCAL:
+            return Verdict.PUNT_MARTIAN, 0, b""
         if hl > 20:
             return Verdict.PUNT_OPTIONS, 0, b""
         if not t.flags & FLAG_FORWARDING4:

@@ -24,10 +24,11 @@ def eth(payload: bytes, ethertype: int = 0x0800) -> bytes:
 
 
 def ipv4(payload: bytes = b"\x00" * 20, *, version: int = 4, ihl: int = 5,
-         total_length: int | None = None, checksum: int | None = None, ttl: int = 64) -> bytes:
+         total_length: int | None = None, checksum: int | None = None, ttl: int = 64,
+         src: bytes = H1) -> bytes:
     total = 20 + len(payload) if total_length is None else total_length
     header = struct.pack("!BBHHHBBH4s4s", (version << 4) | ihl, 0, total, 1, 0, ttl, 17, 0,
-                         H1, H2)
+                         src, H2)
     value = internet_checksum(header) if checksum is None else checksum
     return header[:10] + struct.pack("!H", value) + header[12:] + payload
 
@@ -49,6 +50,9 @@ CASES = [
     ("IPv6 shorter than its header", eth(ipv6()[:30], 0x86DD), "ip6.toosmall"),
     ("IPv6 incorrect version", eth(ipv6(version=4), 0x86DD), "ip6.badvers"),
     ("IPv6 payload length lies", eth(ipv6(payload_length=600), 0x86DD), "ip6.tooshort"),
+    # RFC 1812 §5.3.7: never forwarded from the directed broadcast of the arrival subnet
+    # (192.0.2.0/26 on r-h1); the fast path hands it to the slow path, which drops it
+    ("source is the subnet's broadcast", eth(ipv4(src=bytes([192, 0, 2, 63]))), "ip.badaddr"),
 ]
 
 

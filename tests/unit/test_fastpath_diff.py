@@ -89,6 +89,11 @@ CASES: list[tuple[str, int, bytes, Verdict]] = [
      Verdict.PUNT_MARTIAN),
     ("v4-mapped dst", 1, eth6(udp6("2001:db8:1::10", "::ffff:203.0.113.10")),
      Verdict.PUNT_MARTIAN),
+    # a directed-broadcast or own source: the slow path decides (it drops the broadcast)
+    ("directed-broadcast source", 2, eth(udp4("203.0.113.255", "198.51.100.10"), dst=MAC_B),
+     Verdict.PUNT_MARTIAN),
+    ("our own address as source", 1, eth(udp4("198.51.100.1", "203.0.113.10")),
+     Verdict.PUNT_MARTIAN),
     ("to us v4", 1, eth(udp4("198.51.100.10", "198.51.100.1")), Verdict.PUNT_LOCAL),
     ("directed broadcast", 1, eth(udp4("198.51.100.10", "203.0.113.255")), Verdict.PUNT_LOCAL),
     ("to us v6", 1, eth6(udp6("2001:db8:1::10", "2001:db8:2::1")), Verdict.PUNT_LOCAL),

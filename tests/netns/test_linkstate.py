@@ -49,11 +49,23 @@ def test_link_down_withdraws_routes_and_link_up_restores_them(fresh_line: Line) 
     assert ping(fresh_line, Line.H2)[0] and ping(fresh_line, Line.H2_6)[0]
     assert interface(router, "r-h2")["state"] == "up"
 
-    fresh_line.h2.run(["ip", "link", "set", "h2-r", "down"])
+    # A packet waiting on an unresolved neighbor out of r-h2 (nobody has 198.51.100.50).
+    dropped_before = router.stats()["arp.dropped"]
+    pinger = fresh_line.h1.popen(["ping", "-n", "-c", "1", "-W", "1", "198.51.100.50"])
+    try:
+        assert wait_for(lambda: any(
+            n["address"] == "198.51.100.50" and n["queued"] == 1
+            for n in json.loads(router.ctl("show", "neighbors", "--json").stdout)),
+            timeout=2, interval=0.05)
+        fresh_line.h2.run(["ip", "link", "set", "h2-r", "down"])
+    finally:
+        pinger.wait(10)
     assert wait_for(lambda: interface(router, "r-h2")["state"] == "down", timeout=10), \
         router.log()
     assert re.search(r"r-h2: link down \(admin up, carrier off, operstate \w+\): \d+ routes "
-                     r"withdrawn", router.log()), router.log()
+                     r"withdrawn, [1-9]\d* neighbors flushed, 1 queued packets dropped",
+                     router.log()), router.log()
+    assert router.stats()["arp.dropped"] == dropped_before + 1
     table = routes(router)
     assert table["198.51.100.0/26"].get("linkdown") is True
     assert table["2001:db8:2::/64"].get("linkdown") is True

@@ -18,19 +18,35 @@ A C generator (bench/gen.c, compiled here with gcc into a temporary directory) s
 UDP payloads (64-byte frames on the wire with the FCS) from h1 with sendmmsg, pinned to CPU 0;
 the forwarder in r is pinned to CPU 1 at nice -15 (the kernel forwards in softirq context,
 ahead of all processes; at nice 0 a user-space forwarder on a busy machine would measure the
-scheduler). The figure is h2-r's rx_packets over the window. Every forwarder gets its own
-topology, all built first, and the runs go round robin over them. The forwarders:
+scheduler). veth delivers synchronously: r's receive work (the kernel's forwarding, or the
+packet socket's copy into our RX ring) runs on CPU 0 inside the generator's send, and h2's
+receive runs on whichever core transmitted to it. The figure is h2-r's rx_packets over the
+window. Every forwarder gets its own topology, all built first, and the runs go round robin
+over them.
+
+The sink: the traffic goes to 198.51.100.3, a static neighbor on r (in every forwarder) whose
+MAC h2's NIC does not have, so h2 drops each frame as soon as it arrives (PACKET_OTHERHOST), as
+a receiver on another machine costs the router nothing. The "sink = h2's stack" rows send to
+h2 itself instead: h2's IP and UDP input and a port-unreachable attempt per frame then run on
+the forwarder's core (for the daemon: inside its TX kick), which is veth's doing, not the
+router's, and half of that core's time.
+
+The forwarders:
 
 - the Linux kernel (addresses on r, net.ipv4.ip_forward=1);
 - ``vrlab-router`` with ``--fastpath c``, ``--fastpath python`` and ``--no-fastpath``: the real
-  daemon, slow path and all;
+  daemon, slow path and all, with ``--busy-poll 1000`` (it keeps polling its rings 1 ms after
+  the last frame rather than sleeping: a sleeping reader costs the receiving core a wake-up
+  per burst); the C row again with the default (no busy polling);
 - a bare loop around ``FastPath.poll`` (the C extension on the rings, tables loaded directly,
   nothing else), busy-polling 1 ms after the last frame before sleeping in poll(2): with the
   two routes the traffic needs; the same sleeping at once when idle; the same with r's kernel
-  stack detached from the interfaces (they are made ports of a bridge that stays down, whose
-  rx_handler drops frames after the packet sockets got them, so r's kernel no longer runs
-  its IP input on every transit frame); the same with a big IPv4 table (one hot destination);
-  and IPv6 to 65,536 destinations with 1 route and with a big table (many flows).
+  IP input left attached to the interfaces (the daemon and the other bare rows detach it as
+  ``appliance.kernel.detach_stack`` does: the interfaces become ports of a bridge that stays
+  down, whose rx_handler drops frames after the packet sockets got them; attached, r's kernel
+  parses, looks up and drops every transit frame on CPU 0); the same with a big IPv4 table
+  (one hot destination); and IPv6 to 65,536 destinations with 1 route and with a big table
+  (many flows).
 
 Each row also shows how the forwarder's CPU spent the windows (/proc/stat: idle, stolen by
 the hypervisor, softirq): on these VMs steal and the sink's receive softirq (h2's stack runs
@@ -88,6 +104,7 @@ PIN_GEN = ["taskset", "-c", GEN_CPU]
 PIN_FORWARDER = ["nice", "-n", "-15", "taskset", "-c", FORWARDER_CPU]
 FLOWS = 65_536
 SPIN = ["--spin", "0.001"]  # busy-poll 1 ms after the last frame before sleeping
+BUSY = ["--busy-poll", "1000"]  # the daemon's same, in microseconds
 
 
 @dataclass
@@ -99,7 +116,7 @@ class Forwarder:
     kind: str  # kernel | daemon | bare
     args: list[str] = field(default_factory=list)
     routes: int = 0
-    detach_kernel: bool = False
+    detach_kernel: bool = True  # the bare rows, like the daemon (appliance.kernel.detach_stack)
     flows: int = 0  # > 0: IPv6 traffic to this many destinations, each its own /64
     sink: str = "nic"  # nic: h2's NIC filter drops the frames; stack: h2's IP stack takes them
     samples: list[float] = field(default_factory=list)
@@ -695,9 +712,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, help="length of each run (default 5)")
     parser.add_argument("--routes", type=int, help="big table size (default 1,000,000)")
     parser.add_argument("--only", nargs="*", metavar="KEY",
-                        help="kernel, daemon-c, daemon-py, daemon-slow, kernel-stack, "
-                        "daemon-c-stack, bare-1, bare-1-sleep, "
-                        "bare-1-detached, bare-big, bare6-1, bare6-big")
+                        help="kernel, daemon-c, daemon-c-sleep, daemon-py, daemon-slow, "
+                        "kernel-stack, daemon-c-stack, bare-1, bare-1-sleep, "
+                        "bare-1-attached, bare-big, bare6-1, bare6-big")
     parser.add_argument("--cpu-only", action="store_true",
                         help="only the in-memory part (no namespaces, no root)")
     parser.add_argument("--net-only", action="store_true",
@@ -740,20 +757,23 @@ def main(argv: list[str] | None = None) -> int:
 
     forwarders = [
         Forwarder("kernel", "Linux kernel forwarding", "kernel"),
-        Forwarder("daemon-c", "vrlab-router, C fast path", "daemon", ["--fastpath", "c"]),
+        Forwarder("daemon-c", "vrlab-router, C fast path", "daemon",
+                  ["--fastpath", "c", *BUSY]),
+        Forwarder("daemon-c-sleep", "  same, sleeping when a round finds nothing", "daemon",
+                  ["--fastpath", "c"]),
         Forwarder("daemon-py", "vrlab-router, Python twin fast path", "daemon",
-                  ["--fastpath", "python"]),
+                  ["--fastpath", "python", *BUSY]),
         Forwarder("daemon-slow", "vrlab-router, no fast path (Router.receive)", "daemon",
-                  ["--no-fastpath"]),
+                  ["--no-fastpath", *BUSY]),
         Forwarder("kernel-stack", "Linux kernel forwarding, sink = h2's stack", "kernel",
                   sink="stack"),
         Forwarder("daemon-c-stack", "vrlab-router, C fast path, sink = h2's stack", "daemon",
-                  ["--fastpath", "c"], sink="stack"),
+                  ["--fastpath", "c", *BUSY], sink="stack"),
         Forwarder("bare-1", "FastPath.poll loop (C), 2 routes", "bare", [*SPIN, "c"], routes=2),
         Forwarder("bare-1-sleep", "  same, sleeping in poll(2) when idle", "bare", ["c"],
                   routes=2),
-        Forwarder("bare-1-detached", "  same, r's kernel stack detached", "bare",
-                  [*SPIN, "c"], routes=2, detach_kernel=True),
+        Forwarder("bare-1-attached", "  same, r's kernel IP input left attached", "bare",
+                  [*SPIN, "c"], routes=2, detach_kernel=False),
         Forwarder("bare-big", f"  same, {routes:,} routes", "bare", [*SPIN, "c"],
                   routes=routes),
         Forwarder("bare6-1", f"FastPath.poll loop (C), IPv6 to {FLOWS:,} /64s, 1 route", "bare",

@@ -327,12 +327,13 @@ class Daemon:
                 log(f"slow path error on a {len(frame)}-byte frame from ifindex {ifindex} "
                     f"({frame[:64].hex()}):\n{traceback.format_exc()}")
 
-    def pump(self, now: float) -> int:
+    def pump(self, now: float, spin: float = 0.0) -> int:
         """One round: the fast path's batch (or the rings directly), then the punts; returns
-        the number of frames taken off the rings."""
+        the number of frames taken off the rings. With `spin`, the fast path keeps polling
+        (up to `spin` seconds) until its budget is met or a frame needs the slow path."""
         done = 0
         if self.attached and self.fp is not None:
-            done, punts = self.fp.poll(BUDGET)
+            done, punts = self.fp.poll(BUDGET, spin)
             for ifindex, _verdict, frame in punts:
                 self.slow(ifindex, frame, now)
         else:
@@ -502,7 +503,7 @@ class Daemon:
             found = False
             if rings_ready:
                 self.sync_tables()
-                if self.pump(now):
+                if self.pump(now, self.busy_poll):
                     found = True
                     last_work = now
             if now >= next_tick:

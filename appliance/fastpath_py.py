@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import enum
 import struct
+import time
 from typing import Protocol, TypeAlias
 
 from appliance.packet.checksum import incremental_update, ones_complement_sum
@@ -485,10 +486,24 @@ class FastPath:
         if self._rings.pop(ifindex, None) is None:
             raise FastPathError(f"interface {ifindex} has no ring attached")
 
-    def poll(self, budget: int) -> tuple[int, list[tuple[int, int, bytes]]]:
+    def poll(self, budget: int, spin: float = 0.0) -> tuple[int, list[tuple[int, int, bytes]]]:
         if budget <= 0:
             raise FastPathError("budget must be positive")
+        if not 0.0 <= spin <= 1.0:
+            raise FastPathError("spin must be 0 to 1 second")
         punts: list[tuple[int, int, bytes]] = []
+        done = self._walk(budget, punts)
+        if spin > 0.0:  # busy-poll, as the C fast path: until budget, a punt, or spin seconds
+            end = time.monotonic() + spin
+            while done < budget and not punts:
+                more = self._walk(budget - done, punts)
+                done += more
+                if not more and time.monotonic() >= end:
+                    break
+        return done, punts
+
+    def _walk(self, budget: int, punts: list[tuple[int, int, bytes]]) -> int:
+        """One pass over the RX rings (at most `budget` frames), TX rings kicked."""
         dirty: set[int] = set()
         done = 0
         rings = list(self._rings.items())
@@ -522,7 +537,7 @@ class FastPath:
         for out_ifindex in dirty:
             self._rings[out_ifindex].flush()
             self._count("tx_kicks")
-        return done, punts
+        return done
 
     def transmit(self, ifindex: int, frame: Buffer) -> bool:
         ring = self._rings.get(ifindex)

@@ -239,3 +239,23 @@ def test_virtio_net_header_before_each_tx_frame(kind: str) -> None:
                 fp.detach(ring.ring.ifindex)
             ring.ring.close()
             ring.peer.close()
+
+
+def test_poll_with_spin_stops_at_budget_punt_or_time(setup: Any) -> None:
+    """poll(budget, spin) keeps walking the rings: it returns at the budget, after the pass
+    that found a frame for the slow path, or when spin seconds pass with nothing to do."""
+    fp, a, b = setup
+    assert fp.poll(8, 0.002) == (0, [])  # nothing arrives: back after the spin
+    for _ in range(5):
+        a.deliver(FORWARD)
+    done, punts = fp.poll(3, 0.5)  # budget first: the other two stay on the ring
+    assert (done, punts) == (3, [])
+    assert fp.poll(8, 0.05) == (2, [])  # then the rest, and nothing more within the spin
+    a.deliver(LOCAL)
+    a.deliver(FORWARD)
+    done, punts = fp.poll(64, 0.5)
+    assert done == 2 and punts == [(1, Verdict.PUNT_LOCAL, LOCAL)]
+    assert b.transmitted() == [expected(FORWARD)[2]] * 6
+    for bad in (-0.1, 1.5):
+        with pytest.raises(Exception, match="spin"):
+            fp.poll(8, bad)

@@ -79,7 +79,11 @@ TP_STATUS_WRONG_FORMAT = 4
 
 # struct tpacket2_hdr: status, len, snaplen, mac, net, sec, nsec, vlan_tci, vlan_tpid
 _TPACKET2_HDR = struct.Struct("=IIIHHIIHH")
-_STATUS = struct.Struct("=I")
+# tp_status is read and written as one aligned 32-bit word (``_words``, a memoryview of the
+# mapping cast to "I"), never through struct: struct packs and unpacks "=I" a byte at a time,
+# and a status word the kernel sees half-written desynchronises the ring (measured: after a
+# flood the kernel filled slots past ours while ours stayed "kernel", leaving the socket
+# readable with nothing to read, and a reader spinning at 100% CPU).
 _SLL_PKTTYPE = 32 + 10  # TPACKET_ALIGN(sizeof(tpacket2_hdr)) + offsetof(sockaddr_ll, sll_pkttype)
 _TX_DATA = 32  # TPACKET2_HDRLEN - sizeof(struct sockaddr_ll)
 VNET_HDR = struct.Struct("<BBHHHH")  # struct virtio_net_hdr: flags, gso_type, hdr_len, ...
@@ -130,6 +134,7 @@ class RingSocket:
         self._drops = 0
         self._tx_base = frame_size * frames
         self.tx_vnet_hdr = tx_vnet_hdr
+        self._words = memoryview(ring_map).cast("I")
         self._tx_data = _TX_DATA + (VNET_HDR.size if tx_vnet_hdr else 0)
 
     @classmethod
@@ -182,12 +187,13 @@ class RingSocket:
         """Up to ``limit`` frames as ``(frame, csum_partial)``; stripped VLAN tags put back."""
         self._check_owner()
         out: list[tuple[bytes, bool]] = []
-        ring, size, head = self.map, self.frame_size, self.rx_head
+        ring, size, head, words = self.map, self.frame_size, self.rx_head, self._words
         while len(out) < limit:
             off = head * size
-            status, _, snaplen, mac_off, _, _, _, tci, tpid = _TPACKET2_HDR.unpack_from(ring, off)
+            status = words[off >> 2]
             if not status & TP_STATUS_USER:
                 break
+            _, _, snaplen, mac_off, _, _, _, tci, tpid = _TPACKET2_HDR.unpack_from(ring, off)
             if ring[off + _SLL_PKTTYPE] != PACKET_OUTGOING:
                 start = off + mac_off
                 end = min(start + snaplen, off + size)
@@ -197,7 +203,7 @@ class RingSocket:
                         tpid = 0x8100
                     frame = frame[:12] + struct.pack("!HH", tpid, tci) + frame[12:]
                 out.append((frame, bool(status & TP_STATUS_CSUMNOTREADY)))
-            _STATUS.pack_into(ring, off, TP_STATUS_KERNEL)
+            words[off >> 2] = TP_STATUS_KERNEL
             head = head + 1 if head + 1 < self.rx_frames else 0
         self.rx_head = head
         return out
@@ -220,14 +226,13 @@ class RingSocket:
         if len(frame) > self.frame_size - data:
             raise RingError(f"{self.name}: frame of {len(frame)} bytes does not fit a slot")
         off = self._tx_base + self.tx_head * self.frame_size
-        (status,) = _STATUS.unpack_from(self.map, off)
-        if status not in (TP_STATUS_AVAILABLE, TP_STATUS_WRONG_FORMAT):
+        if self._words[off >> 2] not in (TP_STATUS_AVAILABLE, TP_STATUS_WRONG_FORMAT):
             return False
         if self.tx_vnet_hdr:  # no offload asked; hdr_len = the whole frame goes linear
             VNET_HDR.pack_into(self.map, off + _TX_DATA, 0, 0, len(frame), 0, 0, 0)
         self.map[off + data : off + data + len(frame)] = frame
         struct.pack_into("=I", self.map, off + 4, data - _TX_DATA + len(frame))  # tp_len
-        _STATUS.pack_into(self.map, off, TP_STATUS_SEND_REQUEST)
+        self._words[off >> 2] = TP_STATUS_SEND_REQUEST
         self.tx_head = self.tx_head + 1 if self.tx_head + 1 < self.tx_frames else 0
         return True
 
@@ -253,6 +258,7 @@ class RingSocket:
         """Unmap the rings and close the socket (detach from the C fast path first)."""
         if self.attached:
             raise RingError(f"{self.name}: detach from the fast path before closing")
+        self._words.release()
         if not self.map.closed:
             self.map.close()
         self._sock.close()

@@ -21,8 +21,9 @@ For the whole duration h1 sends, all at once:
   run inside h1): each kind once every 20 ms, each kind aimed at one counter.
 
 Every 10 s it samples the daemon (VmRSS and open fds from /proc, ``routerctl show stats
---json`` and ``routerctl status --json``) and probes liveness: one ping from h1 to h2 over IPv4
-and one over IPv6, each answered within 1 s or counted as a failure. At the end it prints the
+--json`` and ``routerctl status --json``) and probes liveness: pings from h1 to h2 over IPv4
+and over IPv6, up to 3 requests each, one answered within 1 s or counted as a failure (under
+full load the RX ring overflows and single requests are dropped like any frame). At the end it prints the
 samples and a verdict; exit 1 when a verdict fails, 130 when interrupted. The topology and every
 process are removed in ``finally`` (also on Ctrl-C or SIGTERM).
 """
@@ -266,8 +267,11 @@ def run_gen(h1: Namespace, gen: Path, seconds: float, stop: threading.Event, tot
 
 
 def probe(h1: Namespace, dst: str) -> bool:
-    """One echo request, answered within 1 s."""
-    argv = ["ping", "-n", "-c", "1", "-W", "1", dst]
+    """Up to 3 echo requests 0.2 s apart, one of them answered within 1 s. The router runs at
+    full load with its RX ring overflowing (the kernel drops the excess before the ring,
+    counted), so a single request is dropped as often as any other frame; a router that is
+    stuck or dead answers none of the three."""
+    argv = ["ping", "-n", "-c", "3", "-i", "0.2", "-W", "1", dst]
     if ":" in dst:
         argv.insert(1, "-6")
     return h1.run(argv, check=False, timeout=10).returncode == 0
@@ -356,7 +360,8 @@ def judge(samples: list[Sample], warmup: float, alive: bool, exit_note: str,
                 f"{fds[0]} after warm-up, {fds[-1]} at the end, range {min(fds)}..{max(fds)}")
     fail4 = sum(not s.probe4 for s in samples)
     fail6 = sum(not s.probe6 for s in samples)
-    v.check("every liveness probe answered within 1 s", fail4 == 0 and fail6 == 0,
+    v.check("every liveness probe answered (one of 3 requests within 1 s)",
+            fail4 == 0 and fail6 == 0,
             f"{fail4} of {len(samples)} IPv4 and {fail6} of {len(samples)} IPv6 unanswered")
     sent = mixed.get("sent", {})
     missing = 0

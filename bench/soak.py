@@ -23,9 +23,9 @@ For the whole duration h1 sends, all at once:
 Every 10 s it samples the daemon (VmRSS and open fds from /proc, ``routerctl show stats
 --json`` and ``routerctl status --json``) and probes liveness: pings from h1 to h2 over IPv4
 and over IPv6, up to 3 requests each, one answered within 1 s or counted as a failure (under
-full load the RX ring overflows and single requests are dropped like any frame). At the end it prints the
-samples and a verdict; exit 1 when a verdict fails, 130 when interrupted. The topology and every
-process are removed in ``finally`` (also on Ctrl-C or SIGTERM).
+full load the RX ring overflows and single requests are dropped like any frame). At the end
+it prints the samples and a verdict; exit 1 when a verdict fails, 130 when interrupted. The
+topology and every process are removed in ``finally`` (also on Ctrl-C or SIGTERM).
 """
 
 from __future__ import annotations

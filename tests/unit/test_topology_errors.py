@@ -92,7 +92,7 @@ EXPECTED: dict[str, list[str]] = {
         "6:15: links[0][1]: node h2 has no interface 'eth0' (list it under nodes.h2.interfaces; it has: eth1)",
     ],
     'unknown_node_key.yaml': [
-        "6:5: nodes.h1.ram: unknown node key 'ram' (expected one of: role, interfaces, routes, sysctl, memory, cpus)",
+        "6:5: nodes.h1.ram: unknown node key 'ram' (expected one of: role, interfaces, routes, sysctl, neighbors, memory, cpus)",
     ],
     'sysctl_bad_value.yaml': [
         "7:24: nodes.r1.sysctl['net.inet.ip.ttl']: net.inet.ip.ttl: 0 is out of range 1..255",

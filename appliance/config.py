@@ -156,6 +156,15 @@ def _str(chk: _Checker, value: Any, path: str) -> str | None:
     return None
 
 
+def _list(chk: _Checker, data: dict[str, Any], key: str) -> list[Any]:
+    """The optional list under `key` (empty when absent or not a list, the latter reported)."""
+    raw = data.get(key) or []
+    if not isinstance(raw, list):
+        chk.error(key, f"expected a list of {key}")
+        return []
+    return raw
+
+
 def _check_keys(chk: _Checker, data: dict[str, Any], allowed: tuple[str, ...], path: str) -> None:
     for key in data:
         if key not in allowed:
@@ -378,11 +387,7 @@ def parse_router_config(data: Any, source: str = "<config>", marks: Marks | None
     ifnames = {x.name for x in interfaces}
 
     routes: list[RouteConfig] = []
-    raw_routes = data.get("routes") or []
-    if not isinstance(raw_routes, list):
-        chk.error("routes", "expected a list of routes")
-        raw_routes = []
-    for i, item in enumerate(raw_routes):
+    for i, item in enumerate(_list(chk, data, "routes")):
         route = _route(chk, item, f"routes[{i}]", ifnames)
         if route is None:
             continue
@@ -392,11 +397,7 @@ def parse_router_config(data: Any, source: str = "<config>", marks: Marks | None
         routes.append(route)
 
     neighbors: list[NeighborConfig] = []
-    raw_neighbors = data.get("neighbors") or []
-    if not isinstance(raw_neighbors, list):
-        chk.error("neighbors", "expected a list of neighbors")
-        raw_neighbors = []
-    for i, item in enumerate(raw_neighbors):
+    for i, item in enumerate(_list(chk, data, "neighbors")):
         neighbor = _neighbor(chk, item, f"neighbors[{i}]", interfaces)
         if neighbor is None:
             continue

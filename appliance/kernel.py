@@ -270,7 +270,7 @@ class _Netlink:
         found = []
         for _type, payload in self._messages(seq):
             family, prefixlen, _flags, _scope, index = _IFADDRMSG.unpack_from(payload)
-            attrs = dict(_attributes(payload[_IFADDRMSG.size :]))
+            attrs = dict(netlink_attributes(payload[_IFADDRMSG.size :]))
             raw = attrs.get(IFA_LOCAL) or attrs.get(IFA_ADDRESS)
             if raw is None or family not in (socket.AF_INET, socket.AF_INET6):
                 continue
@@ -284,19 +284,19 @@ class _Netlink:
     def master(self, ifindex: int) -> int:
         """ifindex of the device `ifindex` is a port of (0: none)."""
         for payload in self._request(RTM_GETLINK, 0, _IFINFOMSG.pack(0, 0, ifindex, 0, 0)):
-            attrs = dict(_attributes(payload[_IFINFOMSG.size :]))
+            attrs = dict(netlink_attributes(payload[_IFINFOMSG.size :]))
             raw = attrs.get(IFLA_MASTER)
             return struct.unpack("=I", raw)[0] if raw else 0
         return 0
 
     def add_bridge(self, name: str) -> None:
-        kind = _attr(IFLA_INFO_KIND, b"bridge\0")
-        body = (_IFINFOMSG.pack(0, 0, 0, 0, 0) + _attr(IFLA_IFNAME, name.encode() + b"\0")
-                + _attr(IFLA_LINKINFO | NLA_F_NESTED, kind))
+        kind = netlink_attr(IFLA_INFO_KIND, b"bridge\0")
+        body = (_IFINFOMSG.pack(0, 0, 0, 0, 0) + netlink_attr(IFLA_IFNAME, name.encode() + b"\0")
+                + netlink_attr(IFLA_LINKINFO | NLA_F_NESTED, kind))
         self._request(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, body)
 
     def set_master(self, ifindex: int, master: int) -> None:
-        body = _IFINFOMSG.pack(0, 0, ifindex, 0, 0) + _attr(IFLA_MASTER,
+        body = _IFINFOMSG.pack(0, 0, ifindex, 0, 0) + netlink_attr(IFLA_MASTER,
                                                               struct.pack("=I", master))
         self._request(RTM_NEWLINK, 0, body)
 
@@ -314,18 +314,21 @@ class _Netlink:
             pass
 
 
-def _attr(attr_type: int, value: bytes) -> bytes:
+def netlink_attr(attr_type: int, value: bytes) -> bytes:
+    """One rtnetlink attribute, padded to 4 bytes."""
     length = _RTATTR.size + len(value)
     return _RTATTR.pack(length, attr_type) + value + b"\0" * (-length % 4)
 
 
-def _attributes(buf: bytes) -> Iterator[tuple[int, bytes]]:
+def netlink_attributes(buf: bytes) -> Iterator[tuple[int, bytes]]:
+    """(type, value) of each rtnetlink attribute in `buf`; the type without the
+    NLA_F_NESTED / NLA_F_NET_BYTEORDER flag bits."""
     offset = 0
     while offset + _RTATTR.size <= len(buf):
         length, attr_type = _RTATTR.unpack_from(buf, offset)
         if length < _RTATTR.size:
             return
-        yield attr_type, buf[offset + _RTATTR.size : offset + length]
+        yield attr_type & 0x3FFF, buf[offset + _RTATTR.size : offset + length]
         offset += (length + 3) & ~3
 
 

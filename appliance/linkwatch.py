@@ -24,8 +24,9 @@ import select
 import socket
 import struct
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
+
+from appliance.kernel import netlink_attr, netlink_attributes
 
 __all__ = ["LinkEvent", "LinkWatch", "parse_link_messages"]
 
@@ -50,7 +51,6 @@ OPERSTATES = ("unknown", "notpresent", "down", "lowerlayerdown", "testing", "dor
 
 _NLMSGHDR = struct.Struct("=IHHII")
 _IFINFOMSG = struct.Struct("=BxHiII")  # family, pad, type, index, flags, change
-_RTATTR = struct.Struct("=HH")
 _RCVBUF = 1 << 20
 
 
@@ -87,16 +87,6 @@ class LinkEvent:
         return ", ".join(parts)
 
 
-def _attributes(buf: bytes) -> Iterator[tuple[int, bytes]]:
-    offset = 0
-    while offset + _RTATTR.size <= len(buf):
-        length, attr_type = _RTATTR.unpack_from(buf, offset)
-        if length < _RTATTR.size:
-            return
-        yield attr_type & 0x3FFF, buf[offset + _RTATTR.size : offset + length]
-        offset += (length + 3) & ~3
-
-
 def parse_link_messages(data: bytes) -> tuple[list[LinkEvent], bool]:
     """The link events in one netlink datagram, and whether it ended a dump (NLMSG_DONE or
     an error answer). Other message types are skipped; a truncated message ends parsing."""
@@ -123,7 +113,7 @@ def parse_link_messages(data: bytes) -> tuple[list[LinkEvent], bool]:
         name = ""
         carrier: bool | None = None
         operstate = "unknown"
-        for attr_type, value in _attributes(payload[_IFINFOMSG.size :]):
+        for attr_type, value in netlink_attributes(payload[_IFINFOMSG.size :]):
             if attr_type == IFLA_IFNAME:
                 name = value.split(b"\0", 1)[0].decode(errors="replace")
             elif attr_type == IFLA_CARRIER and value:
@@ -145,8 +135,7 @@ def link_message(msg_type: int, ifindex: int, name: str, flags: int, *,
                              (IFLA_OPERSTATE, None if operstate is None else bytes([operstate]))):
         if value is None:
             continue
-        attr = _RTATTR.pack(_RTATTR.size + len(value), attr_type) + value
-        attrs += attr.ljust((len(attr) + 3) & ~3, b"\0")
+        attrs += netlink_attr(attr_type, value)
     body = _IFINFOMSG.pack(family, 1, ifindex, flags, 0xFFFFFFFF) + attrs
     return _NLMSGHDR.pack(_NLMSGHDR.size + len(body), msg_type, 0, 0, 0) + body
 

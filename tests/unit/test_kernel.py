@@ -43,10 +43,10 @@ def test_rtattr_walk() -> None:
     attrs = (kernel._RTATTR.pack(8, kernel.IFA_ADDRESS) + bytes([192, 0, 2, 1])
              + kernel._RTATTR.pack(5, 3) + b"x\0\0\0"  # padded to 4 bytes
              + kernel._RTATTR.pack(8, kernel.IFA_LOCAL) + bytes([192, 0, 2, 2]))
-    assert list(kernel._attributes(attrs)) == [
+    assert list(kernel.netlink_attributes(attrs)) == [
         (kernel.IFA_ADDRESS, bytes([192, 0, 2, 1])),
         (3, b"x"),
         (kernel.IFA_LOCAL, bytes([192, 0, 2, 2])),
     ]
     # A zero-length attribute ends the walk instead of looping forever.
-    assert list(kernel._attributes(kernel._RTATTR.pack(0, 1) + bytes(8))) == []
+    assert list(kernel.netlink_attributes(kernel._RTATTR.pack(0, 1) + bytes(8))) == []

@@ -24,7 +24,9 @@ and its link-local address (the routes and neighbors learned through it). Routes
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from ipaddress import IPv4Interface, IPv6Interface
 
 from appliance.config import ConfigError, NeighborConfig, RouteConfig, RouterConfig
@@ -174,27 +176,23 @@ def apply_reload(router: Router, plan: ReloadPlan, now: float) -> ReloadResult:
         for route in gone:
             result.warnings.append(f"route {route.prefix} via {route.gateway} removed: its "
                                    f"gateway is no longer on a subnet of {name}")
+    def add(what: str, change: Callable[[], list[Action] | None]) -> None:
+        try:
+            actions = change()
+        except ConfigError as e:
+            attempt(what, e)
+            return
+        result.actions += actions or []
+        changes.append(what)
+
     for name, address in plan.addresses_added:
-        try:
-            result.actions += router.add_address(router.by_name[name].ifindex, address, now)
-        except ConfigError as e:
-            attempt(f"address +{address} on {name}", e)
-            continue
-        changes.append(f"address +{address} on {name}")
+        add(f"address +{address} on {name}",
+            partial(router.add_address, router.by_name[name].ifindex, address, now))
     for rc in plan.routes_added:
-        try:
-            router.add_route(rc)
-        except ConfigError as e:
-            attempt(f"route +{_route_text(rc)}", e)
-            continue
-        changes.append(f"route +{_route_text(rc)}")
+        add(f"route +{_route_text(rc)}", partial(router.add_route, rc))
     for nc in plan.neighbors_added:
-        try:
-            result.actions += router.add_static_neighbor(nc, now)
-        except ConfigError as e:
-            attempt(f"neighbor +{nc.address} on {nc.interface}", e)
-            continue
-        changes.append(f"neighbor +{nc.address} on {nc.interface}")
+        add(f"neighbor +{nc.address} on {nc.interface}",
+            partial(router.add_static_neighbor, nc, now))
     for name, value in plan.sysctl.items():
         try:
             old = router.sysctl.set(name, value)

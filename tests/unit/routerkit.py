@@ -103,6 +103,14 @@ def router() -> Router:
     return make_router()
 
 
+@pytest.fixture
+def r(router: Router, clock: Clock) -> Router:
+    """The `router` fixture once it knows h1 and h2 (learnt from their ARP and NS)."""
+    learn(router, H1, clock.now)
+    learn(router, H2, clock.now)
+    return router
+
+
 # --- looking at actions -----------------------------------------------------------------------
 
 

@@ -84,13 +84,23 @@ sysctl:
 """
 
 
+def assert_placed(problems: list[str], path: Path, expected: list[tuple[int, str, str]]
+                  ) -> None:
+    """Exactly the `expected` (line, where, message) problems, each placed at path:line."""
+    text = "\n".join(problems)
+    for line, where, message in expected:
+        matching = [p for p in problems if f": {where}: " in p and message in p]
+        assert matching, f"missing {where}: {message} in\n{text}"
+        assert matching[0].startswith(f"{path}:{line}:"), matching[0]
+    assert len(problems) == len(expected), text
+
+
 def test_every_problem_reported_with_place(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text(BAD)
     with pytest.raises(ConfigError) as info:
         load_router_config(path)
     problems = info.value.problems
-    text = "\n".join(problems)
     expected = [
         (2, "colour", "unknown key"),
         (5, "interfaces[0].addresses[0]", "address/prefixlen"),
@@ -107,11 +117,7 @@ def test_every_problem_reported_with_place(tmp_path: Path) -> None:
         (25, "sysctl.net.inet.ip.nonsense", "unknown sysctl"),
         (26, "sysctl.net.inet.ip.ttl", "out of range"),
     ]
-    for line, where, message in expected:
-        matching = [p for p in problems if f": {where}: " in p and message in p]
-        assert matching, f"missing {where}: {message} in\n{text}"
-        assert matching[0].startswith(f"{path}:{line}:"), matching[0]
-    assert len(problems) == len(expected), text
+    assert_placed(problems, path, expected)
 
 
 def test_parse_without_file_names_source() -> None:
@@ -191,7 +197,6 @@ def test_static_neighbors_and_their_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_router_config(path)
     problems = info.value.problems
-    text = "\n".join(problems)
     expected = [
         (12, "neighbors[2].address", "duplicate neighbor 198.51.100.9 on r1-h1"),
         (16, "neighbors[3].mac", "not a unicast MAC"),
@@ -200,11 +205,7 @@ def test_static_neighbors_and_their_errors(tmp_path: Path) -> None:
         (21, "neighbors[5].address", "cannot be a neighbor"),
         (22, "neighbors[5].mac", "expected a MAC address"),
     ]
-    for line, where, message in expected:
-        matching = [p for p in problems if f": {where}: " in p and message in p]
-        assert matching, f"missing {where}: {message} in\n{text}"
-        assert matching[0].startswith(f"{path}:{line}:"), matching[0]
-    assert len(problems) == len(expected), text
+    assert_placed(problems, path, expected)
     path.write_text("\n".join(NEIGHBORS.splitlines()[:11]) + "\n")
     cfg = load_router_config(path)
     assert [(str(n.address), n.mac.hex(), n.interface) for n in cfg.neighbors] == [

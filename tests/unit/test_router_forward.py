@@ -44,13 +44,6 @@ R1 = "198.51.100.1"
 R1_6 = "2001:db8:1::1"
 
 
-@pytest.fixture
-def r(router: Router, clock: Clock) -> Router:
-    learn(router, H1, clock.now)
-    learn(router, H2, clock.now)
-    return router
-
-
 def _from_h1(l3: object) -> bytes:
     return raw(Ether(dst=R_MAC1, src=H1_MAC) / l3)
 

@@ -28,13 +28,6 @@ from routerkit import H1, H1_MAC, H2, R_MAC1, Clock, ends, learn, make_router, t
 R1 = "198.51.100.1"
 
 
-@pytest.fixture
-def r(router: Router, clock: Clock) -> Router:
-    learn(router, H1, clock.now)
-    learn(router, H2, clock.now)
-    return router
-
-
 def _frame(l3: Any, dst: str = R_MAC1) -> bytes:
     return raw(Ether(dst=dst, src=H1_MAC) / l3)
 

@@ -48,13 +48,6 @@ DOWN_ROUTES = {"198.51.100.0/24", "192.0.2.0/25", "2001:db8:1::/64", "2001:db8:9
 """Everything out of r1-a: its connected subnets and the static routes via gw."""
 
 
-@pytest.fixture
-def r(router: Router, clock: Clock) -> Router:
-    learn(router, H1, clock.now)
-    learn(router, H2, clock.now)
-    return router
-
-
 def from_h2(l3: object) -> bytes:
     return raw(Ether(dst=R_MAC2, src=H2_MAC) / l3)
 

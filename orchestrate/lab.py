@@ -97,19 +97,31 @@ class NodeHandle:
         """The modified EUI-64 link-local address (RFC 4291 appendix A) of `ifname`."""
         return str(link_local_from_mac(self.mac(ifname)))
 
-    def exec(self, cmd: str | Sequence[str], timeout: float = 60.0) -> ssh.ExecResult:
+    def exec(self, cmd: str | Sequence[str], timeout: float = 60.0,
+             on_output: ssh.OutputSink | None = None) -> ssh.ExecResult:
+        """Run `cmd` over SSH; with `on_output`, stream its output there (see `ssh.run`)."""
         command = cmd if isinstance(cmd, str) else shlex.join(cmd)
+        streamed = False
+
+        def sink(stream: str, data: bytes) -> None:
+            nonlocal streamed
+            streamed = True
+            assert on_output is not None
+            on_output(stream, data)
+
         with self._lock:
             for attempt in (1, 2):
                 if self._client is None:
                     self._client = ssh.connect(self.ssh_port, self.lab.client_key,
                                                self.lab.known_hosts, timeout=min(timeout, 15.0))
                 try:
-                    return ssh.run(self._client, command, timeout=timeout)
+                    return ssh.run(self._client, command, timeout=timeout,
+                                   on_output=sink if on_output is not None else None)
                 except Exception:
-                    # A dropped connection (e.g. the VM rebooted): reconnect once.
+                    # A dropped connection (e.g. the VM rebooted): reconnect once, unless
+                    # output was already streamed (running it again would repeat it).
                     self.close_locked()
-                    if attempt == 2:
+                    if attempt == 2 or streamed:
                         raise
             raise AssertionError("unreachable")
 
@@ -221,21 +233,18 @@ class Lab:
             raise LabError(f"lab {lab_name!r} already exists ({directory}); "
                            f"`vrlab down {lab_name}` first")
         from orchestrate.accel import AccelError, choose_accel
+        from orchestrate.images import ImageError, ensure_image
 
         try:
             if image is None:
-                from orchestrate.images import ensure_image
-
                 image = ensure_image()
             backend_impl = get_backend(backend, **(backend_options or {}))
             choice = choose_accel(accel, Path(image.kernel),
                                   Path(image.initrd) if image.initrd else None)
         except (AccelError, BackendError) as exc:
             raise LabError(str(exc)) from exc
-        except Exception as exc:
-            if type(exc).__name__ == "ImageError":
-                raise LabError(f"image: {exc}") from exc
-            raise
+        except ImageError as exc:
+            raise LabError(f"image: {exc}") from exc
         directory.mkdir(parents=True, exist_ok=True)
         record = Record.create(
             directory / RECORD_NAME, lab_name, backend=backend,
@@ -615,6 +624,10 @@ class _ProgressDisplay:
         if self.live is not None:
             self.live.update(self._table())
             self.live.__exit__(None, None, None)
+            if not self.live.console.is_terminal:
+                # Off a terminal rich prints the table once, at the end, without the final
+                # newline: what comes next would start on the table's bottom border.
+                self.live.console.line()
 
     def refresh(self) -> None:
         if self.live is not None:

@@ -12,6 +12,7 @@ import logging
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -132,9 +133,17 @@ def connect(port: int, client_key: Path, known_hosts: Path, timeout: float = 10.
     return client
 
 
+OutputSink = Callable[[str, bytes], None]
+"""Called with ("stdout" or "stderr", bytes) for each piece of output as it arrives."""
+
+
 def run(client: paramiko.SSHClient, command: str, timeout: float = 60.0,
-        stdin: bytes | None = None) -> ExecResult:
-    """Run `command`, reading stdout and stderr together (no pipe deadlock), with a deadline."""
+        stdin: bytes | None = None, on_output: OutputSink | None = None) -> ExecResult:
+    """Run `command`, reading stdout and stderr together (no pipe deadlock), with a deadline.
+
+    With `on_output` the output is handed to it as it arrives (a running `ping` shows each
+    line) instead of being collected: the result's stdout and stderr are then empty.
+    """
     transport = client.get_transport()
     if transport is None:
         raise SshError("ssh transport closed")
@@ -146,15 +155,22 @@ def run(client: paramiko.SSHClient, command: str, timeout: float = 60.0,
     channel.shutdown_write()
     out = bytearray()
     err = bytearray()
+
+    def take(stream: str, buffer: bytearray, data: bytes) -> None:
+        if on_output is None:
+            buffer += data
+        elif data:
+            on_output(stream, data)
+
     deadline = time.monotonic() + timeout
     # Done when the exit status is in AND the channel's EOF arrived: sshd may send the exit
     # status before the last stderr bytes, and data never follows EOF (RFC 4254 §5.3).
     eof_grace: float | None = None
     while True:
         while channel.recv_ready():
-            out += channel.recv(65536)
+            take("stdout", out, channel.recv(65536))
         while channel.recv_stderr_ready():
-            err += channel.recv_stderr(65536)
+            take("stderr", err, channel.recv_stderr(65536))
         if channel.exit_status_ready():
             if channel.eof_received or channel.closed:
                 if not channel.recv_ready() and not channel.recv_stderr_ready():

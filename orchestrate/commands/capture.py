@@ -8,14 +8,18 @@ import time
 from pathlib import Path
 from typing import Any
 
+from orchestrate.commands import Exit, add_json_option, add_lab_option, fail, print_json
+
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("capture", help="write a pcap of a node's interface")
-    parser.add_argument("endpoint", metavar="NODE:IF")
+    parser.add_argument("endpoint", metavar="NODE:IF",
+                        help="the interface to capture on, e.g. r1:eth1")
     parser.add_argument("-w", "--write", type=Path, help="pcap file (default NODE-IF.pcap)")
     parser.add_argument("-c", "--count", type=int, help="stop after this many packets")
     parser.add_argument("--duration", type=float, help="stop after this many seconds")
-    parser.add_argument("--lab", help="lab name (default: the only lab)")
+    add_lab_option(parser)
+    add_json_option(parser)
     parser.set_defaults(func=run)
 
 
@@ -25,8 +29,7 @@ def run(args: argparse.Namespace) -> int:
 
     node, sep, ifname = args.endpoint.partition(":")
     if not sep or not node or not ifname:
-        print("vrlab capture: want NODE:IF, e.g. r1:eth1", file=sys.stderr)
-        return 2
+        return fail(args, Exit.BAD_INPUT, "want NODE:IF, e.g. r1:eth1")
     path = args.write or Path(f"{node}-{ifname}.pcap")
     try:
         lab = Lab.open(resolve_lab_name(args.lab))
@@ -44,8 +47,12 @@ def run(args: argparse.Namespace) -> int:
                     time.sleep(0.2)
             except KeyboardInterrupt:
                 pass
-    except (LabError, CaptureError) as exc:
-        print(f"vrlab capture: {exc}", file=sys.stderr)
-        return 1
-    print(f"{count_pcap_packets(path)} packets written to {path}", file=sys.stderr)
-    return 0
+    except LabError as exc:
+        return fail(args, Exit.BAD_INPUT, str(exc))
+    except CaptureError as exc:
+        return fail(args, Exit.FAILED, str(exc))
+    packets = count_pcap_packets(path)
+    print(f"{packets} packets written to {path}", file=sys.stderr)
+    if args.json:
+        print_json({"file": str(path), "packets": packets})
+    return Exit.OK

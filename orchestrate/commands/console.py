@@ -16,13 +16,15 @@ import termios
 import tty
 from typing import Any
 
+from orchestrate.commands import Exit, add_lab_option, fail
+
 DETACH = b"\x1d"  # Ctrl-]
 
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("console", help="attach to a node's serial console")
-    parser.add_argument("node")
-    parser.add_argument("--lab", help="lab name (default: the only lab)")
+    parser.add_argument("node", metavar="NODE", help="the node whose console to attach to")
+    add_lab_option(parser)
     parser.add_argument("--log", action="store_true", help="print serial.log instead")
     parser.set_defaults(func=run)
 
@@ -53,8 +55,7 @@ def run(args: argparse.Namespace) -> int:
         lab = Lab.open(resolve_lab_name(args.lab))
         spec = lab.spec(args.node)
     except LabError as exc:
-        print(f"vrlab console: {exc}", file=sys.stderr)
-        return 1
+        return fail(args, Exit.BAD_INPUT, str(exc))
     if args.log:
         sys.stdout.write(spec.serial_log.read_text(errors="replace"))
         return 0
@@ -62,8 +63,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         sock.connect(str(spec.serial_socket))
     except OSError as exc:
-        print(f"vrlab console: {spec.serial_socket}: {exc}", file=sys.stderr)
-        return 1
+        return fail(args, Exit.FAILED, f"{spec.serial_socket}: {exc}")
     print(f"[console {lab.name}/{args.node}: Ctrl-] to detach; log {spec.serial_log}]",
           file=sys.stderr)
     stdin_fd = sys.stdin.fileno()

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from orchestrate.commands import Exit, add_topology_argument, report_problems
 from orchestrate.commands.up import add_lab_options, lab_options
 
 DEFAULT_FILE = Path("configs/duo.yaml")
@@ -20,7 +21,8 @@ DEFAULT_FILE = Path("configs/duo.yaml")
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "demo", help="boot duo.yaml, ping a link-local address, tear down")
-    parser.add_argument("file", nargs="?", type=Path, default=DEFAULT_FILE)
+    add_topology_argument(parser, optional=True, default=DEFAULT_FILE,
+                          help_default=f" (default {DEFAULT_FILE})")
     add_lab_options(parser)
     parser.add_argument("--count", type=int, default=3, help="pings to send (default 3)")
     parser.add_argument("--name", help="lab name (default: the topology's name)")
@@ -45,18 +47,16 @@ def run(args: argparse.Namespace) -> int:
         topology = load_topology(args.file)
         src, src_if, dst, dst_if = pick_pair(topology)
     except TopologyError as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
-        return 2
+        return report_problems(args, exc.problems)
     except ValueError as exc:
         print(f"vrlab demo: {exc}", file=sys.stderr)
-        return 2
+        return Exit.BAD_INPUT
     print(f"vrlab demo: {args.file}: {src} pings {dst}'s link-local address", flush=True)
     try:
         lab = Lab.up(topology, name=args.name, **lab_options(args, topology))
     except LabError as exc:
         print(f"vrlab demo: up failed: {exc}", file=sys.stderr)
-        return 1
+        return Exit.NOT_UP
     try:
         target = lab.node(dst).link_local(dst_if)
         command = f"ping -c {args.count} -W 2 {target}%{src_if}"
@@ -68,10 +68,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"vrlab demo: OK, {dst} answered on {target}")
         else:
             print(f"vrlab demo: FAILED, ping exited {result.exit_status}", file=sys.stderr)
-        return 0 if result.ok else 1
+        return Exit.OK if result.ok else Exit.FAILED
     except (LabError, SshError) as exc:
         print(f"vrlab demo: {exc}", file=sys.stderr)
-        return 1
+        return Exit.FAILED
     finally:
         for trouble in lab.down():
             print(f"vrlab demo: teardown: {trouble}", file=sys.stderr)

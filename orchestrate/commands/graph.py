@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from orchestrate.commands import add_topology_argument, report_problems
 from orchestrate.graph import to_dot
 from orchestrate.topology import TopologyError, load_topology
 
@@ -20,7 +21,7 @@ def register(subparsers: Any) -> None:
         "graph", help="draw a topology (Graphviz)",
         description="Write the topology as a picture (svg, png, pdf: needs Graphviz dot) or as "
                     "DOT source; without -o, print the DOT source.")
-    parser.add_argument("file", help="topology YAML file")
+    add_topology_argument(parser)
     parser.add_argument("-o", "--output", type=Path, help="output file; format from its suffix")
     parser.set_defaults(func=run)
 
@@ -29,9 +30,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         topology = load_topology(args.file)
     except TopologyError as e:
-        for problem in e.problems:
-            print(problem, file=sys.stderr)
-        return 2
+        return report_problems(args, e.problems)
     dot = to_dot(topology)
     output: Path | None = args.output
     if output is None:

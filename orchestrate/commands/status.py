@@ -1,21 +1,23 @@
-"""`vrlab status [LAB]`: each node's state, management address and SSH port."""
+"""`vrlab status [LAB]` (alias `inspect`): each node's state, management address and SSH port."""
 
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
+
+from orchestrate.commands import Exit, add_json_option, fail, print_json
 
 if TYPE_CHECKING:
     from orchestrate.lab import Lab
 
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser("status", help="show the nodes of running labs")
-    parser.add_argument("lab", nargs="?", help="lab name or topology file (default: all labs)")
-    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser = subparsers.add_parser("status", aliases=["inspect"],
+                                   help="show the nodes of running labs")
+    parser.add_argument("lab", nargs="?", metavar="LAB",
+                        help="lab name or topology file (default: every lab)")
+    add_json_option(parser)
     parser.set_defaults(func=run)
 
 
@@ -40,6 +42,13 @@ def print_status(lab: Lab) -> None:
     console.print(f"serial logs: {lab.dir}/nodes/NODE/serial.log   (vrlab console NODE)")
 
 
+def lab_json(lab: Lab) -> dict[str, Any]:
+    """One lab as `vrlab status --json` and `vrlab up --json` show it."""
+    return {"state": lab.record.data.get("state"), "backend": lab.backend_name,
+            "accel": lab.record.data.get("accel"), "ssh_config": str(lab.ssh_config),
+            "nodes": [asdict(n) for n in lab.status()]}
+
+
 def run(args: argparse.Namespace) -> int:
     from orchestrate.lab import Lab, LabError, resolve_lab_name
 
@@ -47,17 +56,12 @@ def run(args: argparse.Namespace) -> int:
         names = [resolve_lab_name(args.lab)] if args.lab else Lab.names()
         labs = [Lab.open(name) for name in names]
     except LabError as exc:
-        print(f"vrlab status: {exc}", file=sys.stderr)
-        return 1
+        return fail(args, Exit.BAD_INPUT, str(exc))
     if args.json:
-        print(json.dumps({lab.name: {"state": lab.record.data.get("state"),
-                                     "backend": lab.backend_name,
-                                     "ssh_config": str(lab.ssh_config),
-                                     "nodes": [asdict(n) for n in lab.status()]}
-                          for lab in labs}, indent=1))
-        return 0
+        print_json({lab.name: lab_json(lab) for lab in labs})
+        return Exit.OK
     if not labs:
         print("no lab is up")
     for lab in labs:
         print_status(lab)
-    return 0
+    return Exit.OK

@@ -1,9 +1,9 @@
 """`vrlab test FILE`: bring the lab up (or reuse it), run its checks, print them, tear down.
 
-Exit status: 0 when every check passed, 1 when one failed (or the lab could not come up),
-2 when the file is invalid (nothing is started then). A lab that is already up is reused
-without rebooting and left up; a lab this command started is taken down afterwards unless
-`--keep` is given.
+Exit status (`commands.Exit`): 0 when every check passed, 1 when one failed, 2 when the file
+is invalid (nothing is started then), 3 when the lab could not come up. A lab that is already
+up is reused without rebooting and left up; a lab this command started is taken down
+afterwards unless `--keep` is given.
 """
 
 from __future__ import annotations
@@ -14,8 +14,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from orchestrate.checks import CheckRunner, print_results
-from orchestrate.topology import BACKENDS, Topology, TopologyError, load_topology
+from orchestrate.checks import CheckResult, CheckRunner, print_results
+from orchestrate.choices import ACCELS, BACKENDS
+from orchestrate.commands import (
+    Exit,
+    add_json_option,
+    add_topology_argument,
+    fail,
+    print_json,
+    report_problems,
+)
+from orchestrate.topology import Topology, TopologyError, load_topology
 
 
 def register(subparsers: Any) -> None:
@@ -24,12 +33,12 @@ def register(subparsers: Any) -> None:
         description="Bring the lab up if it is not, run the checks of its tests: section, "
                     "print a result table and tear the lab down (unless --keep or it was "
                     "already up).")
-    parser.add_argument("file", help="topology YAML file")
+    add_topology_argument(parser)
     parser.add_argument("--keep", action="store_true", help="leave the lab up afterwards")
     parser.add_argument("--junit", type=Path, metavar="OUT.xml", help="write JUnit XML here")
     parser.add_argument("--backend", choices=BACKENDS, help="default: the file's, else qemu")
-    parser.add_argument("--accel", choices=("auto", "kvm", "tcg"),
-                        help="default: the file's, else auto")
+    parser.add_argument("--accel", choices=ACCELS, help="default: the file's, else auto")
+    add_json_option(parser)
     parser.set_defaults(func=run)
 
 
@@ -62,28 +71,37 @@ def open_or_up(topology: Topology, backend: str, accel: str, console: Any) -> tu
     return labmod.Lab.up(topology, backend=backend, accel=accel), True
 
 
+def result_json(result: CheckResult) -> dict[str, Any]:
+    spec = result.spec
+    return {"name": spec.name, "kind": spec.kind, "passed": result.passed,
+            "reason": result.reason, "detail": result.detail, "attempts": result.attempts,
+            "duration": round(result.duration, 3), "params": spec.params,
+            "file": spec.file, "line": spec.line, "col": spec.col}
+
+
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.markup import escape
 
-    console = Console()
+    # With --json, stdout carries the JSON document only: the running commentary goes to stderr.
+    console = Console(stderr=args.json)
     try:
         topology = load_topology(args.file)
     except TopologyError as e:
-        for problem in e.problems:
-            print(problem, file=sys.stderr)
-        return 2
+        return report_problems(args, e.problems)
     if not topology.tests:
         console.print(f"{args.file}: no checks (add a tests: section)")
-        return 0
+        if args.json:
+            print_json({"lab": topology.name, "file": str(args.file), "passed": True,
+                        "checks": []})
+        return Exit.OK
     backend = args.backend or topology.defaults.backend
     accel = args.accel or topology.defaults.accel
     labmod = _lab_module()
     try:
         lab, started = open_or_up(topology, backend, accel, console)
     except labmod.LabError as e:
-        print(f"vrlab test: {e}", file=sys.stderr)
-        return 1
+        return fail(args, Exit.NOT_UP, str(e))
     try:
         runner = CheckRunner(lab, topology)
         results = runner.run_all(
@@ -104,4 +122,8 @@ def run(args: argparse.Namespace) -> int:
                 print(f"vrlab test: teardown: {problem}", file=sys.stderr)
         elif started:
             console.print(f"lab {topology.name} left up (--keep); `vrlab down {topology.name}`")
-    return 0 if all(r.passed for r in results) else 1
+    passed = all(r.passed for r in results)
+    if args.json:
+        print_json({"lab": topology.name, "file": str(args.file), "passed": passed,
+                    "checks": [result_json(r) for r in results]})
+    return Exit.OK if passed else Exit.FAILED

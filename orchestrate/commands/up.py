@@ -1,27 +1,38 @@
-"""`vrlab up FILE`: boot a topology as a lab and wait until every node is ready."""
+"""`vrlab up FILE` (alias `deploy`): boot a topology as a lab and wait until every node is ready."""
 
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 from typing import Any
 
-from orchestrate.commands.status import print_status
+from orchestrate.choices import ACCELS, BACKENDS
+from orchestrate.commands import (
+    Exit,
+    add_json_option,
+    add_topology_argument,
+    fail,
+    print_json,
+    report_problems,
+)
+from orchestrate.commands.status import lab_json, print_status
 
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser("up", help="boot a topology as a lab")
-    parser.add_argument("file", type=Path, help="topology YAML file")
+    parser = subparsers.add_parser(
+        "up", aliases=["deploy"], help="boot a topology as a lab",
+        description="Boot every node of a topology and wait until each is ready; on failure "
+                    "remove what was started (exit 3).")
+    add_topology_argument(parser)
     add_lab_options(parser)
     parser.add_argument("--name", help="lab name (default: the topology's name)")
+    add_json_option(parser)
     parser.set_defaults(func=run)
 
 
 def add_lab_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--backend", choices=("qemu", "libvirt"),
+    parser.add_argument("--backend", choices=BACKENDS,
                         help="VM backend (default: the topology's defaults, else qemu)")
-    parser.add_argument("--accel", choices=("auto", "kvm", "tcg"),
+    parser.add_argument("--accel", choices=ACCELS,
                         help="acceleration (default: the topology's defaults, else auto)")
     parser.add_argument("--libvirt-uri", default=None,
                         help="libvirt connection URI (default qemu:///system)")
@@ -51,13 +62,13 @@ def run(args: argparse.Namespace) -> int:
     try:
         topology = load_topology(args.file)
     except TopologyError as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
-        return 2
+        return report_problems(args, exc.problems)
     try:
         lab = Lab.up(topology, name=args.name, **lab_options(args, topology))
     except LabError as exc:
-        print(f"vrlab up: {exc}", file=sys.stderr)
-        return 1
-    print_status(lab)
-    return 0
+        return fail(args, Exit.NOT_UP, str(exc))
+    if args.json:
+        print_json({lab.name: lab_json(lab)})
+    else:
+        print_status(lab)
+    return Exit.OK

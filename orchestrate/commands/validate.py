@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
+from orchestrate.commands import (
+    Exit,
+    add_json_option,
+    add_topology_argument,
+    print_json,
+    report_problems,
+)
 from orchestrate.topology import Topology, TopologyError, load_topology
 
 
@@ -13,7 +19,8 @@ def register(subparsers: Any) -> None:
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "validate", help="check a topology file without starting anything",
         description="Check a topology file; print every problem with file:line:col.")
-    parser.add_argument("file", help="topology YAML file")
+    add_topology_argument(parser)
+    add_json_option(parser)
     parser.set_defaults(func=run)
 
 
@@ -27,14 +34,22 @@ def summary(topology: Topology) -> str:
             f"{len(topology.tests)} check{'s' * (len(topology.tests) != 1)}")
 
 
+def summary_json(topology: Topology) -> dict[str, Any]:
+    return {"lab": topology.name,
+            "routers": [n.name for n in topology.routers()],
+            "hosts": [n.name for n in topology.hosts()],
+            "links": len(topology.links),
+            "lans": sum(1 for link in topology.links if link.is_lan),
+            "checks": [check.name for check in topology.tests]}
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         topology = load_topology(args.file)
     except TopologyError as e:
-        for problem in e.problems:
-            print(problem, file=sys.stderr)
-        count = len(e.problems)
-        print(f"{args.file}: {count} problem{'s' * (count != 1)}", file=sys.stderr)
-        return 2
-    print(f"{args.file}: OK: {summary(topology)}")
-    return 0
+        return report_problems(args, e.problems)
+    if args.json:
+        print_json({"file": str(args.file), "valid": True, **summary_json(topology)})
+    else:
+        print(f"{args.file}: OK: {summary(topology)}")
+    return Exit.OK

@@ -12,7 +12,7 @@ from orchestrate.backends import BackendError, NodeSpec
 from orchestrate.backends.libvirt import domain_xml
 from orchestrate.capture import count_pcap_packets
 from orchestrate.cli import build_parser
-from orchestrate.commands.exec import split_options
+from orchestrate.commands.exec import nodes_and_command
 from orchestrate.lab import Lab, LabError, management_netdev, resolve_lab_name
 from orchestrate.links import NicSpec
 from orchestrate.record import Record
@@ -89,7 +89,7 @@ def test_resolve_lab_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
 
 def test_exec_options_after_the_node() -> None:
     args = build_parser().parse_args(["exec", "r1", "--lab", "x", "--", "sh", "-c", "exit 3"])
-    assert split_options(args, args.command) == ["sh", "-c", "exit 3"]
+    assert nodes_and_command(args) == (["r1"], ["sh", "-c", "exit 3"])
     assert args.lab == "x"
     args = build_parser().parse_args(["exec", "r1", "uptime"])
-    assert split_options(args, args.command) == ["uptime"]
+    assert nodes_and_command(args) == (["r1"], ["uptime"])

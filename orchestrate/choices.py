@@ -1,0 +1,20 @@
+"""The fixed choices a topology file and the command line accept, declared once.
+
+The topology validator, the node config writer, the backend registry, the CLI's `--backend`
+and `--accel` options and the pytest plugin's options all read them from here. (Static route
+types are the router's own: `appliance.config.ROUTE_TYPES`.)
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+Role = Literal["router", "host"]
+ROLES: tuple[Role, ...] = ("router", "host")
+"""What a node is: a `vrlab-router` VM or a plain Linux host."""
+
+BACKENDS = ("qemu", "libvirt")
+"""VM backends, by the module name under orchestrate/backends/."""
+
+ACCELS = ("auto", "kvm", "tcg")
+"""QEMU accelerators; `auto` probes KVM and falls back to TCG (orchestrate/accel.py)."""

@@ -57,4 +57,4 @@ lint:
 	mypy
 
 clean:
-	rm -rf build *.egg-info appliance/*.so
+	rm -rf build *.egg-info appliance/*.so appliance/*/*.so

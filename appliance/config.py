@@ -45,7 +45,7 @@ from typing import Any
 
 import yaml
 
-from appliance.sysctl import SysctlError, parse_value
+from appliance.core.sysctl import SysctlError, parse_value
 
 ROUTE_TYPES = ("unicast", "blackhole", "reject")
 MIN_MTU_V4 = 68  # RFC 791

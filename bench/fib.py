@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
-from appliance.fib import Fib, Route
+from appliance.core.fib import Fib, Route
 
 V4_LENGTHS = [(24, 55), (23, 8), (22, 10), (21, 5), (20, 5), (19, 4), (18, 3), (17, 2),
               (16, 3), (12, 1), (8, 1), (25, 1), (28, 1), (32, 1)]

@@ -42,7 +42,7 @@ The forwarders:
   nothing else), busy-polling 1 ms after the last frame before sleeping in poll(2): with the
   two routes the traffic needs; the same sleeping at once when idle; the same with r's kernel
   IP input left attached to the interfaces (the daemon and the other bare rows detach it as
-  ``appliance.kernel.detach_stack`` does: the interfaces become ports of a bridge that stays
+  ``appliance.host.kernel.detach_stack`` does: the interfaces become ports of a bridge that stays
   down, whose rx_handler drops frames after the packet sockets got them; attached, r's kernel
   parses, looks up and drops every transit frame on CPU 0); the same with a big IPv4 table
   (one hot destination); and IPv6 to 65,536 destinations with 1 route and with a big table
@@ -116,7 +116,8 @@ class Forwarder:
     kind: str  # kernel | daemon | bare
     args: list[str] = field(default_factory=list)
     routes: int = 0
-    detach_kernel: bool = True  # the bare rows, like the daemon (appliance.kernel.detach_stack)
+    # the bare rows, like the daemon (appliance.host.kernel.detach_stack)
+    detach_kernel: bool = True
     flows: int = 0  # > 0: IPv6 traffic to this many destinations, each its own /64
     sink: str = "nic"  # nic: h2's NIC filter drops the frames; stack: h2's IP stack takes them
     samples: list[float] = field(default_factory=list)
@@ -245,7 +246,7 @@ def start_forwarder(topo: Topology, fwd: Forwarder, workdir: Path) -> subprocess
         }
         path = workdir / f"{fwd.key}.yaml"
         path.write_text(yaml.safe_dump(config))
-        argv = [*PIN_FORWARDER, sys.executable, "-m", "appliance.daemon",
+        argv = [*PIN_FORWARDER, sys.executable, "-m", "appliance.host.daemon",
                 "--config", str(path), "--control", str(workdir / f"{fwd.key}.sock"), *fwd.args]
         log = workdir / f"{fwd.key}.log"
         with log.open("w") as stderr:
@@ -393,7 +394,7 @@ def big_table6(count: int, rng: random.Random, flows: int) -> Iterator[tuple[byt
 def load_tables(fp: Any, rings: list[Any], routes: int, flows: int) -> None:
     """The bench tables: 192.0.2.0/26 on rings[0], 198.51.100.0/26 on rings[1]; with `flows`
     2001:db8::/32 via h2 plus (routes - 1) IPv6 routes, else (routes - 2) more IPv4 routes."""
-    from appliance.fastpath_py import (
+    from appliance.dataplane.twin import (
         FLAG_FORWARDING4,
         FLAG_FORWARDING6,
         INTERFACE,
@@ -437,8 +438,8 @@ def load_tables(fp: Any, rings: list[Any], routes: int, flows: int) -> None:
 def serve(kind: str, routes: int, spin: float, flows: int, frames: int = 0) -> int:
     """Run in r: the fast path on the two rings, tables loaded directly, until SIGTERM
     (`frames`: slots per ring, else RingSocket's default)."""
-    from appliance.fastpath import new_fastpath
-    from appliance.io.ring import RingSocket
+    from appliance.dataplane.ring import RingSocket
+    from appliance.dataplane.tablesync import new_fastpath
 
     size = {"frames": frames} if frames else {}
     rings = [RingSocket.open("r-h1", **size), RingSocket.open("r-h2", **size)]
@@ -499,7 +500,7 @@ _STATUS = struct.Struct("=I")
 
 def _memory_ring(ifindex: int, mac: bytes) -> Any:
     """A RingSocket over an anonymous mmap (RX slots, then TX slots) and a socketpair."""
-    from appliance.io.ring import RingSocket
+    from appliance.dataplane.ring import RingSocket
 
     sock, peer = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
     peer.close()  # kicks then fail quietly (MSG_DONTWAIT, error ignored)
@@ -534,7 +535,7 @@ class CpuRun:
     """A case set up: a fast path with its tables and two in-memory rings."""
 
     def __init__(self, case: CpuCase) -> None:
-        from appliance.fastpath import new_fastpath
+        from appliance.dataplane.tablesync import new_fastpath
 
         self.case = case
         macs = [bytes.fromhex(MACS[n].replace(":", "")) for n in ("r-h1", "r-h2")]
@@ -723,7 +724,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = args.runs or (1 if args.quick else 3)
     seconds = args.seconds or (2.0 if args.quick else 5.0)
     routes = args.routes or (100_000 if args.quick else 1_000_000)
-    from appliance.fastpath import have_c
+    from appliance.dataplane.tablesync import have_c
 
     passes = 0 if args.net_only else 10 if args.quick else 50
     cpu_cases = {

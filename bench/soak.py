@@ -71,7 +71,7 @@ H1_6 = bytes.fromhex("20010db8000100000000000000000002")
 H2_6 = bytes.fromhex("20010db8000200000000000000000002")
 
 # Malformed frame kinds and the counter each must land under (BSD ip_input / ip6_input order;
-# appliance/router.py `_ip4_input`, `_ip6_input`, `receive`).
+# appliance/core/router.py `_ip4_input`, `_ip6_input`, `receive`).
 MALFORMED: dict[str, str] = {
     "bad IPv4 checksum": "ip.badsum",
     "IPv4 version 5": "ip.badvers",
@@ -447,7 +447,7 @@ def usable() -> str | None:
     for tool in ("ip", "gcc", "taskset", "ping", "ethtool"):
         if shutil.which(tool) is None:
             return f"needs {tool}"
-    from appliance.fastpath import have_c
+    from appliance.dataplane.tablesync import have_c
 
     if not have_c():
         return "needs the C fast path (python3 setup.py build_ext --inplace)"

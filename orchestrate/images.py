@@ -494,8 +494,8 @@ def _python_include() -> Path:
     here = Path(sysconfig.get_paths()["include"])
     if sys.version_info[:2] == (3, 11) and (here / "Python.h").is_file():
         return here
-    raise ImageError("no CPython 3.11 headers to build appliance/_fastpath.c for the image "
-                     "(apt-get install python3-dev)")
+    raise ImageError("no CPython 3.11 headers to build appliance/dataplane/_fastpath.c for the "
+                     "image (apt-get install python3-dev)")
 
 
 def _stage_appliance(appliance_dir: Path, target: Path, log: Path) -> None:
@@ -505,16 +505,17 @@ def _stage_appliance(appliance_dir: Path, target: Path, log: Path) -> None:
         dest = package / path.relative_to(appliance_dir)
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(path, dest, follow_symlinks=True)
-    source = appliance_dir / "_fastpath.c"
+    source = appliance_dir / "dataplane" / "_fastpath.c"
     if not source.is_file():
         return
     if shutil.which("gcc") is None:
-        raise ImageError("gcc not found: needed to build appliance/_fastpath.c for the image")
+        raise ImageError("gcc not found: needed to build appliance/dataplane/_fastpath.c for the "
+                         "image")
     _run_logged(
         ["gcc", "-shared", "-fPIC", "-O2", "-std=gnu11", "-Wall", "-Wno-unused-parameter",
          f"-I{_python_include()}", str(source), "-o",
-         str(package / f"_fastpath.{IMAGE_PYTHON_ABI}.so")],
-        log, "compiling appliance/_fastpath.c")
+         str(package / "dataplane" / f"_fastpath.{IMAGE_PYTHON_ABI}.so")],
+        log, "compiling appliance/dataplane/_fastpath.c")
 
 
 def _mmdebstrap_argv(recipe: dict[str, Any], recipe_dir: Path, rootfs: Path) -> list[str]:
@@ -590,8 +591,8 @@ def _check_in_chroot(rootfs: Path, log: Path) -> None:
                 log, "byte-compiling the appliance")
     check = ("import appliance; import yaml; "
              "import importlib.util as u; "
-             "spec = u.find_spec('appliance._fastpath'); "
-             "spec is None or __import__('appliance._fastpath'); "
+             "spec = u.find_spec('appliance.dataplane._fastpath'); "
+             "spec is None or __import__('appliance.dataplane._fastpath'); "
              "print('appliance ok', 'with' if spec else 'without', 'fast path')")
     _run_logged(["chroot", str(rootfs), "env", f"PYTHONPATH={prefix}", "python3", "-c", check],
                 log, "importing the appliance in the image")

@@ -59,7 +59,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from appliance.config import parse_mac, route_form_problem
-from appliance.sysctl import KNOBS, SysctlError, parse_value
+from appliance.core.sysctl import KNOBS, SysctlError, parse_value
 from orchestrate import yamlpos
 from orchestrate.yamlpos import Document, Mark
 

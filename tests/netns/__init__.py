@@ -178,7 +178,7 @@ class RouterProcess:
         self._log = self.log_path.open("wb")
         env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
         self.proc = ns.popen(
-            [sys.executable, "-m", "appliance.daemon", "--config", str(self.config_path),
+            [sys.executable, "-m", "appliance.host.daemon", "--config", str(self.config_path),
              "--control", str(self.socket), *extra_args],
             stdout=subprocess.PIPE, stderr=self._log, env=env, cwd=str(REPO),
         )
@@ -218,7 +218,7 @@ class RouterProcess:
         """Run routerctl against this daemon (a Unix socket needs no namespace)."""
         env = dict(os.environ, PYTHONPATH=str(REPO))
         proc = subprocess.run(
-            [sys.executable, "-m", "appliance.ctl", "--socket", str(self.socket), *args],
+            [sys.executable, "-m", "appliance.control.ctl", "--socket", str(self.socket), *args],
             capture_output=True, text=True, timeout=timeout, env=env, cwd=str(REPO),
         )
         if check and proc.returncode != 0:
@@ -377,7 +377,7 @@ def send_frames(ns: Namespace, ifname: str, frames: Sequence[bytes]) -> None:
 # (`MODES`): the C fast path when the extension is built (else the Python twin), and
 # `--no-fastpath` (every frame through the slow path).
 
-HAVE_C = importlib.util.find_spec("appliance._fastpath") is not None
+HAVE_C = importlib.util.find_spec("appliance.dataplane._fastpath") is not None
 MODES = ["c" if HAVE_C else "python", "off"]
 MODE_ARGS = {"c": ["--fastpath", "c"], "python": ["--fastpath", "python"],
              "off": ["--no-fastpath"]}

@@ -29,7 +29,7 @@ def _ready() -> None:
 
 
 def recv(ifname: str, count: int, timeout: float) -> dict[str, Any]:
-    from appliance.io.ring import RingSocket
+    from appliance.dataplane.ring import RingSocket
 
     frames: list[dict[str, Any]] = []
     with RingSocket.open(ifname, frames=256) as ring:
@@ -41,7 +41,7 @@ def recv(ifname: str, count: int, timeout: float) -> dict[str, Any]:
                 if MARKER in frame:
                     buf = bytearray(frame)
                     if partial:
-                        from appliance.fastpath_py import complete_l4_checksum
+                        from appliance.dataplane.twin import complete_l4_checksum
 
                         complete_l4_checksum(buf)
                     frames.append({"raw": frame.hex(), "partial": partial,
@@ -51,7 +51,7 @@ def recv(ifname: str, count: int, timeout: float) -> dict[str, Any]:
 
 
 def send(ifname: str, timeout: float, frames: list[bytes]) -> dict[str, Any]:
-    from appliance.io.ring import RingSocket
+    from appliance.dataplane.ring import RingSocket
 
     with RingSocket.open(ifname, frames=256) as ring:
         _ready()
@@ -87,8 +87,9 @@ def capture(ifname: str, count: int, timeout: float) -> dict[str, Any]:
 def forward(kind: str, timeout: float, tables: dict[str, Any]) -> dict[str, Any]:
     """Tables: {"interfaces": [name...], "routes": [[prefix, ifname]...],
     "neighbors": [[ifname, addr, mac_hex]...]}; every route is on-link."""
-    from appliance.fastpath import new_fastpath
-    from appliance.fastpath_py import (
+    from appliance.dataplane.ring import RingSocket
+    from appliance.dataplane.tablesync import new_fastpath
+    from appliance.dataplane.twin import (
         FLAG_FORWARDING4,
         FLAG_FORWARDING6,
         INTERFACE,
@@ -98,7 +99,6 @@ def forward(kind: str, timeout: float, tables: dict[str, Any]) -> dict[str, Any]
         ROUTE6,
         NextHopKind,
     )
-    from appliance.io.ring import RingSocket
 
     rings = {name: RingSocket.open(name, frames=512) for name in tables["interfaces"]}
     fp = new_fastpath(kind)

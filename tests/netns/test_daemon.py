@@ -162,7 +162,7 @@ def test_trace_shows_stages(line: Line) -> None:
     assert ping_ok(line, Line.H2)  # neighbors resolved: the traced packets are plain forwards
     env = dict(os.environ, PYTHONPATH=str(REPO))
     tracer = subprocess.Popen(
-        [sys.executable, "-m", "appliance.ctl", "--socket", str(line.router.socket),
+        [sys.executable, "-m", "appliance.control.ctl", "--socket", str(line.router.socket),
          "trace", "-n", "3", "--wait", "20"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
@@ -199,7 +199,7 @@ def test_trace_shows_stages(line: Line) -> None:
 
 def test_takes_interfaces_from_the_kernel(fresh_line: Line) -> None:
     """Kernel addresses, kernel IPv6 and kernel forwarding on r's interfaces before start are
-    all gone once the daemon is ready (decision: remove, logged; see appliance/kernel.py)."""
+    all gone once the daemon is ready (decision: remove, logged; see appliance/host/kernel.py)."""
     r = fresh_line.r
     r.add_address("r-h1", "192.0.2.1/26")
     r.add_address("r-h1", "2001:db8:1::1/64")
@@ -356,7 +356,7 @@ def test_second_daemon_on_the_same_socket_refuses(line: Line) -> None:
     assert line.router is not None
     env = dict(os.environ, PYTHONPATH=str(REPO))
     proc = subprocess.run(
-        line.r.argv([sys.executable, "-m", "appliance.daemon", "--config",
+        line.r.argv([sys.executable, "-m", "appliance.host.daemon", "--config",
                      str(line.router.config_path), "--control", str(line.router.socket)]),
         capture_output=True, text=True, timeout=30, env=env, cwd=str(REPO))
     assert proc.returncode == 1

@@ -33,7 +33,7 @@ def test_forwarding_resumes_after_a_flood_overflows_the_rings(lab: Lab, mode: st
     counted. (Before the ring status word was accessed as one 32-bit word, the Python reader
     fell out of step with the kernel here and never read another frame.)"""
     if mode == "c":
-        pytest.importorskip("appliance._fastpath")
+        pytest.importorskip("appliance.dataplane._fastpath")
     line: Line = build_line(lab, mode)
     assert line.router is not None
     sent = int(line.h1.python(FLOOD).stdout)

@@ -1,4 +1,4 @@
-"""AF_PACKET TPACKET_V2 rings on veth pairs in namespaces (appliance/io/ring.py) and the fast
+"""AF_PACKET TPACKET_V2 rings on veth pairs in namespaces (appliance/dataplane/ring.py) and the fast
 path forwarding between two rings with real Linux hosts on either side.
 
     h1 [h1-r] 192.0.2.2/26     -- [r-h1] r [r-h2] --  [h2-r] 198.51.100.2/26   h2
@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from appliance.fastpath import have_c
+from appliance.dataplane.tablesync import have_c
 from appliance.packet.checksum import pseudo_header_v4, verify
 
 from netns import REPO, Lab, Namespace, send_frames

@@ -44,8 +44,8 @@ class NetnsNode:
 
     def exec(self, cmd: str, timeout: float = 60.0) -> Result:
         if self.router is not None and cmd.startswith("routerctl "):
-            argv = [sys.executable, "-m", "appliance.ctl", "--socket", str(self.router.socket),
-                    *shlex.split(cmd)[1:]]
+            argv = [sys.executable, "-m", "appliance.control.ctl",
+                    "--socket", str(self.router.socket), *shlex.split(cmd)[1:]]
             env = dict(os.environ, PYTHONPATH=str(REPO))
             proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
                                   env=env, cwd=str(REPO), check=False)

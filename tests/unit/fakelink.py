@@ -12,7 +12,7 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from appliance.router import Action, Router, Transmit
+from appliance.core.router import Action, Router, Transmit
 
 Port = tuple[str, int]  # (router name, ifindex)
 

@@ -33,7 +33,7 @@ from scapy.all import (  # type: ignore[attr-defined]
 )
 
 from appliance.config import parse_router_config
-from appliance.router import Action, Deliver, Drop, Hold, LinkInfo, Router, Transmit
+from appliance.core.router import Action, Deliver, Drop, Hold, LinkInfo, Router, Transmit
 
 R_MAC1 = "02:00:00:00:01:01"
 R_MAC2 = "02:00:00:00:01:02"

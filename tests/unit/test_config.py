@@ -144,7 +144,7 @@ def test_missing_file() -> None:
 
 def test_example_topologies_give_valid_router_configs() -> None:
     """Every router node of configs/*.yaml turns into a router config the core accepts."""
-    from appliance.router import LinkInfo, Router
+    from appliance.core.router import LinkInfo, Router
     from orchestrate.topology import load_topology
 
     root = Path(__file__).resolve().parents[2] / "configs"

@@ -17,13 +17,13 @@ from typing import Any
 import pytest
 
 from appliance.config import RouteConfig
-from appliance.control import ControlClient, ControlCommands, ControlError, ControlServer
-from appliance.fib import Fib, Route, RouteOrigin, RouteType
-from appliance.interfaces import Interface
-from appliance.neighbor import NeighborCache
-from appliance.stats import Stats
-from appliance.sysctl import Sysctl
-from appliance.trace import Tracer
+from appliance.control.server import ControlClient, ControlCommands, ControlError, ControlServer
+from appliance.core.fib import Fib, Route, RouteOrigin, RouteType
+from appliance.core.interfaces import Interface
+from appliance.core.neighbor import NeighborCache
+from appliance.core.stats import Stats
+from appliance.core.sysctl import Sysctl
+from appliance.core.trace import Tracer
 
 
 class FakeRouter:

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from test_control import FakeRouter, serving
 
-from appliance import ctl
-from appliance.control import ControlCommands
+from appliance.control import ctl
+from appliance.control.server import ControlCommands
 
 
 @pytest.fixture

@@ -24,8 +24,8 @@ from test_fastpath_frames import (
     udp6,
 )
 
-from appliance import fastpath_py
-from appliance.fastpath_py import (
+from appliance.dataplane import twin
+from appliance.dataplane.twin import (
     NEIGHBOR,
     NEXTHOP,
     ROUTE4,
@@ -34,11 +34,11 @@ from appliance.fastpath_py import (
     Verdict,
 )
 
-_fastpath = pytest.importorskip("appliance._fastpath")
+_fastpath = pytest.importorskip("appliance.dataplane._fastpath")
 
 
 def pair() -> tuple[Any, Any]:
-    c, py = _fastpath.FastPath(), fastpath_py.FastPath()
+    c, py = _fastpath.FastPath(), twin.FastPath()
     load(c)
     load(py)
     return c, py
@@ -152,7 +152,7 @@ def test_every_punt_reason_except_ring_ones_is_covered() -> None:
 
 @pytest.mark.parametrize("family", [4, 6])
 def test_forwarding_off_punts_in_both(family: int) -> None:
-    c, py = _fastpath.FastPath(), fastpath_py.FastPath()
+    c, py = _fastpath.FastPath(), twin.FastPath()
     load(c, flags=0)
     load(py, flags=0)
     frame = (eth(udp4("198.51.100.10", "203.0.113.10")) if family == 4
@@ -165,9 +165,9 @@ def test_forwarding_off_punts_in_both(family: int) -> None:
 
 
 def test_redirect_off_forwards_back_out_the_same_interface() -> None:
-    c, py = _fastpath.FastPath(), fastpath_py.FastPath()
-    load(c, flags=fastpath_py.FLAG_FORWARDING4)
-    load(py, flags=fastpath_py.FLAG_FORWARDING4)
+    c, py = _fastpath.FastPath(), twin.FastPath()
+    load(c, flags=twin.FLAG_FORWARDING4)
+    load(py, flags=twin.FLAG_FORWARDING4)
     verdict, out_ifindex, out = same(c, py, 1, eth(udp4("198.51.100.10", "192.0.2.5")))
     assert (verdict, out_ifindex) == (Verdict.FORWARD, 1)
     assert out[:6] == bytes.fromhex("020000000102")  # the gateway 198.51.100.2
@@ -254,10 +254,10 @@ def test_random_tables_same_lookup_in_c_and_python(
     probes4: list[int], probes6: list[int], probe_routes: bool,
 ) -> None:
     hops, r4, r6, neigh = _tables(v4, v6)
-    c, py = _fastpath.FastPath(), fastpath_py.FastPath()
+    c, py = _fastpath.FastPath(), twin.FastPath()
     for fp in (c, py):
-        fp.load_interfaces(interfaces(), fastpath_py.FLAG_FORWARDING4
-                           | fastpath_py.FLAG_FORWARDING6, 1)
+        fp.load_interfaces(interfaces(), twin.FLAG_FORWARDING4
+                           | twin.FLAG_FORWARDING6, 1)
         fp.load_fib(hops, r4, r6, 2)
         fp.load_neighbors(neigh, 3)
     # probe random addresses, and the first and last address of each prefix

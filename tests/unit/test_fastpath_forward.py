@@ -21,9 +21,9 @@ from test_fastpath_frames import (
     udp6,
 )
 
-from appliance import fastpath_py
-from appliance.fastpath import have_c, new_fastpath
-from appliance.fastpath_py import NEIGHBOR, NEXTHOP, ROUTE4, NextHopKind, Verdict
+from appliance.dataplane import twin
+from appliance.dataplane.tablesync import have_c, new_fastpath
+from appliance.dataplane.twin import NEIGHBOR, NEXTHOP, ROUTE4, NextHopKind, Verdict
 from appliance.packet.checksum import verify
 
 KINDS = ["python", *(["c"] if have_c() else [])]
@@ -131,7 +131,7 @@ def test_counters_count_each_verdict(fp: Any) -> None:
     fp.process(1, eth(udp4("198.51.100.10", "203.0.113.10", ttl=1)))
     fp.process(1, eth(udp4("198.51.100.10", "203.0.113.10"), dst=MAC_B))
     counts = fp.counters()
-    assert set(counts) == set(fastpath_py.COUNTER_NAMES)
+    assert set(counts) == set(twin.COUNTER_NAMES)
     assert counts["forward4"] == 2
     assert counts["forward6"] == 1
     assert counts["punt.ttl"] == 1
@@ -150,10 +150,10 @@ def test_poll_without_rings_and_bad_budget(fp: Any) -> None:
 
 
 def test_c_record_sizes_match_the_contract() -> None:
-    c_module = pytest.importorskip("appliance._fastpath")
+    c_module = pytest.importorskip("appliance.dataplane._fastpath")
     names = c_module.VERDICT_NAMES
     sizes = (c_module.INTERFACE_SIZE, c_module.NEXTHOP_SIZE, c_module.ROUTE4_SIZE,
              c_module.ROUTE6_SIZE, c_module.NEIGHBOR_SIZE)
     assert names == tuple(v.name for v in Verdict)
-    assert sizes == (fastpath_py.INTERFACE.size, NEXTHOP.size, ROUTE4.size,
-                     fastpath_py.ROUTE6.size, NEIGHBOR.size)
+    assert sizes == (twin.INTERFACE.size, NEXTHOP.size, ROUTE4.size,
+                     twin.ROUTE6.size, NEIGHBOR.size)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import struct
 from ipaddress import ip_address, ip_network
 
-from appliance.fastpath_py import (
+from appliance.dataplane.twin import (
     FLAG_FORWARDING4,
     FLAG_FORWARDING6,
     FLAG_REDIRECT4,

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 from test_fastpath_frames import MAC_A, MAC_B, eth, load, udp4
 
-from appliance.fastpath import have_c, new_fastpath
-from appliance.fastpath_py import Verdict
-from appliance.io.ring import RingSocket
+from appliance.dataplane.ring import RingSocket
+from appliance.dataplane.tablesync import have_c, new_fastpath
+from appliance.dataplane.twin import Verdict
 
 KINDS = ["python", *(["c"] if have_c() else [])]
 FRAME_SIZE = 2048

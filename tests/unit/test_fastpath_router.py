@@ -12,8 +12,8 @@ from scapy.all import UDP, Ether, IPv6, raw  # type: ignore[attr-defined]
 from scapy.layers.inet import IP
 
 from appliance.config import RouteConfig
-from appliance.fastpath import TableSync, build_snapshot, have_c, new_fastpath
-from appliance.fastpath_py import Verdict
+from appliance.dataplane.tablesync import TableSync, build_snapshot, have_c, new_fastpath
+from appliance.dataplane.twin import Verdict
 
 from routerkit import GW, H1, H2, R_LL1, R_MAC1, arp_reply, learn, mac, make_router, transmits
 

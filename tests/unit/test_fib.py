@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import appliance.fib as fib_module
-from appliance.fib import Fib, Route, RouteOrigin, RouteType
+import appliance.core.fib as fib_module
+from appliance.core.fib import Fib, Route, RouteOrigin, RouteType
 
 WIDTH = {4: 32, 6: 128}
 

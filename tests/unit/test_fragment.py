@@ -1,4 +1,4 @@
-"""IPv4 fragmentation and IPv4/IPv6 reassembly (appliance/fragment.py)."""
+"""IPv4 fragmentation and IPv4/IPv6 reassembly (appliance/core/fragment.py)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from scapy.all import (  # type: ignore[attr-defined]
 from scapy.layers.inet import defragment
 from scapy.layers.inet6 import fragment6
 
-from appliance.fragment import (
+from appliance.core.fragment import (
     CannotFragment,
     Reassembler,
     Reassembly,

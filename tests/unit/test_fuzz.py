@@ -31,10 +31,10 @@ from scapy.all import (  # type: ignore[attr-defined]
     raw,
 )
 
+from appliance.core.router import Deliver, Drop, Hold, Router, Transmit
+from appliance.core.stats import KNOWN_KEYS
 from appliance.packet.checksum import ones_complement_sum
 from appliance.packet.icmpv6 import verify_icmp6
-from appliance.router import Deliver, Drop, Hold, Router, Transmit
-from appliance.stats import KNOWN_KEYS
 
 from routerkit import H1, H1_MAC, H2, R_LL1, R_MAC1, learn, make_router
 

@@ -1,4 +1,4 @@
-"""ICMP/ICMPv6 error construction and suppression (appliance/icmp_error.py)."""
+"""ICMP/ICMPv6 error construction and suppression (appliance/core/icmp_error.py)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from scapy.all import (  # type: ignore[attr-defined]
     raw,
 )
 
-from appliance.icmp_error import (
+from appliance.core.icmp_error import (
     ICMP6_ERROR_MAX,
     ICMP_ERROR_MAX,
     SUPPRESS_BAD_SOURCE,

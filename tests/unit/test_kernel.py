@@ -1,4 +1,4 @@
-"""appliance.kernel's read side against this machine's loopback (no root needed): the ioctl
+"""appliance.host.kernel's read side against this machine's loopback (no root needed): the ioctl
 link query and the hand-written rtnetlink address dump."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from ipaddress import ip_address
 
 import pytest
 
-from appliance import kernel
+from appliance.host import kernel
 
 
 def test_link_info_of_loopback() -> None:

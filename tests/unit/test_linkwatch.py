@@ -1,8 +1,8 @@
-"""appliance.linkwatch: rtnetlink link messages into LinkEvents (up = admin up + carrier)."""
+"""appliance.host.linkwatch: rtnetlink link messages into LinkEvents (up = admin up + carrier)."""
 
 from __future__ import annotations
 
-from appliance.linkwatch import (
+from appliance.host.linkwatch import (
     AF_BRIDGE,
     IFF_LOWER_UP,
     IFF_RUNNING,

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from appliance.neighbor import (
+from appliance.core.neighbor import (
     MAX_RANDOM_FACTOR,
     MIN_RANDOM_FACTOR,
     NeighborCache,
@@ -22,7 +22,7 @@ from appliance.neighbor import (
     ResolutionFailed,
     Solicit,
 )
-from appliance.neighbor_states import TRANSITIONS, Action, Event
+from appliance.core.neighbor_states import TRANSITIONS, Action, Event
 
 IF = 2
 ADDR = bytes([198, 51, 100, 7])

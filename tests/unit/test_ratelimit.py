@@ -1,10 +1,10 @@
-"""Token bucket for ICMP error rate limiting (appliance/ratelimit.py)."""
+"""Token bucket for ICMP error rate limiting (appliance/core/ratelimit.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from appliance.ratelimit import TokenBucket
+from appliance.core.ratelimit import TokenBucket
 
 
 def allowed(bucket: TokenBucket, now: float, attempts: int) -> int:

@@ -1,4 +1,4 @@
-"""appliance.reload: the difference between two router configurations, applied in place, and
+"""appliance.control.reload: the difference between two router configurations, applied in place, and
 the configurations it refuses (problems, or a restart needed) without touching the router."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import pytest
 from scapy.all import ARP, Ether  # type: ignore[attr-defined]
 
 from appliance.config import RouterConfig, parse_router_config
-from appliance.control import ControlCommands, ControlError
-from appliance.reload import ReloadRefused, apply_reload, plan_reload
-from appliance.router import Router
+from appliance.control.reload import ReloadRefused, apply_reload, plan_reload
+from appliance.control.server import ControlCommands, ControlError
+from appliance.core.router import Router
 
 from routerkit import ROUTER_YAML, Clock, make_router, transmits
 

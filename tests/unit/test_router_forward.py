@@ -19,7 +19,7 @@ from scapy.all import (  # type: ignore[attr-defined]
     raw,
 )
 
-from appliance.router import Drop, Hold, Router
+from appliance.core.router import Drop, Hold, Router
 
 from routerkit import (
     H1,

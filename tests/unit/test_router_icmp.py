@@ -21,7 +21,7 @@ from scapy.all import (  # type: ignore[attr-defined]
 )
 
 from appliance.config import ConfigError, RouteConfig
-from appliance.router import Router
+from appliance.core.router import Router
 
 from routerkit import H1, H1_MAC, H2, R_MAC1, Clock, ends, learn, make_router, transmits
 

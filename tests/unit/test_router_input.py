@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from scapy.all import ICMP, IP, Ether, ICMPv6EchoRequest, IPv6, raw  # type: ignore[attr-defined]
 
-from appliance.router import Drop, Router
+from appliance.core.router import Drop, Router
 
 from routerkit import H1, H1_MAC, R_MAC1, Clock, learn, only_frame, transmits
 
@@ -160,7 +160,7 @@ def test_links_must_match_the_config() -> None:
     import random
 
     from appliance.config import ConfigError, parse_router_config
-    from appliance.router import LinkInfo
+    from appliance.core.router import LinkInfo
 
     from routerkit import ROUTER_YAML
 

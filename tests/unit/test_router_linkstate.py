@@ -20,10 +20,10 @@ from scapy.all import (  # type: ignore[attr-defined]
     raw,
 )
 
-from appliance import fastpath_py
 from appliance.config import ConfigError, NeighborConfig, RouteConfig
-from appliance.fastpath import TableSync, Verdict
-from appliance.router import Hold, Router
+from appliance.core.router import Hold, Router
+from appliance.dataplane import twin
+from appliance.dataplane.tablesync import TableSync, Verdict
 
 from routerkit import (
     H1,
@@ -72,7 +72,7 @@ def test_link_down_withdraws_routes_out_of_it(r: Router, clock: Clock) -> None:
 
 def test_fast_path_stops_forwarding_out_of_a_dead_link(r: Router, clock: Clock) -> None:
     r.receive(1, arp_reply(H1, 1), clock.now)  # H1 REACHABLE: usable by the fast path
-    fp = fastpath_py.FastPath()
+    fp = twin.FastPath()
     tables = TableSync(fp, r)
     frame = from_h2(IP(src=H2.ip4, dst=H1.ip4) / UDP())
     verdict, out_ifindex, _ = fp.process(2, frame)

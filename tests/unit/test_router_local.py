@@ -28,7 +28,7 @@ from scapy.all import (  # type: ignore[attr-defined]
     raw,
 )
 
-from appliance.router import Deliver, Router
+from appliance.core.router import Deliver, Router
 
 from routerkit import (
     GW,

@@ -27,8 +27,8 @@ from scapy.all import (  # type: ignore[attr-defined]
 )
 
 from appliance.config import parse_router_config
-from appliance.neighbor_states import NeighborState
-from appliance.router import Deliver, Drop, Hold, LinkInfo, Router
+from appliance.core.neighbor_states import NeighborState
+from appliance.core.router import Deliver, Drop, Hold, LinkInfo, Router
 
 from fakelink import FakeNetwork
 from routerkit import (

@@ -22,8 +22,8 @@ from scapy.all import (  # type: ignore[attr-defined]
     raw,
 )
 
-from appliance.fib import Route, RouteOrigin
-from appliance.router import Router
+from appliance.core.fib import Route, RouteOrigin
+from appliance.core.router import Router
 
 from routerkit import (
     GW,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from appliance.stats import Stats
+from appliance.core.stats import Stats
 
 
 def test_bump_and_get() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from appliance.sysctl import KNOBS, Sysctl, SysctlError
+from appliance.core.sysctl import KNOBS, Sysctl, SysctlError
 
 
 def test_defaults_and_names() -> None:

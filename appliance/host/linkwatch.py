@@ -12,7 +12,7 @@ linkwatch work, so a link just brought up can read "down" for a moment and the d
 start by withdrawing routes it is about to restore. Both notifications come from that same
 linkwatch work, so after the first read they agree; the operstate is logged alongside.
 
-Standard library only (socket + struct), like `appliance.kernel`: the appliance runs in small
+Standard library only (socket + struct), like `appliance.host.kernel`: the appliance runs in small
 VMs and needs no pyroute2. `parse_link_messages` is pure and unit-tested.
 """
 
@@ -26,7 +26,7 @@ import struct
 import time
 from dataclasses import dataclass
 
-from appliance.kernel import netlink_attr, netlink_attributes
+from appliance.host.kernel import netlink_attr, netlink_attributes
 
 __all__ = ["LinkEvent", "LinkWatch", "parse_link_messages"]
 

@@ -6,9 +6,9 @@
 Start-up, in order (each step logs to stderr; any failure exits non-zero before "ready"):
 
 1. load and check the configuration (`appliance.config`);
-2. take the data interfaces away from the kernel (`appliance.kernel`: kernel IPv6 off,
+2. take the data interfaces away from the kernel (`appliance.host.kernel`: kernel IPv6 off,
    forwarding off, kernel addresses removed, GRO off, MTU, link up);
-3. open one TPACKET_V2 ring socket per interface (`appliance.io.ring`);
+3. open one TPACKET_V2 ring socket per interface (`appliance.dataplane.ring`);
 4. build the `Router` from the config and each link's ifindex/MAC/MTU, send its start-up
    announcements (gratuitous ARP, DAD, unsolicited NA);
 5. pick the fast path (`--fastpath auto`: the C extension when built, else its Python twin;
@@ -27,7 +27,7 @@ fast path never forwards on a stale route or neighbor. `Router.tick` runs every 
 While `routerctl trace` runs the rings are detached from the fast path and every frame goes
 through the slow path, so each traced packet shows every stage.
 
-Link state: an rtnetlink socket on the link group (`appliance.linkwatch`) is part of the same
+Link state: an rtnetlink socket on the link group (`appliance.host.linkwatch`) is part of the same
 poll. A data interface losing carrier (or set administratively down) is marked down in the
 router (`Router.set_link`): its routes are withdrawn from forwarding, its dynamic neighbors
 flushed, the fast path's tables re-synced at once; when it comes back the routes return and
@@ -36,7 +36,7 @@ the interface announces itself again. Each change is one log line.
 SIGHUP: re-read the configuration file. If it has problems, each is logged (with its place)
 and the running configuration stays as it was; if it needs a restart (interfaces added or
 removed, an MTU changed) that is logged and nothing changes; otherwise the difference is
-applied in place (`appliance.reload`) and one line sums it up.
+applied in place (`appliance.control.reload`) and one line sums it up.
 
 SIGTERM / SIGINT: detach and close the rings, close and remove the control socket, exit 0.
 Kernel settings are not restored: the interfaces stay the router's until the machine or
@@ -58,15 +58,16 @@ from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import Any
 
-from appliance import fastpath_py, kernel
 from appliance.config import ConfigError, RouterConfig, load_router_config
-from appliance.control import DEFAULT_SOCKET, ControlCommands, ControlError, ControlServer
-from appliance.fastpath import FastPathLike, TableSync, have_c, new_fastpath
-from appliance.io.ring import RingError, RingSocket
-from appliance.linkwatch import LinkEvent, LinkWatch
-from appliance.reload import ReloadRefused, apply_reload, plan_reload
-from appliance.router import Action, LinkInfo, Router, Transmit
-from appliance.trace import Tracer
+from appliance.control.reload import ReloadRefused, apply_reload, plan_reload
+from appliance.control.server import DEFAULT_SOCKET, ControlCommands, ControlError, ControlServer
+from appliance.core.router import Action, LinkInfo, Router, Transmit
+from appliance.core.trace import Tracer
+from appliance.dataplane import twin
+from appliance.dataplane.ring import RingError, RingSocket
+from appliance.dataplane.tablesync import FastPathLike, TableSync, have_c, new_fastpath
+from appliance.host import kernel
+from appliance.host.linkwatch import LinkEvent, LinkWatch
 
 TICK = 0.1
 """Seconds between Router.tick calls (neighbor retransmissions are 1 s apart by default)."""
@@ -93,10 +94,10 @@ def load_fastpath(mode: str) -> tuple[FastPathLike | None, str]:
         raise SystemExit("vrlab-router: --fastpath c, but the C extension is not built "
                          "(run `make build`)")
     fp = new_fastpath(mode)
-    if isinstance(fp, fastpath_py.FastPath):
+    if isinstance(fp, twin.FastPath):
         why = "; the C extension is not built" if mode == "auto" else ""
-        return fp, f"Python twin (appliance.fastpath_py{why})"
-    return fp, "C (appliance._fastpath: batch calls on the rings)"
+        return fp, f"Python twin (appliance.dataplane.twin{why})"
+    return fp, "C (appliance.dataplane._fastpath: batch calls on the rings)"
 
 
 # ---------------------------------------------------------------------------- the daemon

@@ -1,6 +1,6 @@
 """The client half of the vrlab-router control protocol: JSON lines over a Unix socket.
 
-Kept apart from appliance.control (the server) and free of any appliance import, so that
+Kept apart from appliance.control.server (the server) and free of any appliance import, so that
 `routerctl` starts fast: inside a TCG VM every imported module costs tens of milliseconds.
 """
 

@@ -30,8 +30,8 @@ from functools import partial
 from ipaddress import IPv4Interface, IPv6Interface
 
 from appliance.config import ConfigError, NeighborConfig, RouteConfig, RouterConfig
-from appliance.router import Action, LinkInfo, Router
-from appliance.sysctl import KNOBS, SysctlError
+from appliance.core.router import Action, LinkInfo, Router
+from appliance.core.sysctl import KNOBS, SysctlError
 
 __all__ = ["ReloadPlan", "ReloadRefused", "ReloadResult", "apply_reload", "plan_reload"]
 

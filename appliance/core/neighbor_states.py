@@ -2,7 +2,7 @@
 
 Everything the cache does to an entry is a row below: the state it is in (None = no entry
 exists), the event, the actions, and the state it ends in (None = the entry is discarded,
-UNCHANGED = it stays where it was). `appliance/neighbor.py` only classifies inputs into
+UNCHANGED = it stays where it was). `appliance/core/neighbor.py` only classifies inputs into
 events, looks the pair up in `TRANSITIONS` and carries out the actions; it holds no state
 logic of its own. ARP uses the same machine (as Linux and illumos do): an ARP reply is an
 advertisement, an ARP request or gratuitous ARP is a solicitation.

@@ -41,11 +41,11 @@ from ipaddress import (
     ip_network,
 )
 
-from appliance import fragment, icmp_error
 from appliance.config import ConfigError, NeighborConfig, RouteConfig, RouterConfig
-from appliance.fib import Fib, Route, RouteOrigin, RouteType
-from appliance.interfaces import Interface, make_interface
-from appliance.neighbor import (
+from appliance.core import fragment, icmp_error
+from appliance.core.fib import Fib, Route, RouteOrigin, RouteType
+from appliance.core.interfaces import Interface, make_interface
+from appliance.core.neighbor import (
     NeighborCache,
     NeighborTimers,
     QueueOverflow,
@@ -53,6 +53,10 @@ from appliance.neighbor import (
     ResolutionFailed,
     Solicit,
 )
+from appliance.core.ratelimit import TokenBucket
+from appliance.core.stats import Stats
+from appliance.core.sysctl import Sysctl
+from appliance.core.trace import Tracer, TraceRecord
 from appliance.packet.checksum import (
     incremental_update,
     internet_checksum,
@@ -73,10 +77,6 @@ from appliance.packet.nd import (
     source_ll,
     target_ll,
 )
-from appliance.ratelimit import TokenBucket
-from appliance.stats import Stats
-from appliance.sysctl import Sysctl
-from appliance.trace import Tracer, TraceRecord
 
 __all__ = ["Action", "Deliver", "Drop", "Hold", "LinkChange", "LinkInfo", "Router", "Transmit"]
 
@@ -458,7 +458,7 @@ class Router:
                 self.fib.add(route)
         return LinkChange(iface.name, True, True, len(back), 0, 0, self._announce(iface))
 
-    # --- run-time configuration changes (SIGHUP reload, appliance.reload) -----------------
+    # --- run-time configuration changes (SIGHUP reload, appliance.control.reload) -----------------
 
     def add_address(self, ifindex: int, address: IPv4Interface | IPv6Interface, now: float
                     ) -> list[Action]:

@@ -50,14 +50,14 @@ from appliance.config import ROUTE_TYPES, ConfigError, RouteConfig
 
 # The protocol's shared names live with the client (which must stay import-light); they are
 # re-exported here for the daemon and the tests.
-from appliance.control_client import DEFAULT_SOCKET as DEFAULT_SOCKET
-from appliance.control_client import SHOW_WHAT, ControlError, Json, encode
-from appliance.control_client import ControlClient as ControlClient
-from appliance.sysctl import SysctlError
+from appliance.control.client import DEFAULT_SOCKET as DEFAULT_SOCKET
+from appliance.control.client import SHOW_WHAT, ControlError, Json, encode
+from appliance.control.client import ControlClient as ControlClient
+from appliance.core.sysctl import SysctlError
 
 if TYPE_CHECKING:
-    from appliance.router import Router
-    from appliance.trace import TraceRecord
+    from appliance.core.router import Router
+    from appliance.core.trace import TraceRecord
 
 MAX_LINE = 1 << 16
 """Longest request line the server accepts (a route or sysctl request is a few dozen bytes)."""

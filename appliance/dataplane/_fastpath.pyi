@@ -1,4 +1,4 @@
-"""Typed stub of the C fast path; the contract is in appliance/fastpath_py.py."""
+"""Typed stub of the C fast path; the contract is in appliance/dataplane/twin.py."""
 
 from typing import Any
 

@@ -32,10 +32,10 @@ the ring is full); ``flush()`` asks the kernel to send what is queued (``send(fd
 MSG_DONTWAIT)``; without MSG_DONTWAIT it would wait for the transmission). ``ring_drops()``
 is the number of frames the kernel dropped because the RX ring was full. ``close()``.
 
-C path: ``appliance._fastpath.FastPath.attach(ring)`` borrows ``map`` and the geometry and walks
-the rings itself; while attached (``attached`` is True) the Python methods raise ``RingError``,
-since two walkers with separate cursors would corrupt the rings. ``detach`` hands the cursors
-back.
+C path: ``appliance.dataplane._fastpath.FastPath.attach(ring)`` borrows ``map`` and the
+geometry and walks the rings itself; while attached (``attached`` is True) the Python methods
+raise ``RingError``, since two walkers with separate cursors would corrupt the rings.
+``detach`` hands the cursors back.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ import socket
 import struct
 from types import TracebackType
 
-from appliance.fastpath_py import complete_l4_checksum
+from appliance.dataplane.twin import complete_l4_checksum
 
 __all__ = ["RingError", "RingSocket"]
 

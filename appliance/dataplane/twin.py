@@ -1,8 +1,8 @@
-"""The fast path in pure Python: the reference twin of ``appliance/_fastpath.c``.
+"""The fast path in pure Python: the reference twin of ``appliance/dataplane/_fastpath.c``.
 
 Both modules export the same things and give the same verdicts and output frames for the same
 input frames and tables; ``tests/unit/test_fastpath_diff.py`` holds them to that.
-``appliance/fastpath.py`` picks the C module when it is built and this one otherwise.
+``appliance/dataplane/tablesync.py`` picks the C module when it is built and this one otherwise.
 
 Contract
 --------
@@ -26,7 +26,7 @@ interface, a punt with the frame for the slow path (``out_ifindex`` 0), or a dro
 ``csum_partial`` says the frame came with ``TP_STATUS_CSUMNOTREADY`` (a local sender left the
 TCP/UDP checksum to "hardware"): the checksum is completed on forwarded and punted frames.
 
-``attach(ring)`` / ``detach(ifindex)`` hand a ``appliance.io.RingSocket`` to the fast path;
+``attach(ring)`` / ``detach(ifindex)`` hand a ``appliance.dataplane.RingSocket`` to the fast path;
 ``poll(budget) -> (frames_read, [(ifindex, verdict, frame), ...])`` walks the RX rings (at most
 ``budget`` frames), forwards what it can onto the TX rings (one kick per ring per call) and
 returns how many frames it read and the punts. ``transmit(ifindex, frame)``
@@ -170,7 +170,7 @@ _V6_MAPPED = bytes(10) + b"\xff\xff"  # ::ffff:0:0/96
 
 
 class Ring(Protocol):
-    """What the fast path needs from a ring socket (``appliance.io.RingSocket``)."""
+    """What the fast path needs from a ring socket (``appliance.dataplane.RingSocket``)."""
 
     ifindex: int
 

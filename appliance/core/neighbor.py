@@ -12,7 +12,7 @@ caller passes `now` (monotonic seconds) and gets *events* back; it turns them in
 - `QueueOverflow(ifindex, addr, dropped)`: an INCOMPLETE entry's queue was full and its oldest
   packet was dropped (the router counts it).
 
-Every state change goes through the table in `appliance/neighbor_states.py`; this module
+Every state change goes through the table in `appliance/core/neighbor_states.py`; this module
 classifies inputs into table events and carries out the table's actions.
 
 How the router feeds it:
@@ -38,7 +38,7 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from appliance.neighbor_states import (
+from appliance.core.neighbor_states import (
     TIMER_EVENTS,
     Action,
     Event,

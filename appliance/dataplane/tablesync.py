@@ -1,9 +1,9 @@
 """The fast path as the daemon uses it: pick C or the Python twin, keep its tables in step with
 the router, and fold its counters into the router's statistics.
 
-``new_fastpath("auto" | "c" | "python")`` returns ``appliance._fastpath.FastPath`` when the
-extension is built (or asked for) and ``appliance.fastpath_py.FastPath`` otherwise; both have the
-API documented in ``appliance/fastpath_py.py``.
+``new_fastpath("auto" | "c" | "python")`` returns ``appliance.dataplane._fastpath.FastPath``
+when the extension is built (or asked for) and ``appliance.dataplane.twin.FastPath``
+otherwise; both have the API documented in ``appliance/dataplane/twin.py``.
 
 ``build_snapshot(router)`` turns the router's state into table records, read only through the
 contract of docs/INTERFACES.md: ``router.fib.routes()``, ``router.neighbors.entries()``,
@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from ipaddress import IPv4Network, IPv6Network
 from typing import Any, Protocol
 
-from appliance import fastpath_py
-from appliance.fastpath_py import (
+from appliance.dataplane import twin
+from appliance.dataplane.twin import (
     FLAG_FORWARDING4,
     FLAG_FORWARDING6,
     FLAG_REDIRECT4,
@@ -60,7 +60,7 @@ reachability confirmation (RFC 4861 §7.3.3); after that the fast path forwards 
 
 
 class FastPathLike(Protocol):
-    """The API both fast path implementations have (see appliance/fastpath_py.py)."""
+    """The API both fast path implementations have (see appliance/dataplane/twin.py)."""
 
     generation: int
 
@@ -82,7 +82,7 @@ class FastPathLike(Protocol):
 def have_c() -> bool:
     """True when the C extension is built."""
     try:
-        importlib.import_module("appliance._fastpath")
+        importlib.import_module("appliance.dataplane._fastpath")
     except ImportError:
         return False
     return True
@@ -94,14 +94,14 @@ def new_fastpath(kind: str = "auto") -> FastPathLike:
         raise ValueError(f"fast path kind {kind!r}: expected auto, c or python")
     if kind != "python":
         try:
-            module = importlib.import_module("appliance._fastpath")
+            module = importlib.import_module("appliance.dataplane._fastpath")
         except ImportError:
             if kind == "c":
                 raise
         else:
             fastpath: FastPathLike = module.FastPath()
             return fastpath
-    return fastpath_py.FastPath()
+    return twin.FastPath()
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,7 +147,7 @@ def _own_addresses(router: Any) -> Iterable[IPv4Network | IPv6Network]:
 
 def build_fib(routes: Iterable[Any], own: Iterable[IPv4Network | IPv6Network] = ()
               ) -> tuple[bytes, bytes, bytes]:
-    """NEXTHOP, ROUTE4 and ROUTE6 records for ``routes`` (``appliance.fib.Route``-like:
+    """NEXTHOP, ROUTE4 and ROUTE6 records for ``routes`` (``appliance.core.fib.Route``-like:
     prefix, type, ifindex, gateway, origin) plus LOCAL host routes for ``own``, which win over
     a route for the same prefix. Next hops are shared between routes."""
     hops: dict[tuple[int, int, bytes], int] = {}

@@ -22,7 +22,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from appliance.control_client import DEFAULT_SOCKET, SHOW_WHAT, ControlClient, ControlError
+from appliance.control.client import DEFAULT_SOCKET, SHOW_WHAT, ControlClient, ControlError
 
 TRACE_HELP = """\
 Turn tracing on for the next N packets the router receives and print, for each, the stages it

@@ -2,7 +2,7 @@
  * The vrlab fast path: the per-packet work of the router, in C.
  *
  * The contract (verdicts, check order, table records) is written down in
- * appliance/fastpath_py.py, the pure-Python twin; this file implements the same thing for
+ * appliance/dataplane/twin.py, the pure-Python twin; this file implements the same thing for
  * speed and tests/unit/test_fastpath_diff.py holds both to identical output.
  *
  * What is here and why:
@@ -1339,7 +1339,7 @@ static PyGetSetDef FastPath_getset[] = {
 
 static PyTypeObject FastPathType = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "appliance._fastpath.FastPath",
+    .tp_name = "appliance.dataplane._fastpath.FastPath",
     .tp_basicsize = sizeof(FastPath),
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_doc = "The C fast path: tables, per-frame verdicts, ring forwarding.",
@@ -1352,8 +1352,8 @@ static PyTypeObject FastPathType = {
 
 static struct PyModuleDef fastpath_module = {
     PyModuleDef_HEAD_INIT,
-    .m_name = "appliance._fastpath",
-    .m_doc = "The vrlab fast path in C (contract: appliance/fastpath_py.py).",
+    .m_name = "appliance.dataplane._fastpath",
+    .m_doc = "The vrlab fast path in C (contract: appliance/dataplane/twin.py).",
     .m_size = -1,
 };
 
@@ -1363,7 +1363,7 @@ PyMODINIT_FUNC PyInit__fastpath(void) {
     PyObject *m = PyModule_Create(&fastpath_module);
     if (!m)
         return NULL;
-    FastPathError = PyErr_NewExceptionWithDoc("appliance._fastpath.FastPathError",
+    FastPathError = PyErr_NewExceptionWithDoc("appliance.dataplane._fastpath.FastPathError",
                                               "A bad table record or argument.", PyExc_ValueError,
                                               NULL);
     PyObject *names = PyTuple_New(V_COUNT);

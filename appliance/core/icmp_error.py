@@ -2,7 +2,7 @@
 
 Pure functions; the router picks the source address (the inbound interface's, RFC 1812
 §4.3.2.4), the TTL/hop limit (``net.inet.ip.ttl`` / ``net.inet6.ip6.hlim``), rate-limits with
-``appliance.ratelimit.TokenBucket`` and counts.
+``appliance.core.ratelimit.TokenBucket`` and counts.
 
 - ``icmp4_error(original, icmp_type, code, rest, src, ttl)`` -> a whole IPv4 packet quoting as
   much of ``original`` as fits in 576 bytes (RFC 1812 §4.3.2.3).

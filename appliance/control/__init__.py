@@ -1,0 +1,1 @@
+"""The control plane: the Unix-socket server, its client, routerctl, and config reload."""

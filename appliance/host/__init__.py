@@ -1,0 +1,1 @@
+"""Host integration: the daemon, the kernel hand-over and the link watcher."""

@@ -19,7 +19,10 @@ def test_h1_reaches_h2(lab):
   e.g. `test_ping[line]`. Tests of different topologies can share a session; one lab is up at
   a time.
 - When a test using `lab` fails, its report gets a section per node with the tail of the
-  node's serial log and, for routers, `routerctl show stats`.
+  node's serial log and, for routers, `routerctl show stats`; the pcaps the test captured
+  (`lab.capture` without a path) and every node's whole serial log are kept under pytest's
+  temporary directory (`<basetemp>/vrlab-failed-<test>N/`) and named in the report's
+  "vrlab evidence kept" section. Passing tests' pcaps are removed with their lab.
 - Override the session fixture `vrlab_lab_factory` (topology -> lab object) to run against
   something other than `orchestrate.lab.Lab.up` (a fake lab in unit tests).
 """
@@ -27,9 +30,12 @@ def test_h1_reaches_h2(lab):
 from __future__ import annotations
 
 import contextlib
+import itertools
+import re
+import shutil
 import tempfile
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +49,7 @@ from orchestrate.checks import (
     ping,
     validate_check,
 )
+from orchestrate.choices import ACCELS, BACKENDS
 from orchestrate.topology import CheckSpec, Topology, TopologyError, load_topology
 
 SERIAL_TAIL_LINES = 40
@@ -53,9 +60,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("vrlab")
     group.addoption("--vrlab-topology", metavar="FILE", default=None,
                     help="topology file for the `lab` fixture (a vrlab_topology marker wins)")
-    group.addoption("--vrlab-backend", default=None, choices=("qemu", "libvirt"),
+    group.addoption("--vrlab-backend", default=None, choices=BACKENDS,
                     help="backend for labs the tests bring up (default: the file's)")
-    group.addoption("--vrlab-accel", default=None, choices=("auto", "kvm", "tcg"),
+    group.addoption("--vrlab-accel", default=None, choices=ACCELS,
                     help="acceleration for labs the tests bring up (default: the file's)")
     group.addoption("--vrlab-keep", action="store_true", default=False,
                     help="leave the labs up at the end of the session")
@@ -69,12 +76,15 @@ def pytest_configure(config: pytest.Config) -> None:
 class LabSession:
     """What the `lab` fixture gives a test: the running lab plus check helpers."""
 
-    def __init__(self, lab: Any, topology: Topology) -> None:
+    def __init__(self, lab: Any, topology: Topology, directory: Path | None = None) -> None:
         self.raw = lab
         """The underlying lab (orchestrate.lab.Lab, or a fake)."""
         self.topology = topology
         self.runner = CheckRunner(lab, topology)
-        self._tmp = Path(tempfile.mkdtemp(prefix=f"vrlab-{topology.name}-"))
+        self._tmp = directory or Path(tempfile.mkdtemp(prefix=f"vrlab-{topology.name}-"))
+        self._serial = itertools.count()
+        self._captures: list[Path] = []
+        """pcaps `capture` made in its own directory since the last `take_captures`."""
 
     @property
     def name(self) -> str:
@@ -99,8 +109,28 @@ class LabSession:
                 ) -> contextlib.AbstractContextManager[Any]:
         """Capture node:ifname into a pcap (a temporary file unless `path` is given)."""
         if path is None:
-            path = self._tmp / f"{node}-{ifname}-{len(list(self._tmp.iterdir()))}.pcap"
+            path = self._tmp / f"{node}-{ifname}-{next(self._serial)}.pcap"
+            self._captures.append(path)
         return self.raw.capture(node, ifname, Path(path))
+
+    def take_captures(self) -> list[Path]:
+        """The pcaps `capture` made since the last call (the current test's)."""
+        taken, self._captures = self._captures, []
+        return taken
+
+    def keep_evidence(self, directory: Path) -> list[Path]:
+        """Move the current test's pcaps into `directory` and copy every node's serial log
+        there (`NODE-serial.log`); return the files kept."""
+        kept: list[Path] = []
+        for pcap in self.take_captures():
+            if pcap.is_file():
+                kept.append(Path(shutil.move(pcap, directory / pcap.name)))
+        for name in self.topology.nodes:
+            with contextlib.suppress(Exception):  # evidence must never hide the failure
+                log = getattr(self.raw.node(name), "serial_log", None)
+                if log is not None and Path(log).is_file():
+                    kept.append(Path(shutil.copyfile(log, directory / f"{name}-serial.log")))
+        return kept
 
     def counters(self, router: str) -> dict[str, int]:
         """`routerctl show stats --json` of a router, as {"ip.forward": 3, ...}."""
@@ -147,9 +177,12 @@ class LabSession:
 class LabPool:
     """Labs of this session by topology file: up on first use, all down at the end."""
 
-    def __init__(self, factory: Callable[[Topology], Any], keep: bool = False) -> None:
+    def __init__(self, factory: Callable[[Topology], Any], keep: bool = False,
+                 tmp: pytest.TempPathFactory | None = None) -> None:
         self.factory = factory
         self.keep = keep
+        self.tmp = tmp
+        """pytest's temporary directories: captures and a failed test's evidence go there."""
         self.sessions: dict[Path, LabSession] = {}
         self.failures: dict[Path, str] = {}
 
@@ -169,8 +202,17 @@ class LabPool:
             self.failures[path] = f"vrlab: lab {topology.name} did not come up: {e}"
         if path in self.failures:  # failed outside the except blocks: no chained traceback
             pytest.fail(self.failures[path], pytrace=False)
-        self.sessions[path] = LabSession(lab, topology)
+        directory = self.tmp.mktemp(f"vrlab-{topology.name}") if self.tmp else None
+        self.sessions[path] = LabSession(lab, topology, directory)
         return self.sessions[path]
+
+    def evidence_dir(self, test: str) -> Path:
+        """A fresh directory for a failed test's evidence, under pytest's basetemp when the
+        pool has it (pytest keeps the last few basetemps), else a temporary directory."""
+        name = "vrlab-failed-" + re.sub(r"[^\w.-]", "_", test)[:40]
+        if self.tmp is not None:
+            return self.tmp.mktemp(name)
+        return Path(tempfile.mkdtemp(prefix=f"{name}-"))
 
     def release(self, path: Path) -> list[str]:
         """Take the lab of `path` down (unless keep); return teardown problems."""
@@ -209,10 +251,11 @@ def vrlab_lab_factory(pytestconfig: pytest.Config) -> Callable[[Topology], Any]:
 
 
 @pytest.fixture(scope="session")
-def vrlab_labs(pytestconfig: pytest.Config,
+def vrlab_labs(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory,
                vrlab_lab_factory: Callable[[Topology], Any]) -> Iterator[LabPool]:
     """The session's labs; every one is taken down when the session ends."""
-    pool = LabPool(vrlab_lab_factory, keep=pytestconfig.getoption("--vrlab-keep"))
+    pool = LabPool(vrlab_lab_factory, keep=pytestconfig.getoption("--vrlab-keep"),
+                   tmp=tmp_path_factory)
     pytestconfig.stash[POOL_KEY] = pool
     try:
         yield pool
@@ -295,17 +338,28 @@ def lab(request: pytest.FixtureRequest, vrlab_labs: LabPool) -> Iterator[LabSess
         vrlab_labs.release(path)
 
 
-@pytest.hookimpl(hookwrapper=True)
+@pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
-                              ) -> Iterator[None]:
-    outcome = yield
-    report = outcome.get_result()  # type: ignore[attr-defined]
-    if report.when != "call" or not report.failed:
-        return
+                              ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
     session = getattr(item, "funcargs", {}).get("lab")
-    if isinstance(session, LabSession):
-        for title, text in session.evidence():
-            report.sections.append((title, text))
+    if report.when != "call" or not isinstance(session, LabSession):
+        return report
+    if not report.failed:
+        session.take_captures()  # a passing test's pcaps stay until its lab goes down
+        return report
+    for title, text in session.evidence():
+        report.sections.append((title, text))
+    pool = item.config.stash.get(POOL_KEY, None)
+    if pool is not None:
+        try:
+            kept = session.keep_evidence(pool.evidence_dir(item.name))
+        except OSError as e:  # evidence must never hide the real failure
+            report.sections.append(("vrlab evidence kept", f"could not keep: {e}"))
+        else:
+            report.sections.append(("vrlab evidence kept",
+                                    "\n".join(str(path) for path in kept) or "nothing"))
+    return report
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

@@ -267,3 +267,43 @@ def test_own(lab):
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["*test_g.py::test_own PASSED*"])
     assert not (inner.path / "lab.log").exists()
+
+
+def test_a_failed_tests_pcaps_and_serial_logs_are_kept_and_named(inner: pytest.Pytester
+                                                                  ) -> None:
+    inner.makepyfile(test_h='''
+import pytest
+
+pytestmark = pytest.mark.vrlab_topology("configs/line.yaml")
+
+
+def test_passes(lab):
+    with lab.capture("r1", "eth1") as pcap:
+        pcap.write_bytes(b"passing")
+
+
+def test_fails(lab):
+    with lab.capture("r1", "eth1") as pcap:
+        pcap.write_bytes(b"the evidence")
+    with lab.capture("h2", "eth1") as pcap:
+        pcap.write_bytes(b"more evidence")
+    assert False, "no reply"
+''')
+    result = inner.runpytest("-p", "no:cacheprovider", "-p", "no:randomly")
+    result.assert_outcomes(passed=1, failed=1)
+    text = result.stdout.str()
+    section = text.split("vrlab evidence kept")[1].split("\n", 1)[1]
+    kept = [Path(line) for line in section.splitlines() if line.startswith("/")]
+    by_name = {path.name: path for path in kept}
+    assert set(by_name) == {"r1-eth1-1.pcap", "h2-eth1-2.pcap", "h1-serial.log",
+                            "r1-serial.log", "h2-serial.log"}
+    assert by_name["r1-eth1-1.pcap"].read_bytes() == b"the evidence"
+    assert by_name["h2-eth1-2.pcap"].read_bytes() == b"more evidence"
+    assert "r1 boot line 99" in by_name["r1-serial.log"].read_text()
+    # under the inner run's basetemp, one directory for the failed test
+    assert {path.parent for path in kept} == {by_name["h1-serial.log"].parent}
+    assert by_name["h1-serial.log"].parent.name.startswith("vrlab-failed-test_fails_line_")
+    basetemp = by_name["h1-serial.log"].parents[1]
+    assert basetemp.name == "basetemp"  # pytester's --basetemp for the inner run
+    # the passing test's pcap went away with its lab
+    assert not list(basetemp.rglob("r1-eth1-0.pcap"))

@@ -15,8 +15,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import ipaddress
+import os
 import shlex
 import shutil
+import stat
 import subprocess
 import sys
 import threading
@@ -29,6 +31,7 @@ from typing import Any
 
 from orchestrate import links, ports, ssh
 from orchestrate.backends import Backend, BackendError, NodeSpec, get_backend
+from orchestrate.names import BadName, is_under, name_problem, path_under
 from orchestrate.record import (
     KINDS_TEARDOWN_ORDER,
     RECORD_NAME,
@@ -45,12 +48,19 @@ ROUTER_PROBE = "routerctl show interfaces"
 ROUTER_UP_MARKER = "vrlab: router up"  # written by images/overlay/usr/sbin/vrlab-init
 ROUTER_FAILED_MARKER = "vrlab: router failed"
 
+FILE_KINDS = ("socket", "overlay", "config_disk", "file", "directory")
+"""Journal kinds that are paths: teardown removes them only inside the lab's directories."""
+
 STAGES_HOST = ("boot", "booted", "ssh", "ready")
 STAGES_ROUTER = ("boot", "booted", "ssh", "router", "ready")
 
 
 class LabError(Exception):
     """A lab could not be brought up, found, or taken down."""
+
+
+class LabNameError(LabError):
+    """A lab name breaks the name rule (orchestrate.names): bad input, exit status 2."""
 
 
 @dataclass
@@ -152,6 +162,33 @@ def run_dir_for(directory: Path) -> Path:
     return Path("/tmp") / f"vrlab-{digest}"
 
 
+def private_directory(path: Path) -> None:
+    """Create `path` mode 0700, or accept it only if it is a real directory we own, 0700.
+
+    The socket directory may be the shared-/tmp fallback, and its sockets lead to root
+    consoles: a directory someone else made there first (or a symlink) must not be used.
+    """
+    try:
+        path.mkdir(mode=0o700)
+        os.chmod(path, 0o700)  # whatever the umask
+    except FileExistsError:
+        pass
+    check_private(path)
+
+
+def check_private(path: Path) -> None:
+    """LabError unless `path` is a directory (not a symlink) we own, closed to others."""
+    info = os.lstat(path)
+    if not stat.S_ISDIR(info.st_mode):
+        raise LabError(f"{path} exists and is not a directory (a symlink?); remove it")
+    if info.st_uid != os.geteuid():
+        raise LabError(f"{path} belongs to uid {info.st_uid}, not to us (uid {os.geteuid()}); "
+                       f"remove it")
+    if stat.S_IMODE(info.st_mode) & 0o077:
+        raise LabError(f"{path} is mode {stat.S_IMODE(info.st_mode):04o}, open to others "
+                       f"(must be 0700); remove it")
+
+
 class Lab:
     """A lab as its journal describes it."""
 
@@ -202,17 +239,23 @@ class Lab:
 
     @classmethod
     def open(cls, name: str) -> Lab:
+        directory = checked_lab_dir(name)
         try:
-            return cls(Record.load(lab_dir(name) / RECORD_NAME))
+            record = Record.load(directory / RECORD_NAME)
         except RecordError as exc:
             raise LabError(f"no lab named {name!r} ({exc})") from exc
+        if record.lab != name:
+            raise LabError(f"{directory / RECORD_NAME} is the journal of lab {record.lab!r}, "
+                           f"not {name!r}")
+        return cls(record)
 
     @staticmethod
     def names() -> list[str]:
         root = labs_dir()
         if not root.is_dir():
             return []
-        return sorted(p.name for p in root.iterdir() if (p / RECORD_NAME).is_file())
+        return sorted(p.name for p in root.iterdir()
+                      if name_problem(p.name) is None and (p / RECORD_NAME).is_file())
 
     # -- up ------------------------------------------------------------------------------------
 
@@ -227,11 +270,16 @@ class Lab:
         `image` is an ImageInfo (default: `images.ensure_image()`); `name` overrides the
         topology's name so the same file can run twice side by side.
         """
-        lab_name = name or topology.name
-        directory = lab_dir(lab_name)
+        lab_name = topology.name if name is None else name
+        directory = checked_lab_dir(lab_name)
         if (directory / RECORD_NAME).exists():
             raise LabError(f"lab {lab_name!r} already exists ({directory}); "
                            f"`vrlab down {lab_name}` first")
+        if directory.exists():
+            # Not made by vrlab (it would hold a journal): never adopt it, since teardown
+            # removes the lab directory.
+            raise LabError(f"{directory} exists but holds no lab journal; remove it or choose "
+                           f"another name")
         from orchestrate.accel import AccelError, choose_accel
         from orchestrate.images import ImageError, ensure_image
 
@@ -245,13 +293,17 @@ class Lab:
             raise LabError(str(exc)) from exc
         except ImageError as exc:
             raise LabError(f"image: {exc}") from exc
-        directory.mkdir(parents=True, exist_ok=True)
+        labs_dir().mkdir(parents=True, exist_ok=True)
+        directory.mkdir(mode=0o700)
         record = Record.create(
             directory / RECORD_NAME, lab_name, backend=backend,
             backend_options=backend_options or {}, accel=choice.name,
             accel_reason=choice.reason, accel_requested=accel,
             topology=str(topology.path) if topology.path else None,
         )
+        # The directory is journaled as vrlab's own: teardown removes it only then.
+        record.intend("directory", str(directory), path=str(directory))
+        record.created("directory", str(directory))
         lab = cls(record)
         try:
             lab._build(topology, image, choice.name, backend_impl)
@@ -277,12 +329,12 @@ class Lab:
 
     def _build(self, topology: Any, image: Any, accel: str, backend: Backend) -> None:
         record = self.record
-        record.intend("directory", str(self.dir), path=str(self.dir))
-        record.created("directory", str(self.dir))
         run_dir = run_dir_for(self.dir)
         if run_dir != self.dir / "run":
+            if os.path.lexists(run_dir):
+                check_private(run_dir)  # before journaling it: someone else's is never ours
             record.intend("directory", str(run_dir), path=str(run_dir))
-        run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_directory(run_dir)
         client = ssh.generate_key(self.client_key, f"vrlab-{self.name}")
         host_keys = {
             node: ssh.generate_key(self.dir / "ssh" / f"host_{node}_ed25519",
@@ -296,9 +348,10 @@ class Lab:
         nics = links.plan_nics(topology, self.name, allocated, macs)
 
         specs: dict[str, NodeSpec] = {}
+        (self.dir / "nodes").mkdir(mode=0o700, exist_ok=True)
         for node_name, node in topology.nodes.items():
-            node_dir = self.dir / "nodes" / node_name
-            node_dir.mkdir(parents=True, exist_ok=True)
+            node_dir = path_under(self.dir / "nodes", node_name)
+            node_dir.mkdir(mode=0o700, exist_ok=True)
             port = allocated[f"ssh:{node_name}"]
             specs[node_name] = NodeSpec(
                 lab=self.name, name=node_name, role=str(node.role),
@@ -324,10 +377,12 @@ class Lab:
         for node_name, spec in specs.items():
             record.intend("overlay", str(spec.overlay), path=str(spec.overlay))
             create_overlay(Path(image.disk), spec.overlay)
+            spec.overlay.chmod(0o600)
             record.created("overlay", str(spec.overlay))
             record.intend("config_disk", str(spec.config_disk), path=str(spec.config_disk))
             write_config_disk(topology, topology.nodes[node_name], spec, client,
                               host_keys[node_name])
+            spec.config_disk.chmod(0o600)  # it carries the node's SSH host private key
             record.created("config_disk", str(spec.config_disk))
 
         all_nics = [nic for spec in specs.values() for nic in spec.nics]
@@ -495,9 +550,23 @@ class Lab:
 
 
 def teardown(record: Record) -> list[str]:
+    """Remove what the journal lists, and only inside the lab's own directories.
+
+    The lab directory `$VRLAB_HOME/labs/<lab>` and its socket directory are the only places a
+    lab creates files; a journal path anywhere else (a hand-edited or foreign journal) is
+    reported and left alone. The lab directory itself goes last, and only when the journal
+    says vrlab created it.
+    """
     problems: list[str] = []
     if not record.path.exists():
         return problems  # already down: the journal goes last, after everything it listed
+    try:
+        directory = checked_lab_dir(record.lab)
+    except LabError as exc:
+        return [str(exc)]
+    if record.path.resolve() != directory / RECORD_NAME:
+        return [f"{record.path} is not the journal of lab {record.lab!r} ({directory}); "
+                f"nothing removed"]
     record.set_fields(state="stopping")
     backend_name = str(record.data.get("backend", "qemu"))
     try:
@@ -506,19 +575,31 @@ def teardown(record: Record) -> list[str]:
     except Exception as exc:  # e.g. libvirt-python missing: still remove files
         backend = None
         problems.append(f"backend {backend_name}: {exc}")
+    roots = (directory, run_dir_for(directory))
     for kind in KINDS_TEARDOWN_ORDER:
         for obj in reversed(list(record.objects(kind))):
             try:
-                _remove(record, backend, obj)
+                _remove(record, backend, obj, roots)
             except Exception as exc:
                 problems.append(f"{kind} {obj['key']}: {exc}")
-    if not problems:
-        shutil.rmtree(record.path.parent, ignore_errors=True)
+    if problems:
+        return problems
+    own = record.find("directory", str(directory))
+    if own is not None and own["state"] == "created":
+        shutil.rmtree(directory, ignore_errors=True)
+    else:  # an `up` that died before journaling its directory: only the journal is ours
+        record.path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            directory.rmdir()
     return problems
 
 
-def _remove(record: Record, backend: Backend | None, obj: dict[str, Any]) -> None:
+def _remove(record: Record, backend: Backend | None, obj: dict[str, Any],
+            roots: tuple[Path, ...]) -> None:
     kind, key = obj["kind"], obj["key"]
+    if kind in FILE_KINDS and not is_under(obj["path"], *roots):
+        raise LabError(f"{obj['path']} is outside the lab's directories "
+                       f"({', '.join(map(str, roots))}); left alone")
     if kind == "capture":
         from orchestrate.capture import stop_recorded_capture
 
@@ -535,10 +616,10 @@ def _remove(record: Record, backend: Backend | None, obj: dict[str, Any]) -> Non
         # (its removal failed), deleting it again is what would remove them.
         if links.namespace_exists(obj["netns"]):
             raise LabError(f"namespace {obj['netns']} still exists")
-    elif kind in ("socket", "overlay", "config_disk", "file"):
+    elif kind in FILE_KINDS and kind != "directory":
         Path(obj["path"]).unlink(missing_ok=True)
     elif kind == "directory":
-        if Path(obj["path"]) == record.path.parent:
+        if Path(obj["path"]).resolve() == roots[0]:
             return  # the lab directory holds the journal: removed last, by teardown()
         shutil.rmtree(obj["path"], ignore_errors=True)
     record.removed(kind, key)
@@ -649,8 +730,19 @@ class _ProgressDisplay:
         return table
 
 
+def checked_lab_dir(name: str) -> Path:
+    """The lab's directory; LabError when `name` breaks the name rule (orchestrate.names)."""
+    try:
+        return lab_dir(name)
+    except BadName as exc:
+        raise LabNameError(f"lab {exc}") from None
+
+
 def resolve_lab_name(given: str | None) -> str:
-    """A lab name from a name, a topology file (its `name:`), or the only lab there is."""
+    """A lab name from a name, a topology file (its `name:`), or the only lab there is.
+
+    The result always follows the name rule (LabError otherwise).
+    """
     if given:
         path = Path(given)
         if given.endswith((".yaml", ".yml")) and path.is_file():
@@ -659,8 +751,10 @@ def resolve_lab_name(given: str | None) -> str:
             with contextlib.suppress(yaml.YAMLError, OSError):
                 data = yaml.safe_load(path.read_text())
                 if isinstance(data, dict) and isinstance(data.get("name"), str):
-                    return str(data["name"])
-            return path.stem
+                    given = str(data["name"])
+            if given == str(path):
+                given = path.stem
+        checked_lab_dir(given)
         return given
     names = Lab.names()
     if len(names) == 1:

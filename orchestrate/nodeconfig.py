@@ -52,6 +52,8 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from orchestrate.names import name_problem
+
 if TYPE_CHECKING:
     from orchestrate.topology import Node
 
@@ -68,7 +70,6 @@ CONFIG_DISK_LABEL = "vrlabcfg"
 ROLES = ("router", "host")
 ROUTE_TYPES = ("unicast", "blackhole", "reject")
 
-_HOSTNAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _IFNAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,14}$")
 _MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 _SYSCTL_KEY_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_./-]*$")
@@ -252,8 +253,9 @@ def write_config_disk(spec: NodeBootSpec, path: Path) -> Path:
 
 
 def _validate(spec: NodeBootSpec) -> None:
-    if not _HOSTNAME_RE.match(spec.hostname):
-        raise NodeConfigError(f"hostname {spec.hostname!r} is not a valid host name")
+    problem = name_problem(spec.hostname, "hostname")
+    if problem is not None:
+        raise NodeConfigError(problem)
     if spec.role not in ROLES:
         raise NodeConfigError(f"role {spec.role!r}: expected one of {', '.join(ROLES)}")
     _check_mac(spec.mgmt_mac, "mgmt_mac")

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from orchestrate.names import name_problem, path_under
+
 RECORD_VERSION = 1
 RECORD_NAME = "record.json"
 
@@ -178,7 +180,8 @@ def labs_dir() -> Path:
 
 
 def lab_dir(name: str) -> Path:
-    return labs_dir() / name
+    """`$VRLAB_HOME/labs/<name>`, resolved; BadName if `name` breaks the rule or escapes."""
+    return path_under(labs_dir(), name)
 
 
 def all_records() -> Iterator[Record]:
@@ -187,6 +190,8 @@ def all_records() -> Iterator[Record]:
     if not root.is_dir():
         return
     for child in sorted(root.iterdir()):
+        if name_problem(child.name) is not None:
+            continue  # not a lab vrlab made (lab names follow orchestrate.names)
         path = child / RECORD_NAME
         if path.is_file():
             try:

@@ -14,6 +14,7 @@ from typing import Any
 
 from orchestrate.commands import Exit, add_topology_argument, report_problems
 from orchestrate.commands.up import add_lab_options, lab_options
+from orchestrate.names import name_argument
 
 DEFAULT_FILE = Path("configs/duo.yaml")
 
@@ -25,7 +26,8 @@ def register(subparsers: Any) -> None:
                           help_default=f" (default {DEFAULT_FILE})")
     add_lab_options(parser)
     parser.add_argument("--count", type=int, default=3, help="pings to send (default 3)")
-    parser.add_argument("--name", help="lab name (default: the topology's name)")
+    parser.add_argument("--name", type=name_argument,
+                        help="lab name (default: the topology's name)")
     parser.set_defaults(func=run)
 
 

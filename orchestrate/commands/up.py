@@ -15,6 +15,7 @@ from orchestrate.commands import (
     report_problems,
 )
 from orchestrate.commands.status import lab_json, print_status
+from orchestrate.names import name_argument
 
 
 def register(subparsers: Any) -> None:
@@ -24,7 +25,8 @@ def register(subparsers: Any) -> None:
                     "remove what was started (exit 3).")
     add_topology_argument(parser)
     add_lab_options(parser)
-    parser.add_argument("--name", help="lab name (default: the topology's name)")
+    parser.add_argument("--name", type=name_argument,
+                        help="lab name (default: the topology's name)")
     add_json_option(parser)
     parser.set_defaults(func=run)
 
@@ -56,7 +58,7 @@ def lab_options(args: argparse.Namespace, topology: Any) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from orchestrate.lab import Lab, LabError
+    from orchestrate.lab import Lab, LabError, LabNameError
     from orchestrate.topology import TopologyError, load_topology
 
     try:
@@ -66,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         lab = Lab.up(topology, name=args.name, **lab_options(args, topology))
     except LabError as exc:
-        return fail(args, Exit.NOT_UP, str(exc))
+        return fail(args, Exit.BAD_INPUT if isinstance(exc, LabNameError) else Exit.NOT_UP,
+                    str(exc))
     if args.json:
         print_json({lab.name: lab_json(lab)})
     else:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
+import stat
 import subprocess
 import sys
 import textwrap
@@ -25,7 +27,16 @@ import pytest
 from orchestrate import lab as labmod
 from orchestrate import ssh
 from orchestrate.backends.qemu import pids_with_marker
-from orchestrate.lab import Lab, LabError, link_local_from_mac
+from orchestrate.cli import main as cli_main
+from orchestrate.lab import (
+    Lab,
+    LabError,
+    LabNameError,
+    link_local_from_mac,
+    resolve_lab_name,
+    run_dir_for,
+)
+from orchestrate.record import Record
 from orchestrate.topology import load_topology
 
 FAKE_QEMU = textwrap.dedent("""\
@@ -227,3 +238,138 @@ def test_down_after_the_orchestrator_was_killed_during_up(env: SimpleNamespace,
 def test_link_local_from_mac_is_modified_eui64() -> None:
     assert str(link_local_from_mac("52:54:00:12:34:56")) == "fe80::5054:ff:fe12:3456"
     assert str(link_local_from_mac("00:00:5e:00:53:01")) == "fe80::200:5eff:fe00:5301"
+
+
+# -- names and paths (orchestrate.names): nothing outside $VRLAB_HOME is ever touched ---------
+
+
+def victim_dir(env: SimpleNamespace) -> Path:
+    """A directory next to $VRLAB_HOME that `../../victim` from labs/ would reach."""
+    victim = env.tmp / "victim"
+    victim.mkdir()
+    (victim / "precious").write_text("keep me")
+    assert (env.home / "labs" / ".." / ".." / "victim").resolve() == victim.resolve()
+    return victim
+
+
+@pytest.mark.parametrize("name", ["../../victim", "../victim", "..", ".", "a/b", "/tmp/x",
+                                  "", "x" * 64, "-x", "a b", "a\x00b"])
+def test_up_refuses_a_bad_name_and_touches_nothing(env: SimpleNamespace, name: str,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    victim = victim_dir(env)
+    # The old code built labs/<name> unchecked and, when the VM died, tore down (rmtree'd) it.
+    monkeypatch.setenv("FAKE_QEMU_MODE", "die")
+    with pytest.raises(LabNameError, match="name"):
+        up(env, name=name)
+    assert (victim / "precious").read_text() == "keep me"
+    assert live_pids(env) == []
+    assert not (env.home / "labs").exists() or list((env.home / "labs").iterdir()) == []
+
+
+def test_open_and_resolve_refuse_bad_names(env: SimpleNamespace) -> None:
+    victim = victim_dir(env)
+    Record.create(victim / "record.json", "victim")  # a journal the traversal would find
+    for name in ("../../victim", "..", "x/../../../victim"):
+        with pytest.raises(LabNameError):
+            Lab.open(name)
+        with pytest.raises(LabNameError):
+            resolve_lab_name(name)
+    assert (victim / "precious").exists()
+
+
+def test_cli_down_refuses_a_traversal_with_exit_2(env: SimpleNamespace,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    victim = victim_dir(env)
+    Record.create(victim / "record.json", "victim")
+    assert cli_main(["down", "../../victim"]) == 2
+    assert "not a valid name" in capsys.readouterr().err
+    assert (victim / "precious").exists() and (victim / "record.json").exists()
+
+
+def test_a_symlinked_lab_directory_is_not_followed(env: SimpleNamespace) -> None:
+    victim = victim_dir(env)
+    (env.home / "labs").mkdir(parents=True)
+    (env.home / "labs" / "duo").symlink_to(victim)
+    with pytest.raises(LabNameError, match="outside"):
+        up(env)
+    with pytest.raises(LabNameError, match="outside"):
+        Lab.open("duo")
+    assert (victim / "precious").exists()
+
+
+def test_a_directory_vrlab_did_not_make_is_not_adopted(env: SimpleNamespace) -> None:
+    stray = env.home / "labs" / "duo"
+    stray.mkdir(parents=True)
+    (stray / "notes").write_text("mine")
+    with pytest.raises(LabError, match="holds no lab journal"):
+        up(env)
+    assert (stray / "notes").read_text() == "mine"
+
+
+def test_teardown_removes_journal_paths_only_inside_the_lab(env: SimpleNamespace) -> None:
+    victim = victim_dir(env)
+    lab = up(env)
+    # A hand-edited (or hostile) journal naming files and directories elsewhere.
+    lab.record.intend("file", "outside", path=str(victim / "precious"))
+    lab.record.intend("directory", "outside-dir", path=str(victim))
+    lab.record.intend("file", "climb", path=str(lab.dir / ".." / ".." / ".." / "victim"
+                                                 / "precious"))
+    problems = lab.down()
+    assert len(problems) == 3 and all("outside the lab's directories" in p for p in problems)
+    assert (victim / "precious").read_text() == "keep me"
+    assert live_pids(env) == []  # everything else still went
+    assert lab.dir.exists()  # kept with its journal, so `vrlab down` can retry after a fix
+
+
+def test_lab_files_are_private(env: SimpleNamespace) -> None:
+    lab = up(env)
+    try:
+        assert stat.S_IMODE(lab.dir.stat().st_mode) == 0o700
+        spec = lab.spec("violin")
+        assert stat.S_IMODE(spec.node_dir.stat().st_mode) == 0o700
+        for path in (spec.overlay, spec.config_disk, lab.client_key):
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    finally:
+        lab.down()
+
+
+@pytest.fixture
+def long_home(env: SimpleNamespace, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A $VRLAB_HOME so deep that the lab's sockets fall back to /tmp/vrlab-<hash>."""
+    home = env.tmp / ("h" * 60) / ("o" * 40)
+    monkeypatch.setenv("VRLAB_HOME", str(home))
+    run_dir = run_dir_for(home.resolve() / "labs" / "duo")
+    assert str(run_dir).startswith("/tmp/vrlab-")
+    shutil.rmtree(run_dir, ignore_errors=True)
+    return run_dir
+
+
+@pytest.mark.parametrize("plant", ["other-owner", "open-mode", "symlink"])
+def test_a_planted_socket_directory_is_refused(env: SimpleNamespace, long_home: Path,
+                                               plant: str) -> None:
+    if plant == "symlink":
+        long_home.symlink_to(env.tmp)
+    else:
+        long_home.mkdir(mode=0o700)
+        if plant == "other-owner":
+            os.chown(long_home, 65534, 65534)
+        else:
+            long_home.chmod(0o777)
+    try:
+        with pytest.raises(LabError, match="remove it"):
+            up(env)
+        assert live_pids(env) == []
+        assert long_home.is_symlink() or long_home.is_dir()  # theirs: left alone
+    finally:
+        if long_home.is_symlink():
+            long_home.unlink()
+        else:
+            shutil.rmtree(long_home, ignore_errors=True)
+
+
+def test_the_socket_directory_fallback_is_private(env: SimpleNamespace, long_home: Path) -> None:
+    lab = up(env)
+    info = os.lstat(long_home)
+    assert stat.S_IMODE(info.st_mode) == 0o700 and info.st_uid == os.geteuid()
+    assert lab.down() == []
+    assert not long_home.exists()

@@ -127,7 +127,7 @@ def test_extra_sysctls_become_proc_paths() -> None:
 
 
 @pytest.mark.parametrize(("spec", "message"), [
-    (lambda: host_spec(hostname="H_1"), "hostname"),
+    (lambda: host_spec(hostname="../h1"), "hostname"),
     (lambda: host_spec(role="switch"), "role"),
     (lambda: host_spec(mgmt_mac="52:54:00:aa:00"), "mgmt_mac"),
     (lambda: host_spec(interfaces=(DataInterface("mgmt0", "52:54:00:aa:01:01"),)),

@@ -2,15 +2,10 @@
 
     python3 -m bench forward              # median of 3 runs of 5 s per forwarder
     python3 -m bench.forward --quick      # 1 run of 2 s, 100k routes for the big-table case
-    python3 -m bench.forward --cpu-only   # only the in-memory part (no root)
 
-First, the fast path alone: ``FastPath.poll`` over 1024 frames sitting in in-memory rings (an
-anonymous mmap laid out like TPACKET_V2 rings), nanoseconds per frame, for the C fast path
-with a tiny and a big table (IPv4 to one destination; IPv6 to 65,536 destinations, each its
-own /64, the case where a big table costs cache and TLB misses) and for the Python twin. No
-kernel and no veth: this is the part of the per-packet cost that is ours.
-
-Then the network: one namespace topology per forwarder, documentation addresses only::
+(The fast path alone, on in-memory rings with no kernel, is bench/fastpath.py; both send the
+traffic of bench/tables.py through its tables.) One namespace topology per forwarder,
+documentation addresses only::
 
     h1 [h1-r] 192.0.2.2/26 -- [r-h1] r [r-h2] -- [h2-r] 198.51.100.2/26 h2
 
@@ -62,39 +57,29 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ipaddress
 import json
-import mmap
 import os
-import random
 import resource
 import select
 import shutil
 import signal
-import socket
 import statistics
-import struct
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from bench.tables import FLOWS, MACS, PAYLOAD, SINK, SINK_MAC, load_tables
+
 REPO = Path(__file__).resolve().parents[1]
 PREFIX = f"vrb{os.getpid()}"
-MACS = {"h1-r": "02:00:00:00:21:02", "r-h1": "02:00:00:00:21:01",
-        "r-h2": "02:00:00:00:22:01", "h2-r": "02:00:00:00:22:02"}
-PAYLOAD = 18  # 14 Ethernet + 20 IPv4 + 8 UDP + 18 + 4 FCS = 64 bytes on the wire
 DST = "198.51.100.2"  # h2 itself: its own IP/UDP stack is the sink
-SINK = "198.51.100.3"  # a static neighbor on r whose MAC h2-r does not have: h2 drops it
-SINK_MAC = "02:00:00:00:22:99"
 DST6 = "2001:db8::2"
-H2_6 = "2001:db8:2::2"
 GEN_CPU, FORWARDER_CPU = "0", "1"
 # The forwarder runs at nice -15: on a shared machine the kernel forwards in softirq context,
 # ahead of every process, so a user-space forwarder at nice 0 would mostly measure the
@@ -102,7 +87,6 @@ GEN_CPU, FORWARDER_CPU = "0", "1"
 # of its own core and the backlog overflows.)
 PIN_GEN = ["taskset", "-c", GEN_CPU]
 PIN_FORWARDER = ["nice", "-n", "-15", "taskset", "-c", FORWARDER_CPU]
-FLOWS = 65_536
 SPIN = ["--spin", "0.001"]  # busy-poll 1 ms after the last frame before sleeping
 BUSY = ["--busy-poll", "1000"]  # the daemon's same, in microseconds
 
@@ -359,82 +343,6 @@ def finish(setup: Setup) -> None:
 # ------------------------------------------------------------------ the bare forwarder
 
 
-def big_table(count: int, rng: random.Random) -> Iterator[tuple[bytes, int]]:
-    """`count` IPv4 prefixes, mostly /24, never overlapping the documentation ranges the
-    traffic uses (so they never change where it goes)."""
-    lengths = [24] * 55 + [23] * 8 + [22] * 10 + [21] * 5 + [20] * 5 + [19] * 4 + [16] * 3 + [
-        18] * 3 + [17] * 2 + [12, 8, 25, 28, 32]
-    doc = [(0xC0000200, 24), (0xC6336400, 24), (0xCB007100, 24)]
-    made = 0
-    while made < count:
-        plen = rng.choice(lengths)
-        addr = rng.randrange(1 << 24, 224 << 24) & (0xFFFFFFFF << (32 - plen)) & 0xFFFFFFFF
-        if any((addr >> (32 - min(plen, dl))) == (net >> (32 - min(plen, dl)))
-               for net, dl in doc):
-            continue
-        yield addr.to_bytes(4, "big"), plen
-        made += 1
-
-
-def big_table6(count: int, rng: random.Random, flows: int) -> Iterator[tuple[bytes, int]]:
-    """The /64 of each of the `flows` destinations, then random /48s and /64s, all inside
-    2001:db8::/32 (never 2001:db8:1::/48 or 2001:db8:2::/48, the links)."""
-    base = 0x20010DB8 << 96
-    for i in range(min(flows, count)):
-        yield (base | (i << 64)).to_bytes(16, "big"), 64
-    for _ in range(count - min(flows, count)):
-        if rng.random() < 0.6:
-            net = rng.randrange(3, 1 << 16) << 80
-            yield (base | net).to_bytes(16, "big"), 48
-        else:
-            net = rng.randrange(3 << 16, 1 << 32) << 64
-            yield (base | net).to_bytes(16, "big"), 64
-
-
-def load_tables(fp: Any, rings: list[Any], routes: int, flows: int) -> None:
-    """The bench tables: 192.0.2.0/26 on rings[0], 198.51.100.0/26 on rings[1]; with `flows`
-    2001:db8::/32 via h2 plus (routes - 1) IPv6 routes, else (routes - 2) more IPv4 routes."""
-    from appliance.dataplane.twin import (
-        FLAG_FORWARDING4,
-        FLAG_FORWARDING6,
-        INTERFACE,
-        NEIGHBOR,
-        NEXTHOP,
-        ROUTE4,
-        ROUTE6,
-        NextHopKind,
-    )
-
-    fp.load_interfaces(b"".join(INTERFACE.pack(r.ifindex, r.mac, r.mtu) for r in rings),
-                       FLAG_FORWARDING4 | FLAG_FORWARDING6, 1)
-    hops = b"".join(NEXTHOP.pack(NextHopKind.ONLINK, r.ifindex, bytes(16)) for r in rings)
-    hops += NEXTHOP.pack(NextHopKind.GATEWAY, rings[1].ifindex,
-                         ipaddress.IPv6Address(H2_6).packed)
-    rng = random.Random(1)
-    table4 = [ROUTE4.pack(bytes([192, 0, 2, 0]), 26, 0),
-              ROUTE4.pack(bytes([198, 51, 100, 0]), 26, 1)]
-    table6 = [ROUTE6.pack(ipaddress.IPv6Address("2001:db8::").packed, 32, 2)]
-    if flows:
-        table6.extend(ROUTE6.pack(addr, plen, 2)
-                      for addr, plen in big_table6(max(routes - 1, 0), rng, flows))
-    else:
-        table4.extend(ROUTE4.pack(addr, plen, rng.randrange(2))
-                      for addr, plen in big_table(max(routes - 2, 0), rng))
-    fp.load_fib(hops, b"".join(table4), b"".join(table6), 2)
-    macs = {name: bytes.fromhex(mac.replace(":", ""))
-            for name, mac in {**MACS, "sink": SINK_MAC}.items()}
-    fp.load_neighbors(
-        NEIGHBOR.pack(rings[0].ifindex, 4, bytes([192, 0, 2, 2]),
-                      macs["h1-r"] + rings[0].mac + b"\x08\x00")
-        + NEIGHBOR.pack(rings[1].ifindex, 4, bytes([198, 51, 100, 2]),
-                        macs["h2-r"] + rings[1].mac + b"\x08\x00")
-        + NEIGHBOR.pack(rings[1].ifindex, 4, ipaddress.IPv4Address(SINK).packed,
-                        macs["sink"] + rings[1].mac + b"\x08\x00")
-        # the IPv6 rows' next hop: the sink MAC as well (h2's NIC drops what it gets)
-        + NEIGHBOR.pack(rings[1].ifindex, 6, ipaddress.IPv6Address(H2_6).packed,
-                        macs["sink"] + rings[1].mac + b"\x86\xdd"), 4)
-
-
 def serve(kind: str, routes: int, spin: float, flows: int, frames: int = 0) -> int:
     """Run in r: the fast path on the two rings, tables loaded directly, until SIGTERM
     (`frames`: slots per ring, else RingSocket's default)."""
@@ -475,146 +383,6 @@ def serve(kind: str, routes: int, spin: float, flows: int, frames: int = 0) -> i
         ring.close()
     print(json.dumps(counters), flush=True)
     return 0
-
-
-# ------------------------------------------------------------------ the fast path alone
-
-
-@dataclass
-class CpuCase:
-    """One row of the in-memory table: nanoseconds of poll() per frame."""
-
-    label: str
-    kind: str
-    routes: int
-    flows: int
-    samples: list[float] = field(default_factory=list)
-
-
-_TPACKET2_HDR = struct.Struct("=IIIHHIIHH")
-_SLOTS = 1024
-_FRAME_SIZE = 2048
-_MAC_OFFSET = 82
-_STATUS = struct.Struct("=I")
-
-
-def _memory_ring(ifindex: int, mac: bytes) -> Any:
-    """A RingSocket over an anonymous mmap (RX slots, then TX slots) and a socketpair."""
-    from appliance.dataplane.ring import RingSocket
-
-    sock, peer = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
-    peer.close()  # kicks then fail quietly (MSG_DONTWAIT, error ignored)
-    ring_map = mmap.mmap(-1, 2 * _SLOTS * _FRAME_SIZE)
-    return RingSocket(sock, f"mem{ifindex}", ifindex, mac, 1500, ring_map, _FRAME_SIZE, _SLOTS)
-
-
-def _frames(flows: int, count: int) -> list[bytes]:
-    """`count` frames from h1 to r: IPv4 UDP to 198.51.100.2, or IPv6 UDP to `flows`
-    destinations 2001:db8:0:N::2 (each its own /64), as bench/gen.c sends them."""
-    h1, r = (bytes.fromhex(MACS[n].replace(":", "")) for n in ("h1-r", "r-h1"))
-    out = []
-    for i in range(count):
-        if flows:
-            dst = ((0x20010DB8 << 96) | ((i % flows) << 64) | 2).to_bytes(16, "big")
-            ip6 = struct.pack("!IHBB16s16s", 0x60000000, 8, 17, 64,
-                              ipaddress.IPv6Address("2001:db8:1::2").packed, dst)
-            out.append(r + h1 + b"\x86\xdd" + ip6 + struct.pack("!HHHH", 40000, 9, 8, 0))
-        else:
-            ip = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, 46, 0, 0, 64, 17, 0,
-                                       bytes([192, 0, 2, 2]), bytes([198, 51, 100, 2])))
-            total = sum(struct.unpack("!10H", ip))
-            while total >> 16:
-                total = (total & 0xFFFF) + (total >> 16)
-            ip[10:12] = (~total & 0xFFFF).to_bytes(2, "big")
-            udp = struct.pack("!HHHH", 40000, 9, 26, 0) + bytes(PAYLOAD)
-            out.append(r + h1 + b"\x08\x00" + bytes(ip) + udp)
-    return out
-
-
-class CpuRun:
-    """A case set up: a fast path with its tables and two in-memory rings."""
-
-    def __init__(self, case: CpuCase) -> None:
-        from appliance.dataplane.tablesync import new_fastpath
-
-        self.case = case
-        macs = [bytes.fromhex(MACS[n].replace(":", "")) for n in ("r-h1", "r-h2")]
-        self.rings = [_memory_ring(1, macs[0]), _memory_ring(2, macs[1])]
-        self.fp = new_fastpath(case.kind)
-        load_tables(self.fp, self.rings, case.routes, case.flows)
-        for ring in self.rings:
-            self.fp.attach(ring)
-        self.pool = _frames(case.flows, max(case.flows, _SLOTS))
-        self.cursor = 0
-
-    def one_pass(self) -> None:
-        """Fill every RX slot (frames rotate through the flows), time one poll() over them.
-        Only the poll is timed, not the refill."""
-        rx, tx = self.rings[0].map, self.rings[1].map
-        tx_base = _SLOTS * _FRAME_SIZE
-        for slot in range(_SLOTS):
-            frame = self.pool[self.cursor]
-            self.cursor = (self.cursor + 1) % len(self.pool)
-            off = slot * _FRAME_SIZE
-            rx[off + _MAC_OFFSET: off + _MAC_OFFSET + len(frame)] = frame
-            _TPACKET2_HDR.pack_into(rx, off, 1, len(frame), len(frame), _MAC_OFFSET,
-                                    _MAC_OFFSET, 0, 0, 0, 0)
-            _STATUS.pack_into(tx, tx_base + slot * _FRAME_SIZE, 0)
-        started = time.perf_counter_ns()
-        done, _ = self.fp.poll(_SLOTS)
-        elapsed = time.perf_counter_ns() - started
-        counts = self.fp.counters()
-        if done != _SLOTS or counts["forward4"] + counts["forward6"] == 0:
-            raise RuntimeError(f"{self.case.label}: poll read {done}, forwarded nothing")
-        self.case.samples.append(elapsed / done)
-
-    def close(self) -> None:
-        for ring in self.rings:
-            self.fp.detach(ring.ifindex)
-            ring.close()
-
-
-def cpu_cases_run(cases: list[CpuCase], passes: int) -> None:
-    """All cases set up first, then passes round robin (the Python twin every 5th), so a
-    change in the machine's load hits every case alike."""
-    runs = [CpuRun(case) for case in cases]
-    try:
-        for i in range(passes):
-            for run_ in runs:
-                if run_.case.kind == "c" or i % 5 == 0:
-                    run_.one_pass()
-    finally:
-        for run_ in runs:
-            run_.close()
-
-
-def cpu_table(cases: list[CpuCase], passes: int) -> str:
-    lines = [f"the fast path alone: poll() over {_SLOTS} frames in in-memory rings, "
-             f"ns per frame (median of {passes} passes; no kernel, no veth)",
-             f"{'case':<52} {'ns/frame':>9} {'frames/s':>12}"]
-    for case in cases:
-        if case.samples:
-            ns = statistics.median(case.samples)
-            lines.append(f"{case.label:<52} {ns:>9.0f} {1e9 / ns:>12,.0f}")
-        else:
-            lines.append(f"{case.label:<52} {'-':>9} {'-':>12}")
-    return "\n".join(lines)
-
-
-def cpu_verdicts(cases: dict[str, CpuCase]) -> list[str]:
-    ns = {key: statistics.median(c.samples) for key, c in cases.items() if c.samples}
-    out = []
-    if "c4" in ns and "py4" in ns:
-        ratio = ns["py4"] / ns["c4"]
-        out.append(f"{'met ' if ratio >= 50 else 'MISSED'} fast path alone, C >= 50x Python "
-                   f"twin: {ratio:.0f}x")
-    for small, big, what in (("c4", "c4big", "IPv4, one flow"),
-                             ("c6", "c6big", f"IPv6, {FLOWS:,} flows")):
-        if small in ns and big in ns:
-            cost = ns[big] / ns[small] - 1
-            out.append(f"{'met ' if cost < 0.10 else 'MISSED'} fast path alone, big table "
-                       f"({what}) costs < 10%: {cost:+.1%}")
-    return out
 
 
 # ------------------------------------------------------------------ main
@@ -710,10 +478,6 @@ def main(argv: list[str] | None = None) -> int:
                         help="kernel, daemon-c, daemon-c-sleep, daemon-py, daemon-slow, "
                         "kernel-stack, daemon-c-stack, bare-1, bare-1-sleep, "
                         "bare-1-attached, bare-big, bare6-1, bare6-big")
-    parser.add_argument("--cpu-only", action="store_true",
-                        help="only the in-memory part (no namespaces, no root)")
-    parser.add_argument("--net-only", action="store_true",
-                        help="only the network part (no in-memory fast path table)")
     parser.add_argument("--serve", choices=["c", "python"], help=argparse.SUPPRESS)
     parser.add_argument("--spin", type=float, default=0.0, help=argparse.SUPPRESS)
     parser.add_argument("--flows", type=int, default=0, help=argparse.SUPPRESS)
@@ -726,25 +490,6 @@ def main(argv: list[str] | None = None) -> int:
     routes = args.routes or (100_000 if args.quick else 1_000_000)
     from appliance.dataplane.tablesync import have_c
 
-    passes = 0 if args.net_only else 10 if args.quick else 50
-    cpu_cases = {
-        "c4": CpuCase("C, IPv4, 2 routes, 1 destination", "c", 2, 0),
-        "c4big": CpuCase(f"C, IPv4, {routes:,} routes, 1 destination", "c", routes, 0),
-        "c6": CpuCase(f"C, IPv6, 1 route, {FLOWS:,} destinations", "c", 1, FLOWS),
-        "c6big": CpuCase(f"C, IPv6, {routes:,} routes, {FLOWS:,} destinations", "c", routes,
-                         FLOWS),
-        "py4": CpuCase("Python twin, IPv4, 2 routes, 1 destination", "python", 2, 0),
-    }
-    if not have_c():
-        cpu_cases = {k: c for k, c in cpu_cases.items() if c.kind != "c"}
-    if passes:
-        cpu_cases_run(list(cpu_cases.values()), passes)
-        print(cpu_table(list(cpu_cases.values()), passes))
-        for line in cpu_verdicts(cpu_cases):
-            print(line)
-        print()
-    if args.cpu_only:
-        return 0
     reason = usable()
     if reason:
         print(f"bench forward: network part skipped, {reason}")

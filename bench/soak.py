@@ -48,12 +48,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from appliance.packet.checksum import internet_checksum
-
-if TYPE_CHECKING:
-    from tests.netns import Namespace, RouterProcess
+from bench.netns import MAC, Lab, Namespace, RouterProcess, build_line, remove_stale
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_EVERY = 10.0
@@ -63,8 +61,8 @@ PING_INTERVAL = "0.2"
 RSS_GROWTH_LIMIT_KIB = 2048
 FD_SLACK = 2  # a routerctl connection may still be closing when the fds are counted
 
-H1_MAC = bytes.fromhex("020000000102")  # netns.MAC["h1-r"]
-R_MAC = bytes.fromhex("020000000101")  # netns.MAC["r-h1"]
+H1_MAC = bytes.fromhex(MAC["h1-r"].replace(":", ""))
+R_MAC = bytes.fromhex(MAC["r-h1"].replace(":", ""))
 H1 = bytes([192, 0, 2, 2])
 H2 = bytes([198, 51, 100, 2])
 H1_6 = bytes.fromhex("20010db8000100000000000000000002")
@@ -468,7 +466,6 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
 
 def soak(seconds: float) -> int:
     from bench.forward import compile_gen
-    from tests.netns import Lab, build_line, remove_stale
 
     warmup = min(60.0, seconds / 6)
     remove_stale()

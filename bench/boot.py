@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrate import images
+from orchestrate.backends.qemu import StandaloneError, boot_standalone, standalone_keys
 from orchestrate.nodeconfig import DataInterface, KernelRoute, NodeBootSpec
 
 BOOT_TIMEOUT = 180.0
@@ -90,10 +91,10 @@ def node_spec(role: str, keys: tuple[str, str, str]) -> tuple[NodeBootSpec, tupl
 
 def boot_once(image: images.ImageInfo, role: str, workdir: Path) -> dict[str, float]:
     """One boot: host-clock seconds to each stage, guest uptimes, QEMU RSS in MiB."""
-    spec, macs = node_spec(role, images.standalone_keys(workdir))
-    nics = tuple((f"hubport,hubid={200 + i}", mac) for i, mac in enumerate(macs))
+    spec, macs = node_spec(role, standalone_keys(workdir))
+    nics = tuple((mac, 1500) for mac in macs)
     result: dict[str, float] = {}
-    with images.boot_standalone(image, spec, workdir, data_nics=nics) as vm:
+    with boot_standalone(image, spec, workdir, data_nics=nics) as vm:
         result["init start"] = vm.wait_marker("init start", BOOT_TIMEOUT)
         result["ssh up"] = vm.wait_marker("ssh up", BOOT_TIMEOUT)
         client = vm.connect(BOOT_TIMEOUT)
@@ -110,7 +111,7 @@ def boot_once(image: images.ImageInfo, role: str, workdir: Path) -> dict[str, fl
                             or m.stage.startswith("router failed") for m in vm.markers()),
                 BOOT_TIMEOUT, "the router marker")
             if not any(m.stage == "router up" for m in vm.markers()):
-                raise images.ImageError(f"the appliance failed: {vm.serial_text()[-800:]}")
+                raise StandaloneError(f"the appliance failed: {vm.serial_text()[-800:]}")
         vm.wait_marker("ready", BOOT_TIMEOUT)
         result["qemu rss MiB"] = vm.rss_bytes() / (1 << 20)
         for marker in vm.markers():
@@ -179,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
                 with tempfile.TemporaryDirectory(prefix=f"vrlab-bench-{role}-") as tmp:
                     results.append(boot_once(image, role, Path(tmp)))
             report["boot"][role] = {"median": summarize(results), "runs": results}
-    except images.ImageError as exc:
+    except (images.ImageError, StandaloneError) as exc:
         print(f"bench boot: {exc}", file=sys.stderr)
         return 1
     if args.json:

@@ -27,11 +27,13 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from orchestrate import links, ports, ssh
 from orchestrate.backends import Backend, BackendError, NodeSpec, get_backend
+from orchestrate.images import ImageError, ImageInfo, ensure_image, image_overlay
 from orchestrate.names import BadName, is_under, name_problem, path_under
+from orchestrate.readiness import poll_until
 from orchestrate.record import (
     KINDS_TEARDOWN_ORDER,
     RECORD_NAME,
@@ -40,6 +42,9 @@ from orchestrate.record import (
     lab_dir,
     labs_dir,
 )
+
+if TYPE_CHECKING:
+    from orchestrate.topology import Node, Topology
 
 DEFAULT_TIMEOUT = 300.0
 SOCKET_PATH_MAX = 100  # sun_path is 108 bytes; leave room for the NUL and a suffix
@@ -260,9 +265,9 @@ class Lab:
     # -- up ------------------------------------------------------------------------------------
 
     @classmethod
-    def up(cls, topology: Any, backend: str = "qemu", accel: str = "auto",
+    def up(cls, topology: Topology, backend: str = "qemu", accel: str = "auto",
            timeout: float = DEFAULT_TIMEOUT, *, name: str | None = None,
-           image: Any = None, progress: bool = True,
+           image: ImageInfo | None = None, progress: bool = True,
            backend_options: dict[str, Any] | None = None,
            on_event: Callable[[str, str, str], None] | None = None) -> Lab:
         """Build and boot `topology`; return when every node is ready (or raise LabError).
@@ -281,14 +286,12 @@ class Lab:
             raise LabError(f"{directory} exists but holds no lab journal; remove it or choose "
                            f"another name")
         from orchestrate.accel import AccelError, choose_accel
-        from orchestrate.images import ImageError, ensure_image
 
         try:
             if image is None:
                 image = ensure_image()
             backend_impl = get_backend(backend, **(backend_options or {}))
-            choice = choose_accel(accel, Path(image.kernel),
-                                  Path(image.initrd) if image.initrd else None)
+            choice = choose_accel(accel, image.kernel, image.initrd)
         except (AccelError, BackendError) as exc:
             raise LabError(str(exc)) from exc
         except ImageError as exc:
@@ -327,7 +330,8 @@ class Lab:
             raise
         return lab
 
-    def _build(self, topology: Any, image: Any, accel: str, backend: Backend) -> None:
+    def _build(self, topology: Topology, image: ImageInfo, accel: str,
+               backend: Backend) -> None:
         record = self.record
         run_dir = run_dir_for(self.dir)
         if run_dir != self.dir / "run":
@@ -356,8 +360,8 @@ class Lab:
             specs[node_name] = NodeSpec(
                 lab=self.name, name=node_name, role=str(node.role),
                 memory=int(node.memory), cpus=int(getattr(node, "cpus", 1) or 1), accel=accel,
-                kernel=Path(image.kernel), initrd=Path(image.initrd) if image.initrd else None,
-                cmdline=str(image.cmdline), overlay=node_dir / "root.qcow2",
+                kernel=image.kernel, initrd=image.initrd, cmdline=image.cmdline,
+                overlay=node_dir / "root.qcow2",
                 config_disk=node_dir / "config.img", mgmt_mac=mgmt_macs[node_name],
                 ssh_port=port, mgmt_netdev=management_netdev(port), node_dir=node_dir,
                 run_dir=run_dir, nics=nics[node_name],
@@ -376,7 +380,7 @@ class Lab:
 
         for node_name, spec in specs.items():
             record.intend("overlay", str(spec.overlay), path=str(spec.overlay))
-            create_overlay(Path(image.disk), spec.overlay)
+            image_overlay(image, spec.overlay)
             spec.overlay.chmod(0o600)
             record.created("overlay", str(spec.overlay))
             record.intend("config_disk", str(spec.config_disk), path=str(spec.config_disk))
@@ -408,103 +412,88 @@ class Lab:
     def _wait_ready(self, timeout: float, progress: bool,
                     on_event: Callable[[str, str, str], None] | None) -> None:
         names = self.nodes()
-        started = time.monotonic()
-        stage: dict[str, str] = {n: "boot" for n in names}
-        since: dict[str, float] = {n: started for n in names}
+        watch = _Watch(names, time.monotonic(), on_event)
         errors: dict[str, str] = {}
-        cancel = threading.Event()
-        deadline = started + timeout
-        backend = self.backend()
-
-        def advance(node: str, new: str) -> None:
-            stage[node] = new
-            since[node] = time.monotonic()
-            if on_event:
-                on_event(node, new, f"{time.monotonic() - started:.1f}s")
-
-        def alive(node: str) -> None:
-            if backend.status(self.record, node) != "running":
-                log = self.spec(node).node_dir / "qemu.log"
-                tail = _tail(log, 5)
-                raise LabError(f"{node}: the VM exited during stage {stage[node]!r}"
-                               f"{': ' + tail if tail else ''} (serial log: "
-                               f"{self.spec(node).serial_log})")
-
-        def wait_node(node: str) -> None:
-            spec = self.spec(node)
-            while not any(marker in _read(spec.serial_log) for marker in BOOT_MARKERS):
-                alive(node)
-                if cancel.wait(0.25):
-                    return
-            advance(node, "booted")
-            while not ssh.ssh_answers(spec.ssh_port, self.client_key, self.known_hosts,
-                                      timeout=3.0):
-                alive(node)
-                if cancel.wait(0.5):
-                    return
-            advance(node, "ssh")
-            if spec.role == "router":
-                advance(node, "router")
-                # The init reports the appliance on the serial console ("vrlab: router up" or
-                # "vrlab: router failed"). Wait for that first: every routerctl over SSH starts
-                # a Python process on the guest's one vCPU, and under TCG polling with it
-                # starved the daemon's own start (r1 ready at ~55 s instead of ~15 s).
-                while True:
-                    text = _read(spec.serial_log)
-                    if ROUTER_FAILED_MARKER in text:
-                        tail = _tail(spec.serial_log, 8)
-                        raise LabError(f"{node}: vrlab-router failed to start: {tail} "
-                                       f"(serial log: {spec.serial_log})")
-                    if ROUTER_UP_MARKER in text:
-                        break
-                    alive(node)
-                    if cancel.wait(0.25):
-                        return
-                # Then one confirmation through the path users take (SSH + routerctl).
-                while True:
-                    try:
-                        if self.node(node).exec(ROUTER_PROBE, timeout=30.0).ok:
-                            break
-                    except ssh.SshError:
-                        pass
-                    alive(node)
-                    if cancel.wait(2.0):
-                        return
-            advance(node, "ready")
 
         def guarded(node: str) -> None:
             try:
-                wait_node(node)
+                self._wait_node(node, watch)
             except Exception as exc:
                 errors[node] = str(exc)
-                cancel.set()
+                watch.cancel.set()
 
-        display = _ProgressDisplay(names, stage, since, started, enabled=progress)
+        deadline = watch.started + timeout
+        display = _ProgressDisplay(names, watch.stage, watch.since, watch.started,
+                                   enabled=progress)
         with ThreadPoolExecutor(max_workers=max(1, len(names))) as pool, display:
             futures = [pool.submit(guarded, n) for n in names]
-            while not all(f.done() for f in futures):
-                display.refresh()
-                if time.monotonic() > deadline:
-                    cancel.set()
-                    break
-                time.sleep(0.2)
-            cancel.set()
+            poll_until(lambda: all(f.done() for f in futures), interval=0.2,
+                       alive=display.refresh, deadline=deadline)
+            watch.cancel.set()
         display.refresh()
         if errors:
             node, message = sorted(errors.items())[0]
             raise LabError(message)
-        late = [n for n in names if stage[n] != "ready"]
+        late = [n for n in names if watch.stage[n] != "ready"]
         if late:
             node = late[0]
             spec = self.spec(node)
-            wanted = _next_stage(spec.role, stage[node])
+            wanted = _next_stage(spec.role, watch.stage[node])
             tail = _tail(spec.serial_log, 3)
             raise LabError(
                 f"{node}: did not reach stage {wanted!r} within {timeout:.0f} s "
-                f"(stuck after {stage[node]!r}); serial log: {spec.serial_log}"
+                f"(stuck after {watch.stage[node]!r}); serial log: {spec.serial_log}"
                 + (f"\n  last lines: {tail}" if tail else "")
                 + (f"\n  also late: {', '.join(late[1:])}" if len(late) > 1 else "")
             )
+
+    def _wait_node(self, node: str, watch: _Watch) -> None:
+        """Walk one node through its stages (STAGES_HOST / STAGES_ROUTER); return early when
+        `watch.cancel` is set, raise LabError when its VM exits or its router fails."""
+        spec = self.spec(node)
+        backend = self.backend()
+
+        def alive() -> None:
+            if backend.status(self.record, node) != "running":
+                tail = _tail(spec.qemu_log, 5)
+                raise LabError(f"{node}: the VM exited during stage {watch.stage[node]!r}"
+                               f"{': ' + tail if tail else ''} (serial log: "
+                               f"{spec.serial_log})")
+
+        def router_marker() -> bool:
+            text = _read(spec.serial_log)
+            if ROUTER_FAILED_MARKER in text:
+                raise LabError(f"{node}: vrlab-router failed to start: "
+                               f"{_tail(spec.serial_log, 8)} (serial log: {spec.serial_log})")
+            return ROUTER_UP_MARKER in text
+
+        def router_answers() -> bool:
+            try:
+                return self.node(node).exec(ROUTER_PROBE, timeout=30.0).ok
+            except ssh.SshError:
+                return False
+
+        # (condition, poll interval, the stage reached when it holds)
+        waits: list[tuple[Callable[[], bool], float, str]] = [
+            (lambda: any(m in _read(spec.serial_log) for m in BOOT_MARKERS), 0.25, "booted"),
+            (lambda: ssh.ssh_answers(spec.ssh_port, self.client_key, self.known_hosts,
+                                     timeout=3.0), 0.5, "ssh"),
+        ]
+        if spec.role == "router":
+            # The init reports the appliance on the serial console ("vrlab: router up" or
+            # "vrlab: router failed"). Wait for that first: every routerctl over SSH starts
+            # a Python process on the guest's one vCPU, and under TCG polling with it
+            # starved the daemon's own start (r1 ready at ~55 s instead of ~15 s). Then one
+            # confirmation through the path users take (SSH + routerctl).
+            waits += [(router_marker, 0.25, "router"), (router_answers, 2.0, "router")]
+        for condition, interval, reached in waits:
+            if not poll_until(condition, interval=interval, alive=alive, cancel=watch.cancel):
+                return
+            if watch.stage[node] != reached:
+                watch.advance(node, reached)
+            if reached == "ssh" and spec.role == "router":
+                watch.advance(node, "router")
+        watch.advance(node, "ready")
 
     # -- status --------------------------------------------------------------------------------
 
@@ -635,16 +624,7 @@ def management_netdev(port: int) -> str:
     return nodeconfig.management_netdev_options(port)
 
 
-def create_overlay(base: Path, overlay: Path) -> None:
-    overlay.unlink(missing_ok=True)
-    subprocess.run(
-        ["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(base.resolve()), "-F", "raw",
-         str(overlay)],
-        check=True, stdin=subprocess.DEVNULL, capture_output=True,
-    )
-
-
-def write_config_disk(topology: Any, node: Any, spec: NodeSpec, client: ssh.KeyPair,
+def write_config_disk(topology: Topology, node: Node, spec: NodeSpec, client: ssh.KeyPair,
                       host_key: ssh.KeyPair) -> None:
     """The node's config disk (orchestrate.nodeconfig): identity, NICs by MAC, keys, routes."""
     from orchestrate import nodeconfig
@@ -680,6 +660,24 @@ def _next_stage(role: str, current: str) -> str:
     stages = STAGES_ROUTER if role == "router" else STAGES_HOST
     index = stages.index(current) if current in stages else 0
     return stages[min(index + 1, len(stages) - 1)]
+
+
+class _Watch:
+    """The stage of every node while `up` waits for them, shared by their waiting threads."""
+
+    def __init__(self, names: list[str], started: float,
+                 on_event: Callable[[str, str, str], None] | None) -> None:
+        self.started = started
+        self.stage: dict[str, str] = {n: "boot" for n in names}
+        self.since: dict[str, float] = {n: started for n in names}
+        self.cancel = threading.Event()
+        self.on_event = on_event
+
+    def advance(self, node: str, stage: str) -> None:
+        self.stage[node] = stage
+        self.since[node] = time.monotonic()
+        if self.on_event:
+            self.on_event(node, stage, f"{time.monotonic() - self.started:.1f}s")
 
 
 class _ProgressDisplay:

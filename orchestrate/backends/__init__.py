@@ -101,8 +101,8 @@ class Backend(Protocol):
     def status(self, record: Record, node: str) -> str:
         """"running", "stopped" or "absent"."""
 
-    def qmp(self, record: Record, node: str, command: str, **arguments: Any) -> Any:
-        """Run one QMP command on the node's QEMU."""
+    def qmp(self, record: Record, node: str, command: str, **arguments: object) -> object:
+        """Run one QMP command on the node's QEMU; its `return` value."""
 
     def netdev_name(self, spec: NodeSpec, index: int) -> str:
         """The QEMU netdev id of data NIC `index` (-1: the management NIC)."""

@@ -17,12 +17,21 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from orchestrate import links
 from orchestrate.backends import BackendError, NodeSpec
+from orchestrate.readiness import Marker, parse_markers, poll_until
 from orchestrate.record import Record
+
+if TYPE_CHECKING:
+    import paramiko
+
+    from orchestrate.images import ImageInfo
+    from orchestrate.nodeconfig import NodeBootSpec
 
 
 def qemu_binary() -> str:
@@ -105,7 +114,8 @@ def kill_and_wait(pids: list[int], timeout: float = 5.0) -> None:
 # -- QMP --------------------------------------------------------------------------------------
 
 
-def qmp_command(socket_path: Path, command: str, timeout: float = 5.0, **arguments: Any) -> Any:
+def qmp_command(socket_path: Path, command: str, arguments: dict[str, object] | None = None,
+                timeout: float = 5.0) -> object:
     """One QMP command over the node's QMP unix socket; returns its `return` value."""
     from qemu.qmp.legacy import QEMUMonitorProtocol
 
@@ -145,8 +155,11 @@ def netdev_id(index: int) -> str:
     return f"data{index}"
 
 
-def build_argv(spec: NodeSpec, tap_fds: dict[str, int] | None = None) -> list[str]:
-    """The QEMU command line for one node (`tap_fds`: ifname -> fd for LAN NICs)."""
+def build_argv(spec: NodeSpec, tap_fds: dict[str, int] | None = None,
+               extra: Sequence[str] = ()) -> list[str]:
+    """The QEMU command line for one node (`tap_fds`: ifname -> fd for LAN NICs), for a lab's
+    node and a standalone boot alike; `extra` arguments go last."""
+    from orchestrate import nodeconfig
     from orchestrate.accel import qemu_accel_args
 
     tap_fds = tap_fds or {}
@@ -164,9 +177,9 @@ def build_argv(spec: NodeSpec, tap_fds: dict[str, int] | None = None) -> list[st
         "-append", spec.cmdline,
         # Root overlay first, config disk second (read-only): the image's init relies on it.
         "-drive", f"file={spec.overlay},if=virtio,format=qcow2,cache=unsafe,discard=unmap",
-        "-drive", f"file={spec.config_disk},if=virtio,format=raw,readonly=on",
-        "-netdev", f"user,id=mgmt,{spec.mgmt_netdev}",
-        "-device", f"virtio-net-pci,netdev=mgmt,mac={spec.mgmt_mac}",
+        "-drive", nodeconfig.config_drive_arg(spec.config_disk),
+        "-netdev", f"user,id={nodeconfig.MGMT_NETDEV_ID},{spec.mgmt_netdev}",
+        "-device", nodeconfig.mgmt_device_arg(spec.mgmt_mac),
     ]
     for index, nic in enumerate(spec.nics):
         ident = netdev_id(index)
@@ -182,6 +195,7 @@ def build_argv(spec: NodeSpec, tap_fds: dict[str, int] | None = None) -> list[st
         "-pidfile", str(spec.pidfile),
         "-object", "rng-random,id=rng0,filename=/dev/urandom",
         "-device", "virtio-rng-pci,rng=rng0",
+        *extra,
     ]
     return argv
 
@@ -261,12 +275,175 @@ class QemuBackend:
         """The QEMU netdev id of data NIC `index` (-1: the management NIC)."""
         return "mgmt" if index < 0 else netdev_id(index)
 
-    def qmp(self, record: Record, node: str, command: str, **arguments: Any) -> Any:
+    def qmp(self, record: Record, node: str, command: str, **arguments: object) -> object:
         obj = record.find("process", node)
         if obj is None or not obj.get("qmp"):
             raise BackendError(f"{node}: no QEMU process in the lab record")
-        return qmp_command(Path(obj["qmp"]), command, **arguments)
+        return qmp_command(Path(obj["qmp"]), command, arguments)
 
 
 def make_backend(**options: Any) -> QemuBackend:
     return QemuBackend()
+
+
+# -- a node without a lab ---------------------------------------------------------------------
+
+
+class StandaloneError(BackendError):
+    """A standalone VM exited or did not get where it was awaited."""
+
+
+@dataclass
+class StandaloneVM:
+    """One node of the image booted without a lab (see `boot_standalone`)."""
+
+    process: subprocess.Popen[bytes]
+    spec: NodeSpec
+    client_key: Path
+    known_hosts: Path
+    started: float  # time.monotonic() just before QEMU was started
+
+    @property
+    def ssh_port(self) -> int:
+        return self.spec.ssh_port
+
+    @property
+    def serial_log(self) -> Path:
+        return self.spec.serial_log
+
+    def serial_text(self) -> str:
+        try:
+            return self.serial_log.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def markers(self) -> list[Marker]:
+        return parse_markers(self.serial_text())
+
+    def alive(self, what: str = "the VM") -> None:
+        if self.process.poll() is not None:
+            raise StandaloneError(f"QEMU exited ({self.process.returncode}) waiting for {what}: "
+                                  f"{self.serial_text()[-600:]}")
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float, what: str,
+                 interval: float = 0.02) -> float:
+        """Poll until `predicate()`; return seconds since QEMU started. Raises StandaloneError
+        on timeout or if QEMU exits."""
+        if not poll_until(predicate, interval=interval, alive=lambda: self.alive(what),
+                          deadline=time.monotonic() + timeout):
+            raise StandaloneError(f"no {what} after {timeout:.0f} s: "
+                                  f"{self.serial_text()[-600:]}")
+        return time.monotonic() - self.started
+
+    def wait_marker(self, stage: str, timeout: float = 120.0) -> float:
+        return self.wait_for(lambda: any(m.stage.startswith(stage) for m in self.markers()),
+                             timeout, f"'vrlab: {stage}' on the serial console")
+
+    def connect(self, timeout: float = 120.0) -> paramiko.SSHClient:
+        """A paramiko client with the pinned host key, retried until sshd answers."""
+        from orchestrate import ssh
+
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return ssh.connect(self.ssh_port, self.client_key, self.known_hosts,
+                                   timeout=max(5.0, min(30.0, deadline - time.monotonic())))
+            except ssh.SshError as exc:
+                if "does not match" in str(exc):
+                    raise
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    raise StandaloneError(
+                        f"ssh to 127.0.0.1:{self.ssh_port} failed: {exc}") from exc
+                time.sleep(0.2)
+
+    def rss_bytes(self) -> int:
+        """QEMU's resident memory (VmRSS), 0 once it has exited."""
+        try:
+            for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        except OSError:
+            pass
+        return 0
+
+    def qmp(self, command: str, **arguments: object) -> object:
+        return qmp_command(self.spec.qmp_socket, command, arguments)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+
+
+def free_tcp_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def standalone_spec(image: ImageInfo, boot: NodeBootSpec, workdir: Path, run_dir: Path, *,
+                    ssh_port: int, data_nics: Sequence[tuple[str, int]] = (),
+                    memory_mib: int = 256, accel: str = "tcg",
+                    extra_cmdline: str = "") -> NodeSpec:
+    """The NodeSpec of a node with no lab around it: its files in `workdir`, its sockets in
+    `run_dir` (short), `data_nics` (mac, mtu) pairs on empty QEMU hubs."""
+    from orchestrate import nodeconfig
+
+    nics = [links.NicSpec(node=boot.hostname, ifname=f"eth{index + 1}", mac=mac, mtu=mtu,
+                          link=-1, kind="none") for index, (mac, mtu) in enumerate(data_nics)]
+    return NodeSpec(
+        lab="standalone", name=boot.hostname, role=boot.role, memory=memory_mib, cpus=1,
+        accel=accel, kernel=image.kernel, initrd=image.initrd,
+        cmdline=image.cmdline + (f" {extra_cmdline}" if extra_cmdline else ""),
+        overlay=workdir / "root.qcow2", config_disk=workdir / "config.img",
+        mgmt_mac=boot.mgmt_mac, ssh_port=ssh_port,
+        mgmt_netdev=nodeconfig.management_netdev_options(ssh_port),
+        node_dir=workdir, run_dir=run_dir, nics=nics)
+
+
+@contextlib.contextmanager
+def boot_standalone(image: ImageInfo, boot: NodeBootSpec, workdir: Path, *,
+                    data_nics: Sequence[tuple[str, int]] = (), memory_mib: int = 256,
+                    accel: str = "tcg") -> Iterator[StandaloneVM]:
+    """Boot `image` with the config disk of `boot` (whose keys must match
+    `workdir/client_ed25519` and `workdir/host_ed25519`; see `standalone_keys`), through the
+    same command line as a lab's node (`build_argv`) plus -no-reboot (a guest reboot exits).
+    `data_nics` are (mac, mtu) pairs of extra NICs on empty hubs. The serial console is the
+    socket `vm.spec.serial_socket` and the log `vm.serial_log`. The VM is killed on exit."""
+    import shutil
+    import tempfile
+
+    from orchestrate import nodeconfig, ssh
+    from orchestrate.images import image_overlay
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    run_dir = Path(tempfile.mkdtemp(prefix="vrlab-"))  # sun_path is short: keep sockets here
+    spec = standalone_spec(image, boot, workdir, run_dir, ssh_port=free_tcp_port(),
+                           data_nics=data_nics, memory_mib=memory_mib, accel=accel)
+    image_overlay(image, spec.overlay)
+    nodeconfig.write_config_disk(boot, spec.config_disk)
+    known_hosts = workdir / "known_hosts"
+    ssh.write_known_hosts(known_hosts, {spec.ssh_port: boot.host_key_public})
+    spec.serial_log.unlink(missing_ok=True)
+    argv = build_argv(spec, extra=("-no-reboot",))
+    started = time.monotonic()
+    with open(spec.qemu_log, "wb") as qemu_log:
+        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=qemu_log,
+                                   stderr=subprocess.STDOUT)
+    vm = StandaloneVM(process, spec, workdir / "client_ed25519", known_hosts, started)
+    try:
+        yield vm
+    finally:
+        vm.stop()
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def standalone_keys(workdir: Path) -> tuple[str, str, str]:
+    """(client public line, host private key text, host public line) in `workdir`."""
+    from orchestrate import ssh
+
+    client = ssh.generate_key(workdir / "client_ed25519", "vrlab-standalone")
+    host = ssh.generate_key(workdir / "host_ed25519", "node@vrlab-standalone")
+    return client.public_line(), host.private.read_text(), host.public_line()

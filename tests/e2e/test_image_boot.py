@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import socket
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 import pytest
 
 from orchestrate import images
+from orchestrate.backends.qemu import StandaloneVM, boot_standalone, standalone_keys
 from orchestrate.nodeconfig import DataInterface, KernelRoute, NodeBootSpec
 
 pytestmark = [
@@ -30,8 +30,6 @@ pytestmark = [
 ]
 
 BOOT_TIMEOUT = 180.0  # TCG on a loaded 2-core machine; typically well under 20 s
-# A QEMU hub with a single port: the NIC exists in the guest, and frames go nowhere.
-LONE_HUB = "hubport,hubid={}"
 
 
 @pytest.fixture(scope="module")
@@ -47,9 +45,9 @@ def image() -> images.ImageInfo:
 class Booted:
     """A running standalone VM and a logged-in SSH client."""
 
-    def __init__(self, vm: images.StandaloneVM, client: Any, spec: NodeBootSpec,
-                 console: Path) -> None:
-        self.vm, self.client, self.spec, self.console = vm, client, spec, console
+    def __init__(self, vm: StandaloneVM, client: Any, spec: NodeBootSpec) -> None:
+        self.vm, self.client, self.spec = vm, client, spec
+        self.console = vm.spec.serial_socket
 
     def run(self, command: str) -> str:
         # Read to EOF before asking for the exit status: sshd may send the status before the
@@ -63,7 +61,7 @@ class Booted:
 
 
 def boot(image: images.ImageInfo, workdir: Path, role: str) -> Iterator[Booted]:
-    client_line, host_private, host_public = images.standalone_keys(workdir)
+    client_line, host_private, host_public = standalone_keys(workdir)
     if role == "host":
         # "eth0" is the kernel's name for the management NIC until the init renames it: the
         # two-step rename must still give it to this data NIC.
@@ -90,18 +88,15 @@ def boot(image: images.ImageInfo, workdir: Path, role: str) -> Iterator[Booted]:
                 {"name": "r1-h1", "addresses": ["198.51.100.1/26", "2001:db8:1::1/64"]},
                 {"name": "r1-h2", "addresses": ["198.51.100.65/26"]}]},
         )
-    nics = tuple((LONE_HUB.format(100 + i), iface.mac) for i, iface in enumerate(interfaces))
-    # The console socket's path must fit in sun_path (108 bytes): keep it short.
-    console = Path(tempfile.mkdtemp(prefix="vrlab-")) / "console.sock"
-    with images.boot_standalone(image, spec, workdir, data_nics=nics,
-                                serial_socket=console) as vm:
+    # Each data NIC on an empty QEMU hub: the NIC exists in the guest, and frames go nowhere.
+    nics = tuple((iface.mac, iface.mtu or 1500) for iface in interfaces)
+    with boot_standalone(image, spec, workdir, data_nics=nics) as vm:
         vm.wait_marker("ssh up", BOOT_TIMEOUT)
         client = vm.connect(timeout=BOOT_TIMEOUT)
         try:
-            yield Booted(vm, client, spec, console)
+            yield Booted(vm, client, spec)
         finally:
             client.close()
-            shutil.rmtree(console.parent, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

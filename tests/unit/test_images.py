@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrate import images
+from orchestrate import images, readiness
 from orchestrate.images import ImageError, ImageInfo
+from orchestrate.images import build as image_build
 
 
 def make_tree(tmp_path: Path) -> tuple[Path, Path]:
@@ -101,14 +102,13 @@ def test_cached_image_is_returned_without_building(tmp_path: Path,
     def no_build(*args: object) -> ImageInfo:
         raise AssertionError("a cached image was rebuilt")
 
-    monkeypatch.setattr(images, "build_image", no_build)
+    monkeypatch.setattr(image_build, "build_image", no_build)
     info = images.ensure_image(progress=False, home=home, recipe_dir=recipe,
                                appliance_dir=appliance)
     assert info.digest == digest
     assert info.disk == images.images_dir(home) / digest[:16] / "disk.raw"
     assert info.cmdline == "console=ttyS0"
-    assert images.qemu_boot_args(info) == ["-kernel", str(info.kernel), "-initrd",
-                                           str(info.initrd), "-append", "console=ttyS0"]
+    assert info.kernel == images.images_dir(home) / digest[:16] / "vmlinuz"
 
 
 def test_incomplete_image_is_not_an_image(tmp_path: Path) -> None:
@@ -144,18 +144,18 @@ def test_markers_are_parsed_from_a_serial_log() -> None:
            "vrlab: ssh up t=4.50\nvrlab-router: ready\nvrlab: router failed status=1 t=6.02\n"
            "\x1b[?2004hroot@r1:/# vrlab: router up t=7\r\n"
            "vrlab: no node configuration on /dev/vdb; starting a console only\n")
-    assert images.parse_markers(log) == [
-        images.Marker("init start", 3.41),
-        images.Marker("ssh up", 4.5),
-        images.Marker("router failed status=1", 6.02),
-        images.Marker("router up", 7.0),
-        images.Marker("no node configuration on /dev/vdb; starting a console only", None),
+    assert readiness.parse_markers(log) == [
+        readiness.Marker("init start", 3.41),
+        readiness.Marker("ssh up", 4.5),
+        readiness.Marker("router failed status=1", 6.02),
+        readiness.Marker("router up", 7.0),
+        readiness.Marker("no node configuration on /dev/vdb; starting a console only", None),
     ]
 
 
 def test_mmdebstrap_runs_in_a_private_mount_namespace(tmp_path: Path) -> None:
     recipe, _ = make_tree(tmp_path)
-    argv = images._mmdebstrap_argv(images.load_recipe(recipe), recipe, tmp_path / "rootfs")
+    argv = image_build._mmdebstrap_argv(images.load_recipe(recipe), recipe, tmp_path / "rootfs")
     assert argv[:4] == ["unshare", "--mount", "--propagation", "private"]
     assert "--include=python3,openssh-server" in argv
     assert argv[-2:] == ["bookworm", str(tmp_path / "rootfs")]
@@ -197,7 +197,7 @@ def test_layer_build_makes_a_complete_image(tmp_path: Path,
     recipe, appliance = make_tree(tmp_path)
     home = tmp_path / "home"
     base = fake_base(home, recipe)
-    monkeypatch.setattr(images, "_check_in_chroot", lambda rootfs, log: None)
+    monkeypatch.setattr(image_build, "_check_in_chroot", lambda rootfs, log: None)
     steps: list[str] = []
     info = images.ensure_image(progress=steps.append, home=home, recipe_dir=recipe,
                                appliance_dir=appliance)
@@ -222,7 +222,7 @@ def test_layer_build_makes_a_complete_image(tmp_path: Path,
     root = images.images_dir(home)
     assert not [p for p in root.iterdir() if p.name.startswith(".build-")]
     # A second call is a cache hit: same directory, nothing rebuilt.
-    monkeypatch.setattr(images, "build_image", lambda *a: pytest.fail("rebuilt"))
+    monkeypatch.setattr(image_build, "build_image", lambda *a: pytest.fail("rebuilt"))
     assert images.ensure_image(progress=False, home=home, recipe_dir=recipe,
                                appliance_dir=appliance) == info
 
@@ -237,7 +237,7 @@ def test_interrupted_build_leaves_no_image(tmp_path: Path,
     def interrupted(rootfs: Path, log: Path) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(images, "_check_in_chroot", interrupted)
+    monkeypatch.setattr(image_build, "_check_in_chroot", interrupted)
     with pytest.raises(KeyboardInterrupt):
         images.ensure_image(progress=False, home=home, recipe_dir=recipe,
                             appliance_dir=appliance)
@@ -265,11 +265,12 @@ def synthetic_elf(note_type: int, *, truncate: int = 0) -> bytes:
 
 
 def test_pvh_kernel_is_recognised_only_when_whole() -> None:
-    assert images.is_pvh_elf(synthetic_elf(images.XEN_ELFNOTE_PHYS32_ENTRY))
-    assert not images.is_pvh_elf(synthetic_elf(5))  # another Xen note: no PVH entry point
+    assert image_build.is_pvh_elf(synthetic_elf(image_build.XEN_ELFNOTE_PHYS32_ENTRY))
+    assert not image_build.is_pvh_elf(synthetic_elf(5))  # another Xen note: no PVH entry point
     # A decompression cut short leaves a segment past the end of the file.
-    assert not images.is_pvh_elf(synthetic_elf(images.XEN_ELFNOTE_PHYS32_ENTRY, truncate=8))
-    assert not images.is_pvh_elf(b"MZ" + bytes(100))  # a bzImage, not an ELF
+    assert not image_build.is_pvh_elf(
+        synthetic_elf(image_build.XEN_ELFNOTE_PHYS32_ENTRY, truncate=8))
+    assert not image_build.is_pvh_elf(b"MZ" + bytes(100))  # a bzImage, not an ELF
 
 
 @pytest.mark.skipif(shutil.which("qemu-img") is None, reason="needs qemu-img")
@@ -281,7 +282,7 @@ def test_prune_keeps_the_newest_and_images_in_use(tmp_path: Path) -> None:
     node_dir.mkdir(parents=True)
     info = images.read_image(dirs[0])
     assert info is not None
-    images.create_overlay(info, node_dir / "root.qcow2")
+    images.image_overlay(info, node_dir / "root.qcow2")
     assert images.qcow2_backing_file(node_dir / "root.qcow2") == str(info.disk.resolve())
     assert images.images_in_use(tmp_path) == {dirs[0].name}
 

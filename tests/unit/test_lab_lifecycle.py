@@ -28,6 +28,7 @@ from orchestrate import lab as labmod
 from orchestrate import ssh
 from orchestrate.backends.qemu import pids_with_marker
 from orchestrate.cli import main as cli_main
+from orchestrate.images import ImageInfo
 from orchestrate.lab import (
     Lab,
     LabError,
@@ -71,8 +72,10 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SimpleNames
     disk.write_bytes(b"\0" * 1024 * 1024)
     kernel = tmp_path / "vmlinuz"
     kernel.write_bytes(b"kernel")
-    image = SimpleNamespace(kernel=kernel, initrd=None, disk=disk, cmdline="console=ttyS0",
-                            digest="fake")
+    initrd = tmp_path / "initrd.img"
+    initrd.write_bytes(b"initrd")
+    image = ImageInfo(digest="fake", directory=tmp_path, kernel=kernel, initrd=initrd,
+                      disk=disk, cmdline="console=ttyS0")
 
     def fake_config(topology: Any, node: Any, spec: Any, client: Any, host_key: Any) -> None:
         spec.config_disk.write_bytes(b"config")
@@ -214,8 +217,10 @@ def test_down_after_the_orchestrator_was_killed_during_up(env: SimpleNamespace,
         from orchestrate import lab as labmod
         from orchestrate.topology import load_topology
         labmod.write_config_disk = lambda t, n, spec, c, h: spec.config_disk.write_bytes(b"x")
-        image = SimpleNamespace(kernel=Path({str(env.image.kernel)!r}), initrd=None,
-                                disk=Path({str(env.image.disk)!r}), cmdline="", digest="")
+        from orchestrate.images import ImageInfo
+        image = ImageInfo(digest="", directory=Path("/"), kernel=Path({str(env.image.kernel)!r}),
+                          initrd=Path({str(env.image.initrd)!r}),
+                          disk=Path({str(env.image.disk)!r}), cmdline="")
         topology = load_topology(Path({str(topo_file(env.tmp, DUO))!r}))
         labmod.Lab.up(topology, image=image, progress=False, timeout=600)
         """))

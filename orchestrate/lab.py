@@ -24,7 +24,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,7 +32,7 @@ from orchestrate import links, ports, ssh
 from orchestrate.backends import Backend, BackendError, NodeSpec, get_backend
 from orchestrate.images import ImageError, ImageInfo, ensure_image, image_overlay
 from orchestrate.names import BadName, is_under, name_problem, path_under
-from orchestrate.readiness import poll_until
+from orchestrate.readiness import wait_ready
 from orchestrate.record import (
     KINDS_TEARDOWN_ORDER,
     RECORD_NAME,
@@ -48,16 +47,11 @@ if TYPE_CHECKING:
 
 DEFAULT_TIMEOUT = 300.0
 SOCKET_PATH_MAX = 100  # sun_path is 108 bytes; leave room for the NUL and a suffix
-BOOT_MARKERS = ("Linux version", "\n")  # the banner, or any line (a `quiet` kernel)
-ROUTER_PROBE = "routerctl show interfaces"
-ROUTER_UP_MARKER = "vrlab: router up"  # written by images/overlay/usr/sbin/vrlab-init
-ROUTER_FAILED_MARKER = "vrlab: router failed"
 
 FILE_KINDS = ("socket", "overlay", "config_disk", "file", "directory")
 """Journal kinds that are paths: teardown removes them only inside the lab's directories."""
 
-STAGES_HOST = ("boot", "booted", "ssh", "ready")
-STAGES_ROUTER = ("boot", "booted", "ssh", "router", "ready")
+
 
 
 class LabError(Exception):
@@ -310,7 +304,7 @@ class Lab:
         lab = cls(record)
         try:
             lab._build(topology, image, choice.name, backend_impl)
-            lab._wait_ready(timeout, progress, on_event)
+            wait_ready(lab, timeout, progress, on_event)
             record.set_fields(state="up", ready_at=time.time())
         except BaseException as exc:
             record.set_fields(state="failed")
@@ -408,92 +402,6 @@ class Lab:
             backend.start(record, spec)
 
     # -- readiness -----------------------------------------------------------------------------
-
-    def _wait_ready(self, timeout: float, progress: bool,
-                    on_event: Callable[[str, str, str], None] | None) -> None:
-        names = self.nodes()
-        watch = _Watch(names, time.monotonic(), on_event)
-        errors: dict[str, str] = {}
-
-        def guarded(node: str) -> None:
-            try:
-                self._wait_node(node, watch)
-            except Exception as exc:
-                errors[node] = str(exc)
-                watch.cancel.set()
-
-        deadline = watch.started + timeout
-        display = _ProgressDisplay(names, watch.stage, watch.since, watch.started,
-                                   enabled=progress)
-        with ThreadPoolExecutor(max_workers=max(1, len(names))) as pool, display:
-            futures = [pool.submit(guarded, n) for n in names]
-            poll_until(lambda: all(f.done() for f in futures), interval=0.2,
-                       alive=display.refresh, deadline=deadline)
-            watch.cancel.set()
-        display.refresh()
-        if errors:
-            node, message = sorted(errors.items())[0]
-            raise LabError(message)
-        late = [n for n in names if watch.stage[n] != "ready"]
-        if late:
-            node = late[0]
-            spec = self.spec(node)
-            wanted = _next_stage(spec.role, watch.stage[node])
-            tail = _tail(spec.serial_log, 3)
-            raise LabError(
-                f"{node}: did not reach stage {wanted!r} within {timeout:.0f} s "
-                f"(stuck after {watch.stage[node]!r}); serial log: {spec.serial_log}"
-                + (f"\n  last lines: {tail}" if tail else "")
-                + (f"\n  also late: {', '.join(late[1:])}" if len(late) > 1 else "")
-            )
-
-    def _wait_node(self, node: str, watch: _Watch) -> None:
-        """Walk one node through its stages (STAGES_HOST / STAGES_ROUTER); return early when
-        `watch.cancel` is set, raise LabError when its VM exits or its router fails."""
-        spec = self.spec(node)
-        backend = self.backend()
-
-        def alive() -> None:
-            if backend.status(self.record, node) != "running":
-                tail = _tail(spec.qemu_log, 5)
-                raise LabError(f"{node}: the VM exited during stage {watch.stage[node]!r}"
-                               f"{': ' + tail if tail else ''} (serial log: "
-                               f"{spec.serial_log})")
-
-        def router_marker() -> bool:
-            text = _read(spec.serial_log)
-            if ROUTER_FAILED_MARKER in text:
-                raise LabError(f"{node}: vrlab-router failed to start: "
-                               f"{_tail(spec.serial_log, 8)} (serial log: {spec.serial_log})")
-            return ROUTER_UP_MARKER in text
-
-        def router_answers() -> bool:
-            try:
-                return self.node(node).exec(ROUTER_PROBE, timeout=30.0).ok
-            except ssh.SshError:
-                return False
-
-        # (condition, poll interval, the stage reached when it holds)
-        waits: list[tuple[Callable[[], bool], float, str]] = [
-            (lambda: any(m in _read(spec.serial_log) for m in BOOT_MARKERS), 0.25, "booted"),
-            (lambda: ssh.ssh_answers(spec.ssh_port, self.client_key, self.known_hosts,
-                                     timeout=3.0), 0.5, "ssh"),
-        ]
-        if spec.role == "router":
-            # The init reports the appliance on the serial console ("vrlab: router up" or
-            # "vrlab: router failed"). Wait for that first: every routerctl over SSH starts
-            # a Python process on the guest's one vCPU, and under TCG polling with it
-            # starved the daemon's own start (r1 ready at ~55 s instead of ~15 s). Then one
-            # confirmation through the path users take (SSH + routerctl).
-            waits += [(router_marker, 0.25, "router"), (router_answers, 2.0, "router")]
-        for condition, interval, reached in waits:
-            if not poll_until(condition, interval=interval, alive=alive, cancel=watch.cancel):
-                return
-            if watch.stage[node] != reached:
-                watch.advance(node, reached)
-            if reached == "ssh" and spec.role == "router":
-                watch.advance(node, "router")
-        watch.advance(node, "ready")
 
     # -- status --------------------------------------------------------------------------------
 
@@ -642,90 +550,6 @@ def write_config_disk(topology: Topology, node: Node, spec: NodeSpec, client: ss
         nodeconfig.write_config_disk(boot, spec.config_disk)
     except nodeconfig.NodeConfigError as exc:
         raise LabError(f"{spec.name}: config disk: {exc}") from exc
-
-
-def _read(path: Path) -> str:
-    try:
-        return path.read_text(errors="replace")
-    except OSError:
-        return ""
-
-
-def _tail(path: Path, lines: int) -> str:
-    text = _read(path).strip().splitlines()
-    return " | ".join(line.strip() for line in text[-lines:])
-
-
-def _next_stage(role: str, current: str) -> str:
-    stages = STAGES_ROUTER if role == "router" else STAGES_HOST
-    index = stages.index(current) if current in stages else 0
-    return stages[min(index + 1, len(stages) - 1)]
-
-
-class _Watch:
-    """The stage of every node while `up` waits for them, shared by their waiting threads."""
-
-    def __init__(self, names: list[str], started: float,
-                 on_event: Callable[[str, str, str], None] | None) -> None:
-        self.started = started
-        self.stage: dict[str, str] = {n: "boot" for n in names}
-        self.since: dict[str, float] = {n: started for n in names}
-        self.cancel = threading.Event()
-        self.on_event = on_event
-
-    def advance(self, node: str, stage: str) -> None:
-        self.stage[node] = stage
-        self.since[node] = time.monotonic()
-        if self.on_event:
-            self.on_event(node, stage, f"{time.monotonic() - self.started:.1f}s")
-
-
-class _ProgressDisplay:
-    """A live table of node, stage and time (rich), or nothing when disabled."""
-
-    def __init__(self, names: list[str], stage: dict[str, str], since: dict[str, float],
-                 started: float, enabled: bool) -> None:
-        self.names, self.stage, self.since, self.started = names, stage, since, started
-        self.enabled = enabled
-        self.live: Any = None
-
-    def __enter__(self) -> _ProgressDisplay:
-        if self.enabled:
-            from rich.console import Console
-            from rich.live import Live
-
-            self.live = Live(self._table(), console=Console(stderr=True),
-                             refresh_per_second=4, transient=False)
-            self.live.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.live is not None:
-            self.live.update(self._table())
-            self.live.__exit__(None, None, None)
-            if not self.live.console.is_terminal:
-                # Off a terminal rich prints the table once, at the end, without the final
-                # newline: what comes next would start on the table's bottom border.
-                self.live.console.line()
-
-    def refresh(self) -> None:
-        if self.live is not None:
-            self.live.update(self._table())
-
-    def _table(self) -> Any:
-        from rich.table import Table
-
-        table = Table(title=f"vrlab up ({time.monotonic() - self.started:.0f} s)",
-                      title_justify="left")
-        table.add_column("node")
-        table.add_column("stage")
-        table.add_column("since", justify="right")
-        for name in self.names:
-            stage = self.stage[name]
-            style = "green" if stage == "ready" else "yellow"
-            table.add_row(name, f"[{style}]{stage}[/{style}]",
-                          f"{self.since[name] - self.started:.1f} s")
-        return table
 
 
 def checked_lab_dir(name: str) -> Path:

@@ -12,7 +12,21 @@ import re
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from orchestrate.lab import Lab
+
+BOOT_MARKERS = ("Linux version", "\n")  # the banner, or any line (a `quiet` kernel)
+ROUTER_PROBE = "routerctl show interfaces"
+ROUTER_UP_MARKER = "vrlab: router up"  # written by images/overlay/usr/sbin/vrlab-init
+ROUTER_FAILED_MARKER = "vrlab: router failed"
+
+STAGES_HOST = ("boot", "booted", "ssh", "ready")
+STAGES_ROUTER = ("boot", "booted", "ssh", "router", "ready")
 
 # A marker starts a line, or follows the serial console's shell prompt ("root@r1:~# vrlab: ...")
 # when the init prints it after the console shell started; "vrlab-router: ..." is not one.
@@ -60,3 +74,185 @@ def poll_until(condition: Callable[[], bool], *, interval: float,
                 return False
         else:
             time.sleep(interval)
+
+
+# -- a lab's nodes ---------------------------------------------------------------------------
+
+
+def wait_ready(lab: Lab, timeout: float, progress: bool,
+               on_event: Callable[[str, str, str], None] | None) -> None:
+    """Return when every node of `lab` is ready; LabError naming the node and the stage it is
+    stuck in, or why its VM failed. `progress` shows the live table on stderr."""
+    from orchestrate.lab import LabError
+
+    names = lab.nodes()
+    watch = _Watch(names, time.monotonic(), on_event)
+    errors: dict[str, str] = {}
+
+    def guarded(node: str) -> None:
+        try:
+            _wait_node(lab, node, watch)
+        except Exception as exc:
+            errors[node] = str(exc)
+            watch.cancel.set()
+
+    deadline = watch.started + timeout
+    display = ProgressDisplay(names, watch.stage, watch.since, watch.started,
+                               enabled=progress)
+    with ThreadPoolExecutor(max_workers=max(1, len(names))) as pool, display:
+        futures = [pool.submit(guarded, n) for n in names]
+        poll_until(lambda: all(f.done() for f in futures), interval=0.2,
+                   alive=display.refresh, deadline=deadline)
+        watch.cancel.set()
+    display.refresh()
+    if errors:
+        node, message = sorted(errors.items())[0]
+        raise LabError(message)
+    late = [n for n in names if watch.stage[n] != "ready"]
+    if late:
+        node = late[0]
+        spec = lab.spec(node)
+        wanted = _next_stage(spec.role, watch.stage[node])
+        tail = _tail(spec.serial_log, 3)
+        raise LabError(
+            f"{node}: did not reach stage {wanted!r} within {timeout:.0f} s "
+            f"(stuck after {watch.stage[node]!r}); serial log: {spec.serial_log}"
+            + (f"\n  last lines: {tail}" if tail else "")
+            + (f"\n  also late: {', '.join(late[1:])}" if len(late) > 1 else "")
+        )
+
+
+def _wait_node(lab: Lab, node: str, watch: _Watch) -> None:
+    """Walk one node through its stages (STAGES_HOST / STAGES_ROUTER); return early when
+    `watch.cancel` is set, raise LabError when its VM exits or its router fails."""
+    from orchestrate import ssh
+    from orchestrate.lab import LabError
+
+    spec = lab.spec(node)
+    backend = lab.backend()
+
+    def alive() -> None:
+        if backend.status(lab.record, node) != "running":
+            tail = _tail(spec.qemu_log, 5)
+            raise LabError(f"{node}: the VM exited during stage {watch.stage[node]!r}"
+                           f"{': ' + tail if tail else ''} (serial log: "
+                           f"{spec.serial_log})")
+
+    def router_marker() -> bool:
+        text = _read(spec.serial_log)
+        if ROUTER_FAILED_MARKER in text:
+            raise LabError(f"{node}: vrlab-router failed to start: "
+                           f"{_tail(spec.serial_log, 8)} (serial log: {spec.serial_log})")
+        return ROUTER_UP_MARKER in text
+
+    def router_answers() -> bool:
+        try:
+            return lab.node(node).exec(ROUTER_PROBE, timeout=30.0).ok
+        except ssh.SshError:
+            return False
+
+    # (condition, poll interval, the stage reached when it holds)
+    waits: list[tuple[Callable[[], bool], float, str]] = [
+        (lambda: any(m in _read(spec.serial_log) for m in BOOT_MARKERS), 0.25, "booted"),
+        (lambda: ssh.ssh_answers(spec.ssh_port, lab.client_key, lab.known_hosts,
+                                 timeout=3.0), 0.5, "ssh"),
+    ]
+    if spec.role == "router":
+        # The init reports the appliance on the serial console ("vrlab: router up" or
+        # "vrlab: router failed"). Wait for that first: every routerctl over SSH starts
+        # a Python process on the guest's one vCPU, and under TCG polling with it
+        # starved the daemon's own start (r1 ready at ~55 s instead of ~15 s). Then one
+        # confirmation through the path users take (SSH + routerctl).
+        waits += [(router_marker, 0.25, "router"), (router_answers, 2.0, "router")]
+    for condition, interval, reached in waits:
+        if not poll_until(condition, interval=interval, alive=alive, cancel=watch.cancel):
+            return
+        if watch.stage[node] != reached:
+            watch.advance(node, reached)
+        if reached == "ssh" and spec.role == "router":
+            watch.advance(node, "router")
+    watch.advance(node, "ready")
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+def _tail(path: Path, lines: int) -> str:
+    text = _read(path).strip().splitlines()
+    return " | ".join(line.strip() for line in text[-lines:])
+
+
+def _next_stage(role: str, current: str) -> str:
+    stages = STAGES_ROUTER if role == "router" else STAGES_HOST
+    index = stages.index(current) if current in stages else 0
+    return stages[min(index + 1, len(stages) - 1)]
+
+
+class _Watch:
+    """The stage of every node while `up` waits for them, shared by their waiting threads."""
+
+    def __init__(self, names: list[str], started: float,
+                 on_event: Callable[[str, str, str], None] | None) -> None:
+        self.started = started
+        self.stage: dict[str, str] = {n: "boot" for n in names}
+        self.since: dict[str, float] = {n: started for n in names}
+        self.cancel = threading.Event()
+        self.on_event = on_event
+
+    def advance(self, node: str, stage: str) -> None:
+        self.stage[node] = stage
+        self.since[node] = time.monotonic()
+        if self.on_event:
+            self.on_event(node, stage, f"{time.monotonic() - self.started:.1f}s")
+
+
+class ProgressDisplay:
+    """A live table of node, stage and time (rich), or nothing when disabled."""
+
+    def __init__(self, names: list[str], stage: dict[str, str], since: dict[str, float],
+                 started: float, enabled: bool) -> None:
+        self.names, self.stage, self.since, self.started = names, stage, since, started
+        self.enabled = enabled
+        self.live: Any = None
+
+    def __enter__(self) -> ProgressDisplay:
+        if self.enabled:
+            from rich.console import Console
+            from rich.live import Live
+
+            self.live = Live(self._table(), console=Console(stderr=True),
+                             refresh_per_second=4, transient=False)
+            self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.live is not None:
+            self.live.update(self._table())
+            self.live.__exit__(None, None, None)
+            if not self.live.console.is_terminal:
+                # Off a terminal rich prints the table once, at the end, without the final
+                # newline: what comes next would start on the table's bottom border.
+                self.live.console.line()
+
+    def refresh(self) -> None:
+        if self.live is not None:
+            self.live.update(self._table())
+
+    def _table(self) -> Any:
+        from rich.table import Table
+
+        table = Table(title=f"vrlab up ({time.monotonic() - self.started:.0f} s)",
+                      title_justify="left")
+        table.add_column("node")
+        table.add_column("stage")
+        table.add_column("since", justify="right")
+        for name in self.names:
+            stage = self.stage[name]
+            style = "green" if stage == "ready" else "yellow"
+            table.add_row(name, f"[{style}]{stage}[/{style}]",
+                          f"{self.since[name] - self.started:.1f} s")
+        return table

@@ -427,7 +427,7 @@ def test_ssh_run_hands_output_on_as_it_arrives() -> None:
 
 def test_live_table_ends_with_a_newline_off_a_terminal(capsys: pytest.CaptureFixture[str]
                                                        ) -> None:
-    from orchestrate.lab import _ProgressDisplay
+    from orchestrate.readiness import ProgressDisplay as _ProgressDisplay
 
     with _ProgressDisplay(["r1"], {"r1": "ready"}, {"r1": 0.0}, 0.0, enabled=True):
         pass

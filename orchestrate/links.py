@@ -25,7 +25,10 @@ import os
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Literal, TypedDict
+
+if TYPE_CHECKING:
+    from orchestrate.topology import Topology
 
 MGMT_IFNAME = "mgmt0"
 DEFAULT_MTU = 1500
@@ -40,6 +43,26 @@ class LinkError(Exception):
     """A link could not be planned or created."""
 
 
+NicKind = Literal["udp", "lan", "none"]
+"""udp: one end of a point-to-point UDP pair; lan: a tap on a LAN bridge; none: an interface
+on no link (an empty QEMU hub)."""
+
+
+class NicJson(TypedDict):
+    """A NicSpec as the lab journal (`record.json`) keeps it; the node is the key above it."""
+
+    ifname: str
+    mac: str
+    mtu: int
+    link: int
+    kind: NicKind
+    local_port: int | None
+    remote_port: int | None
+    netns: str | None
+    bridge: str | None
+    tap: str | None
+
+
 @dataclass(frozen=True, slots=True)
 class NicSpec:
     """One data NIC of one node, and how its far side is wired."""
@@ -49,14 +72,14 @@ class NicSpec:
     mac: str
     mtu: int
     link: int  # index into topology.links; -1 for an interface on no link
-    kind: str  # "udp", "lan", or "none" (an interface with no link: an empty QEMU hub)
+    kind: NicKind
     local_port: int | None = None
     remote_port: int | None = None
     netns: str | None = None
     bridge: str | None = None
     tap: str | None = None
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> NicJson:
         return {
             "ifname": self.ifname, "mac": self.mac, "mtu": self.mtu, "link": self.link,
             "kind": self.kind, "local_port": self.local_port, "remote_port": self.remote_port,
@@ -64,7 +87,7 @@ class NicSpec:
         }
 
     @classmethod
-    def from_json(cls, node: str, data: dict[str, Any]) -> NicSpec:
+    def from_json(cls, node: str, data: NicJson) -> NicSpec:
         return cls(node=node, **data)
 
 
@@ -98,11 +121,11 @@ def udp_port_purpose(node: str, ifname: str) -> str:
     return f"udp:{node}:{ifname}"
 
 
-def link_endpoints(topology: Any) -> list[list[tuple[str, str]]]:
+def link_endpoints(topology: Topology) -> list[list[tuple[str, str]]]:
     return [[(ep.node, ep.ifname) for ep in link.endpoints] for link in topology.links]
 
 
-def udp_purposes(topology: Any) -> list[str]:
+def udp_purposes(topology: Topology) -> list[str]:
     """Port purposes every point-to-point endpoint needs."""
     purposes = []
     for endpoints in link_endpoints(topology):
@@ -111,23 +134,21 @@ def udp_purposes(topology: Any) -> list[str]:
     return purposes
 
 
-def _interface_mtu(topology: Any, node: str, ifname: str) -> int | None:
+def _interface_mtu(topology: Topology, node: str, ifname: str) -> int | None:
     for iface in topology.nodes[node].interfaces:
         if iface.name == ifname:
-            mtu = getattr(iface, "mtu", None)
-            return int(mtu) if mtu else None
+            return iface.mtu
     return None
 
 
-def plan_nics(topology: Any, lab: str, ports: dict[str, int], macs: MacAllocator,
+def plan_nics(topology: Topology, lab: str, ports: dict[str, int], macs: MacAllocator,
               ) -> dict[str, list[NicSpec]]:
     """Every node's data NICs, in the order of the node's interfaces in the topology."""
     wiring: dict[tuple[str, str], NicSpec] = {}
     for index, link in enumerate(topology.links):
         endpoints = [(ep.node, ep.ifname) for ep in link.endpoints]
-        link_mtu = getattr(link, "mtu", None)
         for position, (node, ifname) in enumerate(endpoints):
-            mtu = int(link_mtu or _interface_mtu(topology, node, ifname) or DEFAULT_MTU)
+            mtu = link.mtu or _interface_mtu(topology, node, ifname) or DEFAULT_MTU
             mac = macs.mac(node, ifname)
             if len(endpoints) == 2:
                 peer_node, peer_if = endpoints[1 - position]
@@ -143,12 +164,12 @@ def plan_nics(topology: Any, lab: str, ports: dict[str, int], macs: MacAllocator
                 )
             wiring[(node, ifname)] = nic
     result: dict[str, list[NicSpec]] = {}
-    for name, node in topology.nodes.items():
+    for name, spec in topology.nodes.items():
         nics = []
-        for iface in node.interfaces:
+        for iface in spec.interfaces:
             wired = wiring.get((name, iface.name))
             if wired is None:
-                mtu = int(getattr(iface, "mtu", None) or DEFAULT_MTU)
+                mtu = iface.mtu or DEFAULT_MTU
                 wired = NicSpec(name, iface.name, macs.mac(name, iface.name), mtu, -1, "none")
             nics.append(wired)
         result[name] = nics

@@ -3,6 +3,7 @@ fast path implementations."""
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import pytest
@@ -118,9 +119,9 @@ def test_bad_records_raise_the_module_error_and_keep_the_old_tables(
     fp: Any, method: str, args: tuple[object, ...]
 ) -> None:
     frame = eth(udp4("198.51.100.10", "203.0.113.10"))
-    with pytest.raises(ValueError) as info:
+    module_error = sys.modules[type(fp).__module__].FastPathError  # the C one or the twin's
+    with pytest.raises(module_error):
         getattr(fp, method)(*args)
-    assert type(info.value).__name__ == "FastPathError"
     assert fp.process(1, frame)[0] == Verdict.FORWARD
 
 

@@ -3,6 +3,7 @@ pass-through, OpenSSH with the generated ssh_config, status, and a pcap of the s
 
 from __future__ import annotations
 
+import selectors
 import subprocess
 import sys
 from pathlib import Path
@@ -32,6 +33,38 @@ def test_vrlab_exec_cli_passes_status_through(duo_lab: Lab) -> None:
     proc = vrlab("exec", "violin", "--lab", duo_lab.name, "--", "sh", "-c",
                  "echo hello; echo oops >&2; exit 3")
     assert (proc.returncode, proc.stdout, proc.stderr) == (3, "hello\n", "oops\n")
+
+
+def test_vrlab_exec_several_nodes_prefix_lines_and_exit_with_the_highest(duo_lab: Lab
+                                                                          ) -> None:
+    proc = vrlab("exec", "violin,piano", "--lab", duo_lab.name, "--", "hostname")
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(proc.stdout.splitlines()) == ["piano  | piano", "violin | violin"]
+    proc = vrlab("exec", "--all", "--lab", duo_lab.name, "--", "sh", "-c",
+                 "test $(hostname) = piano || exit 4")
+    assert (proc.returncode, proc.stdout) == (4, "")
+
+
+def test_vrlab_exec_streams_output_while_the_command_runs(duo_lab: Lab) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "orchestrate", "exec", "violin", "--lab", duo_lab.name, "--",
+         "sh", "-c", "echo first; sleep 5; echo second"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+        text=True)
+    try:
+        assert proc.stdout is not None
+        with selectors.DefaultSelector() as selector:
+            selector.register(proc.stdout, selectors.EVENT_READ)
+            assert selector.select(timeout=60), "no output within 60 s"
+        first = proc.stdout.readline()
+        still_running = proc.poll() is None
+        rest, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert first == "first\n" and still_running, "the first line came only at the end"
+    assert (rest, proc.returncode) == ("second\n", 0), err
 
 
 def test_openssh_with_the_generated_ssh_config(duo_lab: Lab) -> None:

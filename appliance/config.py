@@ -31,6 +31,7 @@ every problem with its place (`file:line:col: routes[1].via: ...` when loaded fr
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from ipaddress import (
     IPv4Address,
@@ -43,9 +44,15 @@ from ipaddress import (
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from appliance.core.sysctl import SysctlError, parse_value
+from appliance.yamlsource import (
+    Document,
+    Mark,
+    Problem,
+    YamlSourceError,
+    format_path,
+    load_file,
+)
 
 ROUTE_TYPES = ("unicast", "blackhole", "reject")
 MIN_MTU_V4 = 68  # RFC 791
@@ -53,11 +60,18 @@ MIN_MTU_V6 = 1280  # RFC 8200 §5
 
 
 class ConfigError(ValueError):
-    """Every problem found in a router configuration, each with its place."""
+    """Every problem found in a router configuration.
 
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("\n".join(problems))
-        self.problems = problems
+    `.problems` are the lines to print or send over the control socket (`file:line:col: path:
+    message` for the file's problems); `.placed` are the same problems of the file as
+    `Problem`s (appliance.yamlsource), fields and all. The router's own refusals (a route that
+    cannot be installed on these links) have no place in a file: they are lines only.
+    """
+
+    def __init__(self, problems: Sequence[Problem | str]) -> None:
+        self.problems = [str(p) for p in problems]
+        self.placed = [p for p in problems if isinstance(p, Problem)]
+        super().__init__("\n".join(self.problems))
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,54 +113,28 @@ class RouterConfig:
     neighbors: list[NeighborConfig] = field(default_factory=list)
 
 
-Marks = dict[str, tuple[int, int]]
-
-
-def _collect_marks(node: yaml.Node, path: str, marks: Marks) -> None:
-    marks[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
-    if isinstance(node, yaml.MappingNode):
-        for key, value in node.value:
-            sub = f"{path}.{key.value}" if path else str(key.value)
-            marks[sub] = (value.start_mark.line + 1, value.start_mark.column + 1)
-            _collect_marks(value, sub, marks)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            _collect_marks(item, f"{path}[{i}]", marks)
-
-
 def load_router_config(path: str | Path) -> RouterConfig:
-    """Read and check a router YAML file; problems carry file:line:col."""
-    source = str(path)
+    """Read and check a router YAML file (appliance.yamlsource: regular file, 1 MiB, UTF-8,
+    bounded depth and aliases); every problem carries file:line:col."""
     try:
-        text = Path(path).read_text()
-    except OSError as e:
-        raise ConfigError([f"{source}: cannot read: {e.strerror}"]) from None
-    loader = yaml.SafeLoader(text)
-    try:
-        node = loader.get_single_node()
-        data = loader.construct_document(node) if node is not None else None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
-        raise ConfigError([f"{where}: invalid YAML: {getattr(e, 'problem', e)}"]) from None
-    finally:
-        loader.dispose()
-    marks: Marks = {}
-    if node is not None:
-        _collect_marks(node, "", marks)
-    return parse_router_config(data, source, marks)
+        doc = load_file(path)
+    except YamlSourceError as e:
+        raise ConfigError(e.problems) from None
+    return parse_router_config(doc.data, doc.source, doc)
 
 
 class _Checker:
-    def __init__(self, source: str, marks: Marks | None) -> None:
+    def __init__(self, source: str, doc: Document | None) -> None:
         self.source = source
-        self.marks = marks or {}
-        self.problems: list[str] = []
+        self.problems: list[Problem] = list(doc.problems) if doc is not None else []
+        self.marks: dict[str, Mark] = {}
+        if doc is not None:  # the checks below name places by their text (format_path)
+            self.marks = {format_path(p) if p else "": m for p, m in doc.values.items()}
 
     def error(self, path: str, message: str) -> None:
         mark = self.marks.get(path)
-        where = f"{self.source}:{mark[0]}:{mark[1]}" if mark else self.source
-        self.problems.append(f"{where}: {path or '(top)'}: {message}")
+        line, col = (mark.line, mark.col) if mark else (0, 0)
+        self.problems.append(Problem(self.source, line, col, path or "(top)", message))
 
 
 def _str(chk: _Checker, value: Any, path: str) -> str | None:
@@ -165,10 +153,16 @@ def _list(chk: _Checker, data: dict[str, Any], key: str) -> list[Any]:
     return raw
 
 
+def _sub(path: str, key: Any) -> str:
+    """The text of `path`'s child `key`, as format_path writes it (`a.b`, `a['x.y']`)."""
+    rendered = format_path((str(key),))
+    return f"{path}.{rendered}" if path and not rendered.startswith("[") else path + rendered
+
+
 def _check_keys(chk: _Checker, data: dict[str, Any], allowed: tuple[str, ...], path: str) -> None:
     for key in data:
         if key not in allowed:
-            sub = f"{path}.{key}" if path else str(key)
+            sub = _sub(path, key)
             chk.error(sub, f"unknown key {key!r} (expected one of: {', '.join(allowed)})")
 
 
@@ -355,10 +349,11 @@ def route_form_problem(rtype: str, has_via: bool, has_interface: bool) -> str | 
     return None
 
 
-def parse_router_config(data: Any, source: str = "<config>", marks: Marks | None = None
+def parse_router_config(data: Any, source: str = "<config>", doc: Document | None = None
                         ) -> RouterConfig:
-    """Check the parsed YAML `data`; raise ConfigError with every problem found."""
-    chk = _Checker(source, marks)
+    """Check the parsed YAML `data` (with `doc`, placing each problem in the file it came
+    from); raise ConfigError with every problem found."""
+    chk = _Checker(source, doc)
     if not isinstance(data, dict):
         chk.error("", "the router configuration must be a mapping")
         raise ConfigError(chk.problems)
@@ -417,7 +412,7 @@ def parse_router_config(data: Any, source: str = "<config>", marks: Marks | None
         try:
             sysctl[str(key)] = parse_value(str(key), value)
         except SysctlError as e:
-            chk.error(f"sysctl.{key}", str(e))
+            chk.error(_sub("sysctl", key), str(e))
 
     if chk.problems:
         raise ConfigError(chk.problems)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from ipaddress import ip_address, ip_interface, ip_network
 from pathlib import Path
 
@@ -114,8 +115,8 @@ def test_every_problem_reported_with_place(tmp_path: Path) -> None:
         (19, "routes[4]", "needs via or interface"),
         (21, "routes[5].via", "IPv6 next hop for an IPv4"),
         (23, "routes[6].type", "sideways"),
-        (25, "sysctl.net.inet.ip.nonsense", "unknown sysctl"),
-        (26, "sysctl.net.inet.ip.ttl", "out of range"),
+        (25, "sysctl['net.inet.ip.nonsense']", "unknown sysctl"),
+        (26, "sysctl['net.inet.ip.ttl']", "out of range"),
     ]
     assert_placed(problems, path, expected)
 
@@ -210,3 +211,46 @@ def test_static_neighbors_and_their_errors(tmp_path: Path) -> None:
     cfg = load_router_config(path)
     assert [(str(n.address), n.mac.hex(), n.interface) for n in cfg.neighbors] == [
         ("198.51.100.9", "020000000009", "r1-h1"), ("2001:db8:1::9", "02000000000a", "r1-h1")]
+
+
+HOSTILE = {
+    # what each did to the old loader: MemoryError, RecursionError, ReaderError tracebacks
+    "laughs.yaml": ("a: &a [x,x,x,x,x,x,x,x,x]\n" + "".join(
+        f"{n}: &{n} [{','.join(['*' + p] * 9)}]\n"
+        for p, n in zip("abcdefg", "bcdefgh", strict=True))).encode(),
+    "recursive.yaml": b"hostname: &h [r1, *h]\n",
+    "nested.yaml": b"[" * 100_000,
+    "nul.yaml": b"hostname: r\x001\n",
+    "esc.yaml": b"hostname: \x1b[31mr1\n",
+    "latin1.yaml": b"hostname: r\xe91\n",
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE))
+def test_hostile_files_are_placed_problems(tmp_path: Path, name: str) -> None:
+    path = tmp_path / name
+    path.write_bytes(HOSTILE[name])
+    with pytest.raises(ConfigError) as info:
+        load_router_config(path)
+    (problem,) = info.value.placed
+    assert problem.file == str(path) and problem.line >= 1 and problem.col >= 1
+    assert info.value.problems == [str(problem)]
+
+
+def test_the_router_refuses_a_hostile_file_with_exit_2(tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]
+                                                       ) -> None:
+    from appliance.host.daemon import main
+
+    path = tmp_path / "router.yaml"
+    path.write_bytes(HOSTILE["nested.yaml"])
+    assert main(["--config", str(path)]) == 2
+    assert capsys.readouterr().err == (f"vrlab-router: {path}:1:65: yaml: nested more than 64 "
+                                       "levels deep (flatten the structure)\n")
+
+
+def test_a_fifo_config_is_refused(tmp_path: Path) -> None:
+    fifo = tmp_path / "router.yaml"
+    os.mkfifo(fifo)
+    with pytest.raises(ConfigError, match="this is a FIFO"):
+        load_router_config(fifo)

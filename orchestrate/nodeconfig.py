@@ -52,13 +52,15 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from appliance.config import ROUTE_TYPES
+from orchestrate.choices import ROLES
+from orchestrate.links import MGMT_IFNAME
 from orchestrate.names import name_problem
 
 if TYPE_CHECKING:
     from orchestrate.topology import Node
 
 FORMAT = "vrlab-config 1"
-MGMT_IFNAME = "mgmt0"
 MGMT_NETWORK = ipaddress.IPv4Network("203.0.113.248/29")
 MGMT_HOST = ipaddress.IPv4Address("203.0.113.249")  # slirp's gateway (the host side)
 MGMT_DNS = ipaddress.IPv4Address("203.0.113.250")
@@ -67,8 +69,6 @@ MGMT_GUEST = ipaddress.IPv4Interface("203.0.113.254/29")
 MGMT_NETDEV_ID = "mgmt"
 CONFIG_DISK_MIB = 4
 CONFIG_DISK_LABEL = "vrlabcfg"
-ROLES = ("router", "host")
-ROUTE_TYPES = ("unicast", "blackhole", "reject")
 
 _IFNAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,14}$")
 _MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")

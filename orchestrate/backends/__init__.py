@@ -7,10 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from orchestrate.choices import BACKENDS
 from orchestrate.links import NicSpec
 from orchestrate.record import Record
-
-BACKENDS = ("qemu", "libvirt")
 
 
 class BackendError(Exception):

@@ -139,12 +139,11 @@ class LabSession:
     def check(self, kind: str, **params: Any) -> CheckResult:
         """Run one check as the tests: section would (`from` may be given as `from_`)."""
         item = {"kind": kind, **{k.rstrip("_"): v for k, v in params.items()}}
-        problems, spec = validate_check(item, self.topology)
-        if problems or spec is None:
-            raise ValueError("; ".join(f"{'.'.join(map(str, p[0])) or kind}: {p[1]}"
+        problems, valid = validate_check(item, self.topology)
+        if problems or valid is None:
+            raise ValueError("; ".join(f"{'.'.join(map(str, p.path)) or kind}: {p.message}"
                                        for p in problems))
-        kind, name, clean = spec
-        return self.runner.run(CheckSpec(kind, name, clean, "<test>", 0, 0))
+        return self.runner.run(CheckSpec(valid.kind, valid.name, valid.params, "<test>", 0, 0))
 
     def evidence(self) -> list[tuple[str, str]]:
         """Report sections for a failed test: serial log tails and router counters."""

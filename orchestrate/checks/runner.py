@@ -1,39 +1,10 @@
-"""Checks: the `tests:` section of a topology, validated at load time and run against a lab.
-
-Every check is a mapping with `kind` and the keys of that kind, plus the common keys `name`
-(shown in results), `attempts` (default 3) and `interval` (seconds between attempts,
-default 2): a check passes as soon as one attempt passes, within that bounded window.
-
-- `ping`: `from` (node), `to` (a node -> its first address of the family; `node:ifname` ->
-  that interface's address, or its link-local one when it has no global address of the
-  family; or a literal address), `family` 4|6 (default: the literal's, else 4 if the target
-  has IPv4), `count` (1), `size`, `df` (bool: set DF / forbid fragmentation), `ttl`,
-  `expect`: `success` (every echo answered) or an ICMP error the source must receive:
-  `unreachable` (any), `net-unreachable`, `host-unreachable`, `port-unreachable`,
-  `admin-prohibited`, `frag-needed` (IPv4 Fragmentation Needed or IPv6 Packet Too Big; with
-  `mtu:` the reported MTU must match), `time-exceeded`, or `no-reply` (nothing at all).
-- `traceroute`: `from`, `to`, `family`, `hops`: the expected hops in order, each a node name
-  (any of its addresses answers) or an address; the last hop is the destination.
-  `max_hops` (default 8).
-Commands (`exec`, `counter`, `capture`) may name addresses as `{node.4}` / `{node.6}`: the
-node's first IPv4 / global IPv6 address.
-
-- `exec`: `node`, `command` (run with sh), `status` (expected exit status, default 0),
-  `stdout` (a regular expression that must match somewhere in the output).
-- `counter`: `node` (a router), `key` (a `routerctl show stats` counter such as
-  `ip.redirectsent`), `at_least` (default 1): the counter must grow by at least that much
-  while `command` runs on node `on`; without `command`, between the start of the test run
-  and this check (so it measures what the checks before it caused).
-- `capture`: `endpoint` (`node:ifname` on a link), `command` run on node `on`, `filter` (a
-  tcpdump filter expression), `expect` `present` (default) or `absent`: whether a packet
-  matching the filter crossed that interface while the command ran.
-"""
+"""Running checks (orchestrate.checks.schema) against a lab, each within its bounded retry
+window, and printing their results."""
 
 from __future__ import annotations
 
 import contextlib
 import difflib
-import ipaddress
 import json
 import re
 import shlex
@@ -46,313 +17,17 @@ from ipaddress import IPv6Address
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from orchestrate.checks.schema import (
+    DEFAULT_ATTEMPTS,
+    DEFAULT_INTERVAL,
+    DEFAULT_TIMEOUT,
+    expand_command,
+    literal_address,
+)
+
 if TYPE_CHECKING:
     from orchestrate.topology import CheckSpec, Topology
 
-# (sub-path inside the check, message, hint, position is the key rather than the value)
-CheckIssue = tuple[tuple[str | int, ...], str, str, bool]
-
-COMMON_KEYS = ("kind", "name", "attempts", "interval", "timeout")
-DEFAULT_ATTEMPTS = 3
-DEFAULT_INTERVAL = 2.0
-DEFAULT_TIMEOUT = 30.0
-
-PING_EXPECT = (
-    "success", "unreachable", "net-unreachable", "host-unreachable", "port-unreachable",
-    "admin-prohibited", "frag-needed", "time-exceeded", "no-reply",
-)
-CAPTURE_EXPECT = ("present", "absent")
-COUNTER_KEY_RE = re.compile(r"^[a-z][a-z0-9]*(\.[A-Za-z0-9_<>-]+)+$")
-
-
-@dataclass(frozen=True, slots=True)
-class Param:
-    """One key of a check kind and how to check its value."""
-
-    name: str
-    check: Callable[[Any, Topology], tuple[Any, str, str]]
-    """value, topology -> (normalised value, error message or "", hint)."""
-    required: bool = False
-
-
-def _int(low: int, high: int) -> Callable[[Any, Topology], tuple[Any, str, str]]:
-    def check(value: Any, topology: Topology) -> tuple[Any, str, str]:
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            return None, f"expected an integer {low}..{high}, got {value!r}", ""
-        return value, "", ""
-    return check
-
-
-def _number(low: float, high: float) -> Callable[[Any, Topology], tuple[Any, str, str]]:
-    def check(value: Any, topology: Topology) -> tuple[Any, str, str]:
-        if isinstance(value, bool) or not isinstance(value, int | float) \
-                or not low <= value <= high:
-            return None, f"expected a number {low:g}..{high:g}, got {value!r}", ""
-        return float(value), "", ""
-    return check
-
-
-def _choice(*choices: Any) -> Callable[[Any, Topology], tuple[Any, str, str]]:
-    def check(value: Any, topology: Topology) -> tuple[Any, str, str]:
-        if value not in choices or isinstance(value, bool) != isinstance(choices[0], bool):
-            return None, f"expected one of {', '.join(map(str, choices))}, got {value!r}", ""
-        return value, "", ""
-    return check
-
-
-def _string(value: Any, topology: Topology) -> tuple[Any, str, str]:
-    if not isinstance(value, str) or not value.strip():
-        return None, f"expected a non-empty string, got {value!r}", ""
-    return value, "", ""
-
-
-TEMPLATE_RE = re.compile(r"\{([a-z0-9-]+)\.([46])\}")
-
-
-def expand_command(command: str, topology: Topology) -> str:
-    """Replace `{node.4}` / `{node.6}` by the node's first address of that family."""
-    def address(m: re.Match[str]) -> str:
-        addr = topology.nodes[m.group(1)].first_address(int(m.group(2)))
-        return str(addr)
-    return TEMPLATE_RE.sub(address, command)
-
-
-def _command(value: Any, topology: Topology) -> tuple[Any, str, str]:
-    value, error, hint = _string(value, topology)
-    if error:
-        return value, error, hint
-    for m in TEMPLATE_RE.finditer(value):
-        node = topology.nodes.get(m.group(1))
-        if node is None:
-            return None, f"{m.group(0)}: unknown node {m.group(1)!r}", ""
-        if node.first_address(int(m.group(2))) is None:
-            return None, f"{m.group(0)}: {node.name} has no IPv{m.group(2)} address", ""
-    return value, "", ""
-
-
-def _bool(value: Any, topology: Topology) -> tuple[Any, str, str]:
-    if not isinstance(value, bool):
-        return None, f"expected true or false, got {value!r}", ""
-    return value, "", ""
-
-
-def _regex(value: Any, topology: Topology) -> tuple[Any, str, str]:
-    if not isinstance(value, str):
-        return None, f"expected a regular expression string, got {value!r}", ""
-    try:
-        re.compile(value)
-    except re.error as e:
-        return None, f"bad regular expression: {e}", ""
-    return value, "", ""
-
-
-def _node(value: Any, topology: Topology) -> tuple[Any, str, str]:
-    if not isinstance(value, str) or value not in topology.nodes:
-        known = ", ".join(sorted(topology.nodes)) or "none"
-        return None, f"unknown node {value!r}", f"nodes: {known}"
-    return value, "", ""
-
-
-def _router(value: Any, topology: Topology) -> tuple[Any, str, str]:
-    name, error, hint = _node(value, topology)
-    if error:
-        return name, error, hint
-    if not topology.nodes[name].is_router:
-        routers = ", ".join(sorted(n.name for n in topology.routers())) or "none"
-        return None, f"{name} is a host; counters live on routers", f"routers: {routers}"
-    return name, "", ""
-
-
-def _endpoint(value: Any, topology: Topology) -> tuple[Any, str, str]:
-    if not isinstance(value, str) or value.count(":") != 1:
-        return None, f"expected \"node:ifname\", got {value!r}", ""
-    node, ifname = value.split(":")
-    _, error, hint = _node(node, topology)
-    if error:
-        return None, error, hint
-    if topology.nodes[node].interface(ifname) is None:
-        names = ", ".join(i.name for i in topology.nodes[node].interfaces) or "none"
-        return None, f"node {node} has no interface {ifname!r}", f"it has: {names}"
-    return value, "", ""
-
-
-def _address(text: str) -> ipaddress.IPv4Address | IPv6Address | None:
-    try:
-        return ipaddress.ip_address(text.split("%")[0])
-    except ValueError:
-        return None
-
-
-def _literal_problem(addr: ipaddress.IPv4Address | IPv6Address) -> str:
-    from orchestrate.topology import DOCUMENTATION_HINT, documentation_problem
-
-    reason = documentation_problem(ipaddress.ip_network(addr))
-    return f"{reason} ({DOCUMENTATION_HINT})" if reason else ""
-
-
-def _target(value: Any, topology: Topology) -> tuple[Any, str, str]:
-    if not isinstance(value, str):
-        return None, f"expected a node, node:ifname or an address, got {value!r}", ""
-    addr = _address(value)
-    if addr is not None:
-        if isinstance(addr, IPv6Address) and addr.is_link_local and "%" not in value:
-            return None, f"link-local target {addr} needs %ifname of the source", ""
-        reason = _literal_problem(addr)
-        if reason:
-            return None, reason, ""
-        return value, "", ""
-    if ":" in value:
-        return _endpoint(value, topology)
-    return _node(value, topology)
-
-
-def _hops(value: Any, topology: Topology) -> tuple[Any, str, str]:
-    if not isinstance(value, list) or not value:
-        return None, "expected a list of node names or addresses", "e.g. [r1, h2]"
-    for i, hop in enumerate(value):
-        if not isinstance(hop, str):
-            return None, f"hop {i}: expected a node name or address, got {hop!r}", ""
-        addr = _address(hop)
-        if addr is None:
-            _, error, hint = _node(hop, topology)
-            if error:
-                return None, f"hop {i}: {error}", hint
-        elif _literal_problem(addr):
-            return None, f"hop {i}: {_literal_problem(addr)}", ""
-    return value, "", ""
-
-
-def _counter_key(value: Any, topology: Topology) -> tuple[Any, str, str]:
-    if not isinstance(value, str) or not COUNTER_KEY_RE.match(value):
-        return None, f"expected a counter key like ip.redirectsent, got {value!r}", \
-            "see routerctl show stats --json"
-    return value, "", ""
-
-
-KINDS: dict[str, tuple[Param, ...]] = {
-    "ping": (
-        Param("from", _node, True), Param("to", _target, True), Param("family", _choice(4, 6)),
-        Param("count", _int(1, 100)), Param("size", _int(0, 65000)), Param("df", _bool),
-        Param("ttl", _int(1, 255)), Param("expect", _choice(*PING_EXPECT)),
-        Param("mtu", _int(68, 65535)),
-    ),
-    "traceroute": (
-        Param("from", _node, True), Param("to", _target, True), Param("hops", _hops, True),
-        Param("family", _choice(4, 6)), Param("max_hops", _int(1, 64)),
-    ),
-    "exec": (
-        Param("node", _node, True), Param("command", _command, True),
-        Param("status", _int(0, 255)), Param("stdout", _regex),
-    ),
-    "counter": (
-        Param("node", _router, True), Param("key", _counter_key, True),
-        Param("at_least", _int(0, 1 << 62)), Param("command", _command), Param("on", _node),
-    ),
-    "capture": (
-        Param("endpoint", _endpoint, True), Param("filter", _string, True),
-        Param("command", _command, True), Param("on", _node, True),
-        Param("expect", _choice(*CAPTURE_EXPECT)),
-    ),
-}
-COMMON: tuple[Param, ...] = (
-    Param("name", _string), Param("attempts", _int(1, 100)),
-    Param("interval", _number(0, 600)), Param("timeout", _number(1, 3600)),
-)
-
-
-def default_name(kind: str, params: dict[str, Any]) -> str:
-    if kind in ("ping", "traceroute"):
-        family = f" IPv{params['family']}" if "family" in params else ""
-        tail = ""
-        if "size" in params:
-            tail += f" size {params['size']}"
-        if "df" in params:
-            tail += " DF" if params["df"] else " no-DF"
-        if "ttl" in params:
-            tail += f" ttl {params['ttl']}"
-        expect = params.get("expect", "success")
-        if expect != "success":
-            tail += f" expect {expect}"
-        return f"{kind}{family} {params['from']} -> {params['to']}{tail}"
-    if kind == "exec":
-        return f"exec on {params['node']}: {params['command']}"
-    if kind == "counter":
-        return f"counter {params['node']} {params['key']} >= +{params.get('at_least', 1)}"
-    return f"capture {params['endpoint']} {params['filter']!r} {params.get('expect', 'present')}"
-
-
-def _family_problems(kind: str, params: dict[str, Any], topology: Topology
-                     ) -> list[CheckIssue]:
-    """Cross-key rules of ping/traceroute: the target must have an address of the family."""
-    target = params.get("to")
-    family = params.get("family")
-    if not isinstance(target, str) or _address(target) is not None:
-        addr = _address(target) if isinstance(target, str) else None
-        if addr is not None and family is not None and addr.version != family:
-            return [(("family",), f"target {target} is IPv{addr.version}, not IPv{family}",
-                     "", False)]
-        return []
-    node_name = target.partition(":")[0]
-    node = topology.nodes[node_name]
-    if family is None:
-        family = 4 if node.first_address(4) is not None else 6
-    if family == 4 and node.first_address(4) is None:
-        return [(("to",), f"{node_name} has no IPv4 address", "set family: 6", False)]
-    source = params["from"]
-    # With no global IPv6 address only the link-local one remains: they must share a link.
-    if family == 6 and node.first_address(6) is None \
-            and not topology.shared_links(source, node_name):
-        return [(("to",), f"{node_name} has no global IPv6 address and shares no link "
-                 f"with {source}", "give it a 2001:db8:: address", False)]
-    return []
-
-
-def _article(word: str) -> str:
-    return f"an {word}" if word[0] in "aeiou" else f"a {word}"
-
-
-def validate_check(item: dict[Any, Any], topology: Topology
-                   ) -> tuple[list[CheckIssue], tuple[str, str, dict[str, Any]] | None]:
-    """Check one `tests:` item; return its problems and (kind, name, params)."""
-    issues: list[CheckIssue] = []
-    kind = item.get("kind")
-    if kind not in KINDS:
-        if "kind" not in item:
-            return [((), "a check needs kind:", f"one of: {', '.join(KINDS)}", False)], None
-        return [(("kind",), f"unknown check kind {kind!r}", f"one of: {', '.join(KINDS)}",
-                 False)], None
-    spec = {p.name: p for p in (*KINDS[kind], *COMMON)}
-    params: dict[str, Any] = {}
-    for key, value in item.items():
-        if key == "kind":
-            continue
-        param = spec.get(key)
-        if param is None:
-            allowed = ", ".join(p.name for p in KINDS[kind])
-            issues.append(((key,), f"unknown key {key!r} for {_article(kind)} check",
-                           f"{kind} takes: {allowed}", True))
-            continue
-        normalised, error, hint = param.check(value, topology)
-        if error:
-            issues.append(((key,), error, hint, False))
-        else:
-            params[key] = normalised
-    for param in KINDS[kind]:
-        if param.required and param.name not in item:
-            issues.append(((), f"{_article(kind)} check needs {param.name}:", "", False))
-    if kind == "counter" and "command" in params and "on" not in params:
-        issues.append(((), "a counter check with command: needs on: (the node to run it on)",
-                       "", False))
-    if kind in ("ping", "traceroute") and not issues:
-        issues.extend(_family_problems(kind, params, topology))
-    if issues:
-        return issues, None
-    name = params.pop("name", None) or default_name(kind, params)
-    return [], (kind, name, params)
-
-
-# ---------------------------------------------------------------------------------------------
-# Running checks against a lab
 
 
 class ExecResultLike(Protocol):
@@ -518,7 +193,7 @@ class CheckError(Exception):
 def resolve_target(lab: LabLike, topology: Topology, source: str, target: str,
                    family: int | None, timeout: float) -> tuple[str, int]:
     """(address to give ping/traceroute, family) for a `to:` value."""
-    literal = _address(target)
+    literal = literal_address(target)
     if literal is not None:
         return target, literal.version
     node_name, _, ifname = target.partition(":")
@@ -690,15 +365,15 @@ class CheckRunner:
     def _describe(self, hop: str | None) -> str:
         if hop is None:
             return "*"
-        addr = _address(hop)
+        addr = literal_address(hop)
         owner = self.topology.node_of_address(addr) if addr is not None else None
         return f"{hop} ({owner})" if owner else hop
 
     def _hop_matches(self, want: str, got: str | None) -> bool:
         if got is None:
             return False
-        addr = _address(got)
-        literal = _address(want)
+        addr = literal_address(got)
+        literal = literal_address(want)
         if literal is not None:
             return addr == literal
         return addr is not None and self.topology.node_of_address(addr) == want

@@ -58,8 +58,42 @@ class LabError(Exception):
     """A lab could not be brought up, found, or taken down."""
 
 
-class LabNameError(LabError):
-    """A lab name breaks the name rule (orchestrate.names): bad input, exit status 2."""
+class LabInputError(LabError):
+    """The lab was refused before anything started: bad input, exit status 2."""
+
+
+class LabNameError(LabInputError):
+    """A lab name breaks the name rule (orchestrate.names)."""
+
+
+MEMINFO = Path("/proc/meminfo")
+
+
+def memory_available_mib() -> int | None:
+    """What the kernel estimates it can give new processes without swapping (MemAvailable)."""
+    try:
+        for line in MEMINFO.read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) // 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def check_lab_memory(topology: Topology, lab_name: str) -> None:
+    """LabInputError when the nodes' memory adds up to more than the machine has available.
+
+    QEMU maps a guest's memory lazily, so such a lab may boot and then, under load, push the
+    host into swap or the OOM killer (which picks the largest QEMU): refuse it up front.
+    """
+    need = sum(int(node.memory) for node in topology.nodes.values())
+    have = memory_available_mib()
+    if have is not None and need > have:
+        raise LabInputError(
+            f"lab {lab_name} needs {need} MiB of guest memory ({len(topology.nodes)} nodes), "
+            f"more than the {have} MiB this machine has available (MemAvailable, "
+            f"{MEMINFO}); give the nodes less (`memory:` under defaults or a node), or use "
+            f"--force to start it anyway")
 
 
 @dataclass
@@ -263,14 +297,18 @@ class Lab:
            timeout: float = DEFAULT_TIMEOUT, *, name: str | None = None,
            image: ImageInfo | None = None, progress: bool = True,
            backend_options: dict[str, Any] | None = None,
-           on_event: Callable[[str, str, str], None] | None = None) -> Lab:
+           on_event: Callable[[str, str, str], None] | None = None,
+           force: bool = False) -> Lab:
         """Build and boot `topology`; return when every node is ready (or raise LabError).
 
         `image` is an ImageInfo (default: `images.ensure_image()`); `name` overrides the
-        topology's name so the same file can run twice side by side.
+        topology's name so the same file can run twice side by side. A lab needing more
+        memory than the machine has available is refused unless `force`.
         """
         lab_name = topology.name if name is None else name
         directory = checked_lab_dir(lab_name)
+        if not force:
+            check_lab_memory(topology, lab_name)
         if (directory / RECORD_NAME).exists():
             raise LabError(f"lab {lab_name!r} already exists ({directory}); "
                            f"`vrlab down {lab_name}` first")

@@ -111,6 +111,23 @@ def kill_and_wait(pids: list[int], timeout: float = 5.0) -> None:
             time.sleep(0.05)
 
 
+def reap_own_child(obj: dict[str, Any], pids: list[int]) -> None:
+    """Reap the journaled QEMU if this process is its parent (`up` and `down` in one process:
+    the pytest plugin, `vrlab test`), including one that had already exited.
+
+    `recorded_pids` leaves zombies out (a zombie is not a running VM), so a QEMU that died
+    before `down` was never waited for. The journaled pid is checked by its start time, which
+    a zombie still has; waitpid on a pid that is not our child fails harmlessly.
+    """
+    candidates = set(pids)
+    pid = obj.get("pid")
+    if pid is not None and process_start_time(int(pid)) == obj.get("start_time"):
+        candidates.add(int(pid))
+    for candidate in candidates:
+        with contextlib.suppress(ChildProcessError, OSError):
+            os.waitpid(candidate, os.WNOHANG)
+
+
 # -- QMP --------------------------------------------------------------------------------------
 
 
@@ -258,9 +275,7 @@ class QemuBackend:
         remaining = recorded_pids(obj)
         if remaining:
             kill_and_wait(remaining)
-        for pid in pids:  # reap it if it was our child (vrlab up and down in one process)
-            with contextlib.suppress(ChildProcessError, OSError):
-                os.waitpid(pid, os.WNOHANG)
+        reap_own_child(obj, pids)
         if recorded_pids(obj):
             raise BackendError(f"{node}: QEMU process {recorded_pids(obj)} survived SIGKILL")
         record.removed("process", node)

@@ -41,6 +41,9 @@ def add_lab_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=float, default=300.0,
                         help="seconds to wait for every node to be ready (default 300)")
     parser.add_argument("--no-progress", action="store_true", help="no live progress display")
+    parser.add_argument("--force", action="store_true",
+                        help="start even if the nodes' memory adds up to more than this "
+                             "machine has available")
 
 
 def lab_options(args: argparse.Namespace, topology: Any) -> dict[str, Any]:
@@ -51,6 +54,7 @@ def lab_options(args: argparse.Namespace, topology: Any) -> dict[str, Any]:
         "accel": args.accel or getattr(defaults, "accel", None) or "auto",
         "timeout": args.timeout,
         "progress": not args.no_progress,
+        "force": args.force,
     }
     if backend == "libvirt" and args.libvirt_uri:
         options["backend_options"] = {"uri": args.libvirt_uri}
@@ -58,7 +62,7 @@ def lab_options(args: argparse.Namespace, topology: Any) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from orchestrate.lab import Lab, LabError, LabNameError
+    from orchestrate.lab import Lab, LabError, LabInputError
     from orchestrate.topology import TopologyError, load_topology
 
     try:
@@ -68,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         lab = Lab.up(topology, name=args.name, **lab_options(args, topology))
     except LabError as exc:
-        return fail(args, Exit.BAD_INPUT if isinstance(exc, LabNameError) else Exit.NOT_UP,
+        return fail(args, Exit.BAD_INPUT if isinstance(exc, LabInputError) else Exit.NOT_UP,
                     str(exc))
     if args.json:
         print_json({lab.name: lab_json(lab)})

@@ -26,12 +26,13 @@ import pytest
 
 from orchestrate import lab as labmod
 from orchestrate import ssh
-from orchestrate.backends.qemu import pids_with_marker
+from orchestrate.backends.qemu import pids_with_marker, process_is_zombie
 from orchestrate.cli import main as cli_main
 from orchestrate.images import ImageInfo
 from orchestrate.lab import (
     Lab,
     LabError,
+    LabInputError,
     LabNameError,
     link_local_from_mac,
     resolve_lab_name,
@@ -378,3 +379,65 @@ def test_the_socket_directory_fallback_is_private(env: SimpleNamespace, long_hom
     assert stat.S_IMODE(info.st_mode) == 0o700 and info.st_uid == os.geteuid()
     assert lab.down() == []
     assert not long_home.exists()
+
+
+def is_zombie_or_running(pid: int) -> bool:
+    return Path(f"/proc/{pid}").exists()
+
+
+def test_down_reaps_a_qemu_that_already_exited(env: SimpleNamespace) -> None:
+    lab = up(env)  # this process is the parent of both QEMUs, as under the pytest plugin
+    pid = int(lab.record.find("process", "violin")["pid"])
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while not process_is_zombie(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert process_is_zombie(pid)  # dead, not yet waited for
+    assert lab.down() == []
+    assert not is_zombie_or_running(pid)  # reaped: no zombie left behind
+    assert live_pids(env) == []
+
+
+def test_the_pytest_plugin_pool_reaps_its_qemus(env: SimpleNamespace) -> None:
+    from orchestrate.pytest_plugin import LabPool
+
+    pool = LabPool(lambda topology: Lab.up(topology, image=env.image, progress=False,
+                                           timeout=30.0))
+    session = pool.get(topo_file(env.tmp, DUO))
+    pids = [int(session.raw.record.find("process", n)["pid"]) for n in ("violin", "piano")]
+    os.kill(pids[0], signal.SIGKILL)  # one VM crashed during the test; the other is running
+    deadline = time.monotonic() + 10
+    while not process_is_zombie(pids[0]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert pool.close() == []
+    assert [pid for pid in pids if is_zombie_or_running(pid)] == []
+
+
+BIG_DUO = DUO.replace("name: duo", "name: duo\n    defaults: {memory: 4G}")
+
+
+@pytest.fixture
+def small_machine(env: SimpleNamespace, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A machine with 6 GiB available (MemAvailable), whatever this one has."""
+    meminfo = env.tmp / "meminfo"
+    meminfo.write_text("MemTotal:       25165824 kB\nMemFree:         1000000 kB\n"
+                       "MemAvailable:    6291456 kB\n")
+    monkeypatch.setattr(labmod, "MEMINFO", meminfo)
+
+
+def test_a_lab_bigger_than_the_machine_is_refused(env: SimpleNamespace, small_machine: None,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(LabInputError, match=r"needs 8192 MiB of guest memory \(2 nodes\), "
+                                            r"more than the 6144 MiB .* --force"):
+        up(env, BIG_DUO)
+    assert live_pids(env) == [] and not (env.home / "labs" / "duo").exists()
+    assert cli_main(["up", str(topo_file(env.tmp, BIG_DUO)), "--no-progress"]) == 2
+    assert "more than the 6144 MiB this machine has available" in capsys.readouterr().err
+    assert not (env.home / "labs" / "duo").exists()
+
+
+def test_force_starts_a_lab_bigger_than_the_machine(env: SimpleNamespace,
+                                                    small_machine: None) -> None:
+    lab = up(env, BIG_DUO, force=True)
+    assert [s.state for s in lab.status()] == ["running", "running"]
+    assert lab.down() == []

@@ -31,6 +31,7 @@ every problem with its place (`file:line:col: routes[1].via: ...` when loaded fr
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from ipaddress import (
@@ -166,12 +167,25 @@ def _check_keys(chk: _Checker, data: dict[str, Any], allowed: tuple[str, ...], p
             chk.error(sub, f"unknown key {key!r} (expected one of: {', '.join(allowed)})")
 
 
+# What Linux accepts as a device name (dev_valid_name: IFNAMSIZ - 1 bytes, not "." or "..").
+_IFNAME = re.compile(r"(?!\.\.?$)[^/:\s]{1,15}")
+
+
 def _interface(chk: _Checker, item: Any, path: str) -> InterfaceConfig | None:
     if not isinstance(item, dict):
         chk.error(path, "an interface must be a mapping with name and addresses")
         return None
     _check_keys(chk, item, ("name", "addresses", "mtu", "link_local"), path)
     name = _str(chk, item.get("name"), f"{path}.name")
+    if name is not None and not _IFNAME.fullmatch(name):
+        chk.error(f"{path}.name", f"{name!r} is not an interface name (1-15 characters, no "
+                  "'/', ':' or white space)")
+        name = None
+    elif name == "lo":
+        chk.error(f"{path}.name", "lo is the loopback interface: the router takes its "
+                  "interfaces away from the kernel (addresses removed, IPv6 off), which would "
+                  "cut the machine's own loopback; name a data interface")
+        name = None
     addresses: list[IPv4Interface | IPv6Interface] = []
     raw = item.get("addresses", [])
     if not isinstance(raw, list):

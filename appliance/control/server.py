@@ -105,12 +105,13 @@ class ControlServer:
         self.sock.setblocking(False)
 
     @staticmethod
-    def ensure_free(path: str) -> None:
-        """Remove a socket file nobody answers on; refuse to steal a live one."""
+    def ensure_free(path: str) -> bool:
+        """Remove a socket file nobody answers on (True: there was one, left by a daemon
+        that was killed); refuse to steal a live one."""
         try:
             st = os.lstat(path)
         except FileNotFoundError:
-            return
+            return False
         if not stat.S_ISSOCK(st.st_mode):
             raise ControlError(f"{path} exists and is not a socket; not touching it")
         probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -119,7 +120,7 @@ class ControlServer:
             probe.connect(path)
         except OSError:
             os.unlink(path)  # stale: left by a daemon that was killed
-            return
+            return True
         finally:
             probe.close()
         raise ControlError(f"another vrlab-router is already answering on {path}")

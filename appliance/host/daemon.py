@@ -5,12 +5,16 @@
 
 Start-up, in order (each step logs to stderr; any failure exits non-zero before "ready"):
 
-1. load and check the configuration (`appliance.config`);
-2. take the data interfaces away from the kernel (`appliance.host.kernel`: kernel IPv6 off,
-   forwarding off, kernel addresses removed, GRO off, MTU, link up);
-3. open one TPACKET_V2 ring socket per interface (`appliance.dataplane.ring`);
-4. build the `Router` from the config and each link's ifindex/MAC/MTU, send its start-up
-   announcements (gratuitous ARP, DAD, unsolicited NA);
+1. load and check the configuration (`appliance.config`; problems placed at file:line:col);
+2. check the interfaces exist and are not a loopback, and build the whole `Router` (routes,
+   neighbors, sysctls) from the config and each link's ifindex/MAC/MTU as they are. Any
+   problem up to here exits 2 with the kernel untouched;
+3. remove what a run killed without its clean stop left behind (stale control socket, the
+   `vrlab-detach` bridge), saying so;
+4. take the data interfaces away from the kernel (`appliance.host.kernel`: kernel IPv6 off,
+   forwarding off, kernel addresses removed, GRO off, MTU, link up), then open one
+   TPACKET_V2 ring socket per interface (`appliance.dataplane.ring`), and send the router's
+   start-up announcements (gratuitous ARP, DAD, unsolicited NA);
 5. pick the fast path (`--fastpath auto`: the C extension when built, else its Python twin;
    `--no-fastpath`: every frame through the slow path), upload the tables, attach the rings;
 6. create the control socket (mode 0600) and print ``vrlab-router: ready`` on stdout. The
@@ -128,6 +132,8 @@ class Daemon:
         self.fastpath_text = ""
         self.tables: TableSync | None = None
         self.attached = False
+        self.kernel_taken = False
+        """Whether take_interfaces ran (close() hands the receive path back only then)."""
         self.control: ControlServer | None = None
         self.commands: ControlCommands | None = None
         self.poller = select.poll()
@@ -142,21 +148,40 @@ class Daemon:
     # --- start-up --------------------------------------------------------------------
 
     def start(self) -> None:
+        """Start-up (module doc). Everything that can be checked is checked before the
+        kernel is touched: a refused configuration (ConfigError, exit 2) leaves the
+        interfaces, their addresses, MTUs and sysctls exactly as they were."""
         names = [i.name for i in self.config.interfaces]
         mtus = {i.name: i.mtu for i in self.config.interfaces}
         try:  # a daemon already answering there owns these interfaces: touch nothing
-            ControlServer.ensure_free(self.control_path)
+            stale_socket = ControlServer.ensure_free(self.control_path)
         except ControlError as e:
             raise SystemExit(f"vrlab-router: {e}") from None
+        if stale_socket:
+            log(f"removed the stale control socket {self.control_path} left by a previous run "
+                "that did not stop cleanly")
         self.await_interfaces(names)
+        where = self.config_path or "config"
+        problems = kernel.preflight(names)
+        if problems:
+            raise ConfigError([f"{where}: {problem}" for problem in problems])
+        # The whole router (interfaces, routes, neighbors, sysctls) is built from the links
+        # as they are now; taking the interfaces changes only what the router does not read
+        # (addresses, offloads, flags) and the MTU it was configured with.
+        links: dict[str, LinkInfo] = {}
+        for name in names:
+            link = kernel.link_info(name)
+            links[name] = LinkInfo(link.ifindex, link.mac, link.mtu)
+        router = Router(self.config, links, tracer=Tracer(clock=time.monotonic))
+
+        kernel.clear_leftovers(names, stale_socket, log)
+        self.kernel_taken = True
         try:
-            kernel_links = kernel.take_interfaces(names, mtus, log)
+            kernel.take_interfaces(names, mtus, log)
         except kernel.KernelError as e:
             raise SystemExit(f"vrlab-router: {e}") from None
         for name in names:
             log(kernel.describe(name))
-
-        links: dict[str, LinkInfo] = {}
         for name in names:
             try:
                 ring = RingSocket.open(name)
@@ -164,10 +189,9 @@ class Daemon:
                 raise SystemExit(f"vrlab-router: {name}: cannot open the packet rings: {e}"
                                  ) from None
             self.rings[ring.ifindex] = ring
-            link = kernel_links[name]
-            links[name] = LinkInfo(ring.ifindex, link.mac, link.mtu)
-
-        router = Router(self.config, links, tracer=Tracer(clock=time.monotonic))
+            if ring.ifindex != links[name].ifindex:
+                raise SystemExit(f"vrlab-router: {name}: replaced while the router started "
+                                 f"(ifindex {links[name].ifindex}, now {ring.ifindex})")
         self.router = router
         states = self.watch_links()
         for iface in sorted(router.interfaces.values(), key=lambda i: i.ifindex):
@@ -531,7 +555,8 @@ class Daemon:
             with contextlib.suppress(Exception):
                 ring.close()
         # the kernel takes its receive path back (kernel.detach_stack in take_interfaces)
-        kernel.release_stack([i.name for i in self.config.interfaces], log)
+        if self.kernel_taken:
+            kernel.release_stack([i.name for i in self.config.interfaces], log)
         self.rings.clear()
         if self.linkwatch is not None:
             self.linkwatch.close()

@@ -33,8 +33,9 @@ also act on those frames. For each configured data interface `take_interfaces`:
 
 It then reads everything back and raises `KernelError` naming the interface and the setting if
 anything did not take, so the daemon refuses to start rather than run next to a kernel that
-still answers. Only /proc/sys, ioctl() and a minimal netlink exchange over the standard
-`socket` module are used: the appliance needs nothing beyond the Python standard library here.
+still answers. Only /proc/sys, ioctl() and the appliance's small rtnetlink client
+(`appliance.host.netlink`, which says why it is not pyroute2) are used: the appliance needs
+nothing beyond the Python standard library here.
 """
 
 from __future__ import annotations
@@ -43,13 +44,13 @@ import array
 import contextlib
 import errno
 import fcntl
-import os
 import socket
 import struct
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv6Address, ip_address
 from pathlib import Path
+
+from appliance.host.netlink import IFF_ALLMULTI, IFF_LOOPBACK, IFF_UP, KernelAddress, Netlink
 
 PROC_SYS = Path("/proc/sys")
 
@@ -60,10 +61,6 @@ SIOCGIFMTU = 0x8921
 SIOCSIFMTU = 0x8922
 SIOCGIFHWADDR = 0x8927
 SIOCETHTOOL = 0x8946
-# linux/if.h
-IFF_UP = 0x1
-IFF_RUNNING = 0x40
-IFF_ALLMULTI = 0x200
 IFNAMSIZ = 16
 # linux/ethtool.h
 ETHTOOL_GFLAGS = 0x25
@@ -71,31 +68,7 @@ ETHTOOL_SFLAGS = 0x26
 ETHTOOL_GGRO = 0x2B
 ETHTOOL_SGRO = 0x2C
 ETH_FLAG_LRO = 1 << 15
-# linux/netlink.h, linux/rtnetlink.h, linux/if_addr.h
-NLMSG_ERROR = 2
-NLMSG_DONE = 3
-NLM_F_REQUEST = 0x1
-NLM_F_ACK = 0x4
-NLM_F_DUMP = 0x300
-NLM_F_EXCL = 0x200
-NLM_F_CREATE = 0x400
-RTM_NEWLINK = 16
-RTM_DELLINK = 17
-RTM_GETLINK = 18
-RTM_DELADDR = 21
-RTM_GETADDR = 22
-IFA_ADDRESS = 1
-IFA_LOCAL = 2
-IFLA_IFNAME = 3
-IFLA_MASTER = 10
-IFLA_LINKINFO = 18
-IFLA_INFO_KIND = 1
-NLA_F_NESTED = 0x8000
-_NLMSGHDR = struct.Struct("=IHHII")
-_IFADDRMSG = struct.Struct("=BBBBI")
-_IFINFOMSG = struct.Struct("=BxHiII")  # family, type, index, flags, change
 DETACH_BRIDGE = "vrlab-detach"
-_RTATTR = struct.Struct("=HH")
 
 
 class KernelError(RuntimeError):
@@ -111,13 +84,6 @@ class KernelLink:
     mac: bytes
     mtu: int
     flags: int
-
-
-@dataclass(frozen=True, slots=True)
-class KernelAddress:
-    ifindex: int
-    address: IPv4Address | IPv6Address
-    prefixlen: int
 
 
 # ---------------------------------------------------------------------------- ioctl
@@ -218,123 +184,9 @@ def receive_offloads(name: str) -> dict[str, bool]:
 # ---------------------------------------------------------------------------- netlink
 
 
-class _Netlink:
-    """Just enough rtnetlink to list and delete addresses."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
-        self.sock.settimeout(5.0)
-        self.sock.bind((0, 0))
-        self.seq = 0
-
-    def close(self) -> None:
-        self.sock.close()
-
-    def __enter__(self) -> _Netlink:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def _send(self, msg_type: int, flags: int, body: bytes) -> int:
-        self.seq += 1
-        header = _NLMSGHDR.pack(_NLMSGHDR.size + len(body), msg_type, flags, self.seq, 0)
-        self.sock.send(header + body)
-        return self.seq
-
-    def _messages(self, seq: int) -> Iterator[tuple[int, bytes]]:
-        """(type, payload) of each reply to `seq` until DONE or the ack."""
-        while True:
-            data = self.sock.recv(1 << 16)
-            offset = 0
-            while offset + _NLMSGHDR.size <= len(data):
-                length, msg_type, _flags, mseq, _pid = _NLMSGHDR.unpack_from(data, offset)
-                if length < _NLMSGHDR.size:
-                    return
-                payload = data[offset + _NLMSGHDR.size : offset + length]
-                offset += (length + 3) & ~3
-                if mseq != seq:
-                    continue
-                if msg_type == NLMSG_DONE:
-                    return
-                if msg_type == NLMSG_ERROR:
-                    code = -struct.unpack_from("=i", payload)[0]
-                    if code:
-                        raise OSError(code, os.strerror(code))
-                    return
-                yield msg_type, payload
-
-    def addresses(self) -> list[KernelAddress]:
-        seq = self._send(RTM_GETADDR, NLM_F_REQUEST | NLM_F_DUMP,
-                         _IFADDRMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0))
-        found = []
-        for _type, payload in self._messages(seq):
-            family, prefixlen, _flags, _scope, index = _IFADDRMSG.unpack_from(payload)
-            attrs = dict(netlink_attributes(payload[_IFADDRMSG.size :]))
-            raw = attrs.get(IFA_LOCAL) or attrs.get(IFA_ADDRESS)
-            if raw is None or family not in (socket.AF_INET, socket.AF_INET6):
-                continue
-            found.append(KernelAddress(index, ip_address(raw), prefixlen))
-        return found
-
-    def _request(self, msg_type: int, flags: int, body: bytes) -> list[bytes]:
-        seq = self._send(msg_type, NLM_F_REQUEST | NLM_F_ACK | flags, body)
-        return [payload for _type, payload in self._messages(seq)]
-
-    def master(self, ifindex: int) -> int:
-        """ifindex of the device `ifindex` is a port of (0: none)."""
-        for payload in self._request(RTM_GETLINK, 0, _IFINFOMSG.pack(0, 0, ifindex, 0, 0)):
-            attrs = dict(netlink_attributes(payload[_IFINFOMSG.size :]))
-            raw = attrs.get(IFLA_MASTER)
-            return struct.unpack("=I", raw)[0] if raw else 0
-        return 0
-
-    def add_bridge(self, name: str) -> None:
-        kind = netlink_attr(IFLA_INFO_KIND, b"bridge\0")
-        body = (_IFINFOMSG.pack(0, 0, 0, 0, 0) + netlink_attr(IFLA_IFNAME, name.encode() + b"\0")
-                + netlink_attr(IFLA_LINKINFO | NLA_F_NESTED, kind))
-        self._request(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, body)
-
-    def set_master(self, ifindex: int, master: int) -> None:
-        body = _IFINFOMSG.pack(0, 0, ifindex, 0, 0) + netlink_attr(IFLA_MASTER,
-                                                              struct.pack("=I", master))
-        self._request(RTM_NEWLINK, 0, body)
-
-    def delete_link(self, ifindex: int) -> None:
-        self._request(RTM_DELLINK, 0, _IFINFOMSG.pack(0, 0, ifindex, 0, 0))
-
-    def delete(self, addr: KernelAddress) -> None:
-        family = socket.AF_INET if addr.address.version == 4 else socket.AF_INET6
-        attr_type = IFA_LOCAL if family == socket.AF_INET else IFA_ADDRESS
-        packed = addr.address.packed
-        body = _IFADDRMSG.pack(family, addr.prefixlen, 0, 0, addr.ifindex)
-        body += _RTATTR.pack(_RTATTR.size + len(packed), attr_type) + packed
-        seq = self._send(RTM_DELADDR, NLM_F_REQUEST | NLM_F_ACK, body)
-        for _ in self._messages(seq):
-            pass
-
-
-def netlink_attr(attr_type: int, value: bytes) -> bytes:
-    """One rtnetlink attribute, padded to 4 bytes."""
-    length = _RTATTR.size + len(value)
-    return _RTATTR.pack(length, attr_type) + value + b"\0" * (-length % 4)
-
-
-def netlink_attributes(buf: bytes) -> Iterator[tuple[int, bytes]]:
-    """(type, value) of each rtnetlink attribute in `buf`; the type without the
-    NLA_F_NESTED / NLA_F_NET_BYTEORDER flag bits."""
-    offset = 0
-    while offset + _RTATTR.size <= len(buf):
-        length, attr_type = _RTATTR.unpack_from(buf, offset)
-        if length < _RTATTR.size:
-            return
-        yield attr_type & 0x3FFF, buf[offset + _RTATTR.size : offset + length]
-        offset += (length + 3) & ~3
-
-
 def kernel_addresses(ifindexes: Sequence[int] | None = None) -> list[KernelAddress]:
     """Addresses the kernel holds (on `ifindexes` only, when given)."""
-    with _Netlink() as nl:
+    with Netlink() as nl:
         found = nl.addresses()
     return [a for a in found if ifindexes is None or a.ifindex in ifindexes]
 
@@ -352,7 +204,7 @@ def detach_stack(names: Sequence[str], log: Callable[[str], None] = print) -> li
     the router works without it, only slower."""
     detached: list[str] = []
     try:
-        with _Netlink() as nl:
+        with Netlink() as nl:
             bridge = _bridge_index(DETACH_BRIDGE)
             if not bridge:
                 nl.add_bridge(DETACH_BRIDGE)
@@ -378,6 +230,50 @@ def detach_stack(names: Sequence[str], log: Callable[[str], None] = print) -> li
     return detached
 
 
+def preflight(names: Sequence[str]) -> list[str]:
+    """What stops the router from taking `names`, found without changing anything: an
+    interface that does not exist, or a loopback (taking it would cut the machine's own
+    127.0.0.1 and ::1)."""
+    problems = []
+    for name in names:
+        try:
+            link = link_info(name)
+        except KernelError:
+            problems.append(f"interfaces: {name}: no such interface in this network namespace")
+            continue
+        if link.flags & IFF_LOOPBACK:
+            problems.append(f"interfaces: {name}: a loopback interface, not a data interface")
+    return problems
+
+
+def clear_leftovers(names: Sequence[str], stale_socket: bool,
+                    log: Callable[[str], None] = print) -> list[str]:
+    """Remove the DETACH_BRIDGE a router killed without its clean stop left (`kill -9`, an
+    OOM kill): its ports get their kernel receive path back and the bridge goes; returns the
+    ports released. It counts as left over when one of `names` is still its port, or when the
+    caller found the stale control socket of the killed run; a bridge holding only other
+    interfaces belongs to another router in this namespace and stays. Never raises."""
+    bridge = _bridge_index(DETACH_BRIDGE)
+    if not bridge:
+        return []
+    released: list[str] = []
+    try:
+        with Netlink() as nl:
+            ports = {i: n for i, n in socket.if_nameindex() if nl.master(i) == bridge}
+            if not stale_socket and not set(ports.values()) & set(names):
+                return []
+            for ifindex, name in ports.items():
+                nl.set_master(ifindex, 0)
+                released.append(name)
+            nl.delete_link(bridge)
+    except OSError as e:
+        log(f"{DETACH_BRIDGE} left by a previous run could not be removed: {e.strerror or e}")
+        return released
+    log(f"removed {DETACH_BRIDGE} left by a previous run that did not stop cleanly"
+        + (f" (ports released: {', '.join(sorted(released))})" if released else ""))
+    return released
+
+
 def release_stack(names: Sequence[str], log: Callable[[str], None] = print) -> None:
     """Undo `detach_stack`: `names` leave DETACH_BRIDGE, which is deleted once it has no
     port left. Never raises."""
@@ -385,7 +281,7 @@ def release_stack(names: Sequence[str], log: Callable[[str], None] = print) -> N
     if not bridge:
         return
     try:
-        with _Netlink() as nl:
+        with Netlink() as nl:
             for name in names:
                 with contextlib.suppress(OSError):  # gone already (a VM shutting down)
                     ifindex = socket.if_nametoindex(name)
@@ -448,12 +344,12 @@ def take_interfaces(
         for key, value in _V4_SETTINGS:
             write_sysctl(_sysctl_path("ipv4", name, key), value)
         ifindex = socket.if_nametoindex(name)
-        with _Netlink() as nl:
+        with Netlink() as nl:
             for addr in nl.addresses():
                 if addr.ifindex != ifindex:
                     continue
                 try:
-                    nl.delete(addr)
+                    nl.delete_address(addr)
                 except OSError as e:
                     raise KernelError(
                         f"{name}: cannot remove kernel address {addr.address}/{addr.prefixlen}:"

@@ -12,45 +12,41 @@ linkwatch work, so a link just brought up can read "down" for a moment and the d
 start by withdrawing routes it is about to restore. Both notifications come from that same
 linkwatch work, so after the first read they agree; the operstate is logged alongside.
 
-Standard library only (socket + struct), like `appliance.host.kernel`: the appliance runs in small
-VMs and needs no pyroute2. `parse_link_messages` is pure and unit-tested.
+The socket and the message layouts are `appliance.host.netlink`'s (standard library only;
+that module says why the appliance does not use pyroute2). `parse_link_messages` is pure and
+unit-tested.
 """
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import select
-import socket
-import struct
 import time
 from dataclasses import dataclass
 
-from appliance.host.kernel import netlink_attr, netlink_attributes
+from appliance.host.netlink import (
+    AF_BRIDGE,
+    IFF_LOWER_UP,
+    IFF_UP,
+    IFINFOMSG,
+    IFLA_CARRIER,
+    IFLA_IFNAME,
+    IFLA_OPERSTATE,
+    NLMSG_DONE,
+    NLMSG_ERROR,
+    OPERSTATES,
+    RTM_DELLINK,
+    RTM_NEWLINK,
+    RTMGRP_LINK,
+    Netlink,
+    attr,
+    attributes,
+    message,
+    messages,
+)
 
-__all__ = ["LinkEvent", "LinkWatch", "parse_link_messages"]
+__all__ = ["LinkEvent", "LinkWatch", "link_message", "parse_link_messages"]
 
-# linux/netlink.h, linux/rtnetlink.h, linux/if_link.h, linux/if.h
-NLMSG_ERROR = 2
-NLMSG_DONE = 3
-NLM_F_REQUEST = 0x1
-NLM_F_DUMP = 0x300
-RTM_NEWLINK = 16
-RTM_DELLINK = 17
-RTM_GETLINK = 18
-RTMGRP_LINK = 0x1
-AF_BRIDGE = 7
-IFLA_IFNAME = 3
-IFLA_OPERSTATE = 16
-IFLA_CARRIER = 33
-IFF_UP = 0x1
-IFF_RUNNING = 0x40
-IFF_LOWER_UP = 0x10000
-OPERSTATES = ("unknown", "notpresent", "down", "lowerlayerdown", "testing", "dormant", "up")
-"""RFC 2863 operational states in IF_OPER_* order (linux/if.h)."""
-
-_NLMSGHDR = struct.Struct("=IHHII")
-_IFINFOMSG = struct.Struct("=BxHiII")  # family, pad, type, index, flags, change
 _RCVBUF = 1 << 20
 
 
@@ -92,19 +88,13 @@ def parse_link_messages(data: bytes) -> tuple[list[LinkEvent], bool]:
     an error answer). Other message types are skipped; a truncated message ends parsing."""
     events: list[LinkEvent] = []
     done = False
-    offset = 0
-    while offset + _NLMSGHDR.size <= len(data):
-        length, msg_type, _flags, _seq, _pid = _NLMSGHDR.unpack_from(data, offset)
-        if length < _NLMSGHDR.size or offset + length > len(data):
-            break
-        payload = data[offset + _NLMSGHDR.size : offset + length]
-        offset += (length + 3) & ~3
+    for msg_type, _seq, payload in messages(data):
         if msg_type in (NLMSG_DONE, NLMSG_ERROR):
             done = True
             continue
-        if msg_type not in (RTM_NEWLINK, RTM_DELLINK) or len(payload) < _IFINFOMSG.size:
+        if msg_type not in (RTM_NEWLINK, RTM_DELLINK) or len(payload) < IFINFOMSG.size:
             continue
-        family, _type, index, flags, _change = _IFINFOMSG.unpack_from(payload)
+        family, _type, index, flags, _change = IFINFOMSG.unpack_from(payload)
         if family == AF_BRIDGE:
             # Bridge-port messages (a port joining or leaving a bridge sends RTM_NEWLINK /
             # RTM_DELLINK with family AF_BRIDGE): about the port, not the link, which gets
@@ -113,7 +103,7 @@ def parse_link_messages(data: bytes) -> tuple[list[LinkEvent], bool]:
         name = ""
         carrier: bool | None = None
         operstate = "unknown"
-        for attr_type, value in netlink_attributes(payload[_IFINFOMSG.size :]):
+        for attr_type, value in attributes(payload[IFINFOMSG.size :]):
             if attr_type == IFLA_IFNAME:
                 name = value.split(b"\0", 1)[0].decode(errors="replace")
             elif attr_type == IFLA_CARRIER and value:
@@ -135,40 +125,27 @@ def link_message(msg_type: int, ifindex: int, name: str, flags: int, *,
                              (IFLA_OPERSTATE, None if operstate is None else bytes([operstate]))):
         if value is None:
             continue
-        attrs += netlink_attr(attr_type, value)
-    body = _IFINFOMSG.pack(family, 1, ifindex, flags, 0xFFFFFFFF) + attrs
-    return _NLMSGHDR.pack(_NLMSGHDR.size + len(body), msg_type, 0, 0, 0) + body
+        attrs += attr(attr_type, value)
+    return message(msg_type, 0, 0, IFINFOMSG.pack(family, 1, ifindex, flags, 0xFFFFFFFF) + attrs)
 
 
 class LinkWatch:
     """A non-blocking rtnetlink socket on the link group, for the daemon's poll loop."""
 
     def __init__(self) -> None:
-        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
-        try:
-            with contextlib.suppress(OSError):  # a bigger queue for bursts of link changes
-                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RCVBUF)
-            self.sock.bind((0, RTMGRP_LINK))
-            self.sock.setblocking(False)
-        except OSError:
-            self.sock.close()
-            raise
+        self.netlink = Netlink(groups=RTMGRP_LINK, rcvbuf=_RCVBUF)
+        self.sock = self.netlink.sock
         self.overflows = 0
         """Times the kernel dropped notifications (ENOBUFS); each is followed by a dump."""
-        self._seq = 0
 
     def fileno(self) -> int:
-        return self.sock.fileno()
+        return self.netlink.fileno()
 
     def close(self) -> None:
-        self.sock.close()
+        self.netlink.close()
 
     def _request_dump(self) -> None:
-        self._seq += 1
-        body = _IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
-        header = _NLMSGHDR.pack(_NLMSGHDR.size + len(body), RTM_GETLINK,
-                                NLM_F_REQUEST | NLM_F_DUMP, self._seq, 0)
-        self.sock.send(header + body)
+        self.netlink.request_link_dump()
 
     def snapshot(self, timeout: float = 5.0) -> dict[int, LinkEvent]:
         """Every interface's current state (a RTM_GETLINK dump on this socket; notifications

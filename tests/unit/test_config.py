@@ -254,3 +254,22 @@ def test_a_fifo_config_is_refused(tmp_path: Path) -> None:
     os.mkfifo(fifo)
     with pytest.raises(ConfigError, match="this is a FIFO"):
         load_router_config(fifo)
+
+
+def test_lo_and_names_the_kernel_refuses_are_placed(tmp_path: Path) -> None:
+    """The router takes its interfaces from the kernel: lo would lose 127.0.0.1 and ::1
+    (issue 9). A name Linux would not give a device is refused where it is written."""
+    path = tmp_path / "router.yaml"
+    path.write_text("hostname: r\n"
+                    "interfaces:\n"
+                    "  - {name: lo, addresses: [192.0.2.1/26]}\n"
+                    "  - {name: a-name-far-too-long, addresses: [198.51.100.1/26]}\n"
+                    "  - {name: 'r/h1', addresses: [203.0.113.1/26]}\n"
+                    "  - {name: r-h1, addresses: [203.0.113.65/26]}\n")
+    with pytest.raises(ConfigError) as info:
+        load_router_config(path)
+    assert_placed(info.value.problems, path, [
+        (3, "interfaces[0].name", "lo is the loopback interface"),
+        (4, "interfaces[1].name", "'a-name-far-too-long' is not an interface name"),
+        (5, "interfaces[2].name", "'r/h1' is not an interface name"),
+    ])

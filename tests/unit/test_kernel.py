@@ -1,5 +1,5 @@
 """appliance.host.kernel's read side against this machine's loopback (no root needed): the ioctl
-link query and the hand-written rtnetlink address dump."""
+link query and the rtnetlink address dump (appliance.host.netlink)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from ipaddress import ip_address
 
 import pytest
 
-from appliance.host import kernel
+from appliance.host import kernel, netlink
 
 
 def test_link_info_of_loopback() -> None:
@@ -40,13 +40,13 @@ def test_netlink_dump_lists_loopback_addresses() -> None:
 
 
 def test_rtattr_walk() -> None:
-    attrs = (kernel._RTATTR.pack(8, kernel.IFA_ADDRESS) + bytes([192, 0, 2, 1])
-             + kernel._RTATTR.pack(5, 3) + b"x\0\0\0"  # padded to 4 bytes
-             + kernel._RTATTR.pack(8, kernel.IFA_LOCAL) + bytes([192, 0, 2, 2]))
-    assert list(kernel.netlink_attributes(attrs)) == [
-        (kernel.IFA_ADDRESS, bytes([192, 0, 2, 1])),
+    attrs = (netlink.RTATTR.pack(8, netlink.IFA_ADDRESS) + bytes([192, 0, 2, 1])
+             + netlink.RTATTR.pack(5, 3) + b"x\0\0\0"  # padded to 4 bytes
+             + netlink.RTATTR.pack(8, netlink.IFA_LOCAL) + bytes([192, 0, 2, 2]))
+    assert list(netlink.attributes(attrs)) == [
+        (netlink.IFA_ADDRESS, bytes([192, 0, 2, 1])),
         (3, b"x"),
-        (kernel.IFA_LOCAL, bytes([192, 0, 2, 2])),
+        (netlink.IFA_LOCAL, bytes([192, 0, 2, 2])),
     ]
     # A zero-length attribute ends the walk instead of looping forever.
-    assert list(kernel.netlink_attributes(kernel._RTATTR.pack(0, 1) + bytes(8))) == []
+    assert list(netlink.attributes(netlink.RTATTR.pack(0, 1) + bytes(8))) == []

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from appliance.host.linkwatch import (
+from appliance.host.linkwatch import link_message, parse_link_messages
+from appliance.host.netlink import (
     AF_BRIDGE,
     IFF_LOWER_UP,
     IFF_RUNNING,
@@ -10,8 +11,6 @@ from appliance.host.linkwatch import (
     NLMSG_DONE,
     RTM_DELLINK,
     RTM_NEWLINK,
-    link_message,
-    parse_link_messages,
 )
 
 UP, LOWERLAYERDOWN, DOWN = 6, 3, 2  # IF_OPER_* (linux/if.h)

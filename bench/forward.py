@@ -74,10 +74,11 @@ from typing import Any
 
 import yaml
 
+from bench.netns import Lab as NetnsLab
+from bench.netns import Namespace, remove_stale
 from bench.tables import FLOWS, MACS, PAYLOAD, SINK, SINK_MAC, load_tables
 
 REPO = Path(__file__).resolve().parents[1]
-PREFIX = f"vrb{os.getpid()}"
 DST = "198.51.100.2"  # h2 itself: its own IP/UDP stack is the sink
 DST6 = "2001:db8::2"
 GEN_CPU, FORWARDER_CPU = "0", "1"
@@ -118,65 +119,45 @@ def run(argv: list[str], *, check: bool = True, timeout: float = 30.0
     return proc
 
 
-def nsexec(ns: str, argv: list[str]) -> list[str]:
-    """`argv` run in namespace `ns` (a full name, e.g. Topology.ns("r"))."""
-    return ["ip", "netns", "exec", ns, *argv]
-
-
 class Topology:
-    """h1 -- r -- h2; `close()` removes the namespaces and every process started in them."""
+    """h1 -- r -- h2 in namespaces of a `bench.netns.Lab`; `close()` removes them and every
+    process started in them."""
 
-    def __init__(self, key: str) -> None:
-        self.prefix = f"{PREFIX}-{key}"
-        self.names: list[str] = []
+    def __init__(self, key: str, workdir: Path) -> None:
+        self.lab = NetnsLab(workdir)
         self.procs: list[subprocess.Popen[str]] = []
-        ns = self.ns
         try:
-            for role in ("h1", "r", "h2"):
-                run(["ip", "netns", "add", ns(role)])
-                self.names.append(ns(role))
-                run(nsexec(ns(role), ["ip", "link", "set", "lo", "up"]))
-            run(nsexec(ns("r"), ["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1",
-                                 "net.ipv6.conf.default.disable_ipv6=1"]))
-            run(["ip", "-n", ns("h1"), "link", "add", "h1-r", "type", "veth", "peer",
-                 "name", "r-h1", "netns", ns("r")])
-            run(["ip", "-n", ns("r"), "link", "add", "r-h2", "type", "veth", "peer",
-                 "name", "h2-r", "netns", ns("h2")])
-            for role, ifname in (("h1", "h1-r"), ("r", "r-h1"), ("r", "r-h2"), ("h2", "h2-r")):
-                run(nsexec(ns(role), ["ip", "link", "set", ifname, "address", MACS[ifname],
-                                      "up"]))
-            for role, ifname in (("h1", "h1-r"), ("h2", "h2-r")):
-                run(nsexec(ns(role), ["ethtool", "-K", ifname, "tso", "off", "gso", "off"]),
-                    check=False)
-            run(nsexec(ns("h1"), ["ip", "addr", "add", "192.0.2.2/26", "dev", "h1-r"]))
-            run(nsexec(ns("h1"), ["ip", "route", "add", "default", "via", "192.0.2.1"]))
-            run(nsexec(ns("h1"), ["ip", "neigh", "replace", "192.0.2.1", "lladdr",
-                                  MACS["r-h1"], "dev", "h1-r", "nud", "permanent"]))
-            run(nsexec(ns("h2"), ["ip", "addr", "add", "198.51.100.2/26", "dev", "h2-r"]))
-            run(nsexec(ns("h2"), ["ip", "route", "add", "default", "via", "198.51.100.1"]))
+            self.h1, self.r, self.h2 = (self.lab.namespace(f"{key}-{role}")
+                                        for role in ("h1", "r", "h2"))
+            self.r.sysctl("net.ipv6.conf.all.disable_ipv6", 1)
+            self.r.sysctl("net.ipv6.conf.default.disable_ipv6", 1)
+            self.lab.veth(self.h1, "h1-r", self.r, "r-h1", a_mac=MACS["h1-r"],
+                          b_mac=MACS["r-h1"])
+            self.lab.veth(self.r, "r-h2", self.h2, "h2-r", a_mac=MACS["r-h2"],
+                          b_mac=MACS["h2-r"])
+            for ns, ifname in ((self.h1, "h1-r"), (self.h2, "h2-r")):
+                ns.run(["ethtool", "-K", ifname, "tso", "off", "gso", "off"], check=False)
+            self.h1.add_address("h1-r", "192.0.2.2/26")
+            self.h1.add_route("0.0.0.0/0", "192.0.2.1")
+            self.h1.add_neighbor("h1-r", "192.0.2.1", MACS["r-h1"])
+            self.h2.add_address("h2-r", "198.51.100.2/26")
+            self.h2.add_route("0.0.0.0/0", "198.51.100.1")
             # IPv6 for the many-flows rows; r's kernel has IPv6 off, so only rings see it
-            run(nsexec(ns("h1"), ["ip", "addr", "add", "2001:db8:1::2/64", "dev", "h1-r",
-                                  "nodad"]))
-            run(nsexec(ns("h1"), ["ip", "-6", "route", "add", "default", "via",
-                                  "2001:db8:1::1"]))
-            run(nsexec(ns("h1"), ["ip", "neigh", "replace", "2001:db8:1::1", "lladdr",
-                                  MACS["r-h1"], "dev", "h1-r", "nud", "permanent"]))
-            run(nsexec(ns("h2"), ["ip", "addr", "add", "2001:db8:2::2/64", "dev", "h2-r",
-                                  "nodad"]))
+            self.h1.add_address("h1-r", "2001:db8:1::2/64")
+            self.h1.add_route("::/0", "2001:db8:1::1")
+            self.h1.add_neighbor("h1-r", "2001:db8:1::1", MACS["r-h1"])
+            self.h2.add_address("h2-r", "2001:db8:2::2/64")
         except BaseException:
             self.close()
             raise
 
-    def ns(self, role: str) -> str:
-        return f"{self.prefix}-{role}"
-
-    def popen(self, ns: str, argv: list[str], **kwargs: Any) -> subprocess.Popen[str]:
-        proc = subprocess.Popen(nsexec(self.ns(ns), argv), text=True, **kwargs)
+    def popen(self, ns: Namespace, argv: list[str], **kwargs: Any) -> subprocess.Popen[str]:
+        proc = subprocess.Popen(ns.argv(argv), text=True, **kwargs)
         self.procs.append(proc)
         return proc
 
     def rx_packets(self) -> int:
-        out = run(nsexec(self.ns("h2"), ["cat", "/sys/class/net/h2-r/statistics/rx_packets"]))
+        out = self.h2.run(["cat", "/sys/class/net/h2-r/statistics/rx_packets"])
         return int(out.stdout)
 
     def close(self) -> None:
@@ -188,9 +169,8 @@ class Topology:
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait(5)
-        for name in reversed(self.names):
-            run(["ip", "netns", "del", name], check=False)
-        self.names.clear()
+        self.procs.clear()
+        self.lab.close()
 
 
 def wait_line(proc: subprocess.Popen[str], wanted: str, timeout: float) -> None:
@@ -212,14 +192,11 @@ def wait_line(proc: subprocess.Popen[str], wanted: str, timeout: float) -> None:
 def start_forwarder(topo: Topology, fwd: Forwarder, workdir: Path) -> subprocess.Popen[str] | None:
     env = dict(os.environ, PYTHONPATH=str(REPO))
     if fwd.kind == "kernel":
-        r = topo.ns("r")
-        run(nsexec(r, ["ip", "addr", "add", "192.0.2.1/26", "dev", "r-h1"]))
-        run(nsexec(r, ["ip", "addr", "add", "198.51.100.1/26", "dev", "r-h2"]))
-        run(nsexec(r, ["ip", "neigh", "replace", DST, "lladdr", MACS["h2-r"], "dev", "r-h2",
-                       "nud", "permanent"]))
-        run(nsexec(r, ["ip", "neigh", "replace", SINK, "lladdr", SINK_MAC, "dev", "r-h2",
-                       "nud", "permanent"]))
-        run(nsexec(r, ["sysctl", "-qw", "net.ipv4.ip_forward=1"]))
+        topo.r.add_address("r-h1", "192.0.2.1/26")
+        topo.r.add_address("r-h2", "198.51.100.1/26")
+        topo.r.add_neighbor("r-h2", DST, MACS["h2-r"])
+        topo.r.add_neighbor("r-h2", SINK, SINK_MAC)
+        topo.r.sysctl("net.ipv4.ip_forward", 1)
         return None
     if fwd.kind == "daemon":
         config = {
@@ -234,7 +211,7 @@ def start_forwarder(topo: Topology, fwd: Forwarder, workdir: Path) -> subprocess
                 "--config", str(path), "--control", str(workdir / f"{fwd.key}.sock"), *fwd.args]
         log = workdir / f"{fwd.key}.log"
         with log.open("w") as stderr:
-            proc = topo.popen("r", argv, stdout=subprocess.PIPE, stderr=stderr, env=env,
+            proc = topo.popen(topo.r, argv, stdout=subprocess.PIPE, stderr=stderr, env=env,
                               cwd=str(REPO))
         try:
             wait_line(proc, "vrlab-router: ready", 90)
@@ -245,13 +222,14 @@ def start_forwarder(topo: Topology, fwd: Forwarder, workdir: Path) -> subprocess
     if fwd.detach_kernel:
         # r's kernel stack stops seeing the frames: a bridge that stays down consumes them in
         # its rx_handler (dropped, port disabled), after the packet sockets got their copy.
-        run(nsexec(topo.ns("r"), ["ip", "link", "add", "rdrop", "type", "bridge"]))
+        topo.r.ipr.link("add", ifname="rdrop", kind="bridge")  # left down
         for ifname in ("r-h1", "r-h2"):
-            run(nsexec(topo.ns("r"), ["ip", "link", "set", ifname, "master", "rdrop"]))
+            topo.r.ipr.link("set", index=topo.r.ifindex(ifname),
+                            master=topo.r.ifindex("rdrop"))
     argv = [*PIN_FORWARDER, sys.executable, "-m", "bench.forward",
             *fwd.args[:-1], "--serve", fwd.args[-1], "--routes", str(fwd.routes),
             "--flows", str(fwd.flows)]
-    proc = topo.popen("r", argv, stdout=subprocess.PIPE, env=env, cwd=str(REPO))
+    proc = topo.popen(topo.r, argv, stdout=subprocess.PIPE, env=env, cwd=str(REPO))
     wait_line(proc, "ready", 300)
     return proc
 
@@ -284,7 +262,7 @@ def measure(topo: Topology, gen: Path, seconds: float, flows: int = 0, sink: str
     # IPv6: no payload, the smallest frame (62 bytes + FCS); destinations 2001:db8:0:N::2
     dst, payload, count = (DST6, 0, flows) if flows else (
         SINK if sink == "nic" else DST, PAYLOAD, 1)
-    proc = topo.popen("h1", [*PIN_GEN, str(gen), dst, "9",
+    proc = topo.popen(topo.h1, [*PIN_GEN, str(gen), dst, "9",
                              str(warm + seconds + 0.3), str(payload), str(count)],
                       stdout=subprocess.PIPE)
     time.sleep(warm)
@@ -312,12 +290,11 @@ class Setup:
 
 
 def prepare(fwd: Forwarder, workdir: Path) -> Setup:
-    topo = Topology(fwd.key)
+    topo = Topology(fwd.key, workdir)
     try:
         proc = start_forwarder(topo, fwd, workdir)
         # warm up: neighbors resolved, caches filled
-        run(nsexec(topo.ns("h1"), ["ping", "-c", "2", "-i", "0.2", "-W", "2", DST]),
-            check=False)
+        topo.h1.run(["ping", "-c", "2", "-i", "0.2", "-W", "2", DST], check=False)
     except BaseException:
         topo.close()
         raise
@@ -492,8 +469,9 @@ def main(argv: list[str] | None = None) -> int:
 
     reason = usable()
     if reason:
-        print(f"bench forward: network part skipped, {reason}")
+        print(f"bench forward: skipped, {reason}")
         return 1
+    remove_stale()  # namespaces of earlier runs that were killed before their clean-up
 
     forwarders = [
         Forwarder("kernel", "Linux kernel forwarding", "kernel"),
@@ -539,7 +517,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  setting up: {fwd.label}", flush=True)
                 try:
                     setups.append(prepare(fwd, workdir))
-                except (RuntimeError, subprocess.TimeoutExpired, OSError) as err:
+                except (RuntimeError, AssertionError, subprocess.TimeoutExpired,
+                        OSError) as err:
                     fwd.note = f"failed: {err}"
             for i in range(runs):
                 print(f"  run {i + 1}/{runs}", flush=True)
@@ -547,7 +526,8 @@ def main(argv: list[str] | None = None) -> int:
                     try:
                         pps, sent, cpu = measure(setup.topo, gen, seconds, setup.fwd.flows,
                                                  setup.fwd.sink)
-                    except (RuntimeError, subprocess.TimeoutExpired, OSError, ValueError) as err:
+                    except (RuntimeError, AssertionError, subprocess.TimeoutExpired, OSError,
+                            ValueError) as err:
                         setup.fwd.note = f"failed: {err}"
                         continue
                     setup.fwd.samples.append(pps)

@@ -24,6 +24,7 @@ import os
 import re
 import select
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -40,6 +41,7 @@ REPO = Path(__file__).resolve().parents[1]
 PREFIX = f"vrl{os.getpid()}"
 _STALE = re.compile(r"^vrl(\d+)-")
 _SERIAL = itertools.count(1)
+NUD_PERMANENT = 0x80  # linux/neighbour.h
 
 
 def remove_stale() -> list[str]:
@@ -112,6 +114,12 @@ class Namespace:
         if ":" in via or ":" in prefix:
             kwargs["family"] = 10
         self.ipr.route("add", **kwargs)
+
+    def add_neighbor(self, ifname: str, address: str, mac: str) -> None:
+        """A permanent ARP/ND entry (`ip neigh replace ... nud permanent`)."""
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        self.ipr.neigh("replace", dst=address, lladdr=mac, ifindex=self.ifindex(ifname),
+                       family=family, state=NUD_PERMANENT)
 
     def mac(self, ifname: str) -> str:
         link = self.ipr.get_links(self.ifindex(ifname))[0]

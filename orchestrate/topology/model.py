@@ -52,6 +52,7 @@ from orchestrate.choices import ACCELS as ACCELS
 from orchestrate.choices import BACKENDS as BACKENDS
 from orchestrate.choices import ROLES as ROLES
 from orchestrate.choices import Role as Role
+from orchestrate.nodeconfig import MGMT_NETWORK
 
 IPAddress = IPv4Address | IPv6Address
 IPInterface = IPv4Interface | IPv6Interface
@@ -72,8 +73,8 @@ DOCUMENTATION_NETWORKS: tuple[IPNetwork, ...] = (
     IPv6Network("2001:db8::/32"),  # RFC 3849
 )
 LINK_LOCAL_V6 = IPv6Network("fe80::/10")
-MANAGEMENT_NETWORK = IPv4Network("203.0.113.248/29")
-"""Reserved for the lab's management side; no node may use it on a data link."""
+MANAGEMENT_NETWORK = MGMT_NETWORK
+"""Reserved for the lab's management side (nodeconfig's); no node may use it on a data link."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,6 +25,8 @@ COMMANDS = (
     "exec",
     "console",
     "capture",
+    "trace",
+    "ui",
     "test",
     "graph",
     "validate",

@@ -4,7 +4,8 @@
     routerctl sysctl [NAME ...] | sysctl -w NAME=VALUE ...
     routerctl route add PREFIX via GATEWAY [dev IF] | dev IF | blackhole | reject
     routerctl route del PREFIX
-    routerctl trace [-n N]
+    routerctl trace [-n N] [--filter ADDR,...] [--json]
+    routerctl trace --start [-n N] [--filter ADDR,...]  |  trace --collect SESSION [--json]
     routerctl status
     routerctl reload
 
@@ -27,9 +28,13 @@ from appliance.control.client import DEFAULT_SOCKET, SHOW_WHAT, ControlClient, C
 TRACE_HELP = """\
 Turn tracing on for the next N packets the router receives and print, for each, the stages it
 crossed (rx, verify, fib lookup and the route hit, neighbor state, queue, ttl, tx, icmp, drop,
-punt ...) with times relative to its arrival, like a dtrace stack. While a trace runs every
-packet goes through the Python slow path (the C fast path is bypassed), so every stage is
-visible and forwarding is slower until the N packets have been seen."""
+punt ...) with times relative to its arrival, like a dtrace stack. Tracing does not change
+the path a packet takes: the C fast path keeps forwarding and records the stages of the
+packets it forwards ("fast path"); the ones it hands to the Python slow path are traced there
+("slow path", with the reason). --filter traces only IP packets from or to the addresses
+given. --start begins a session and prints its number without waiting; --collect SESSION
+prints what that session recorded and ends it (this is how `vrlab trace` arms every router
+of a lab before it sends its probe)."""
 
 
 class UsageError(Exception):
@@ -88,7 +93,8 @@ def render_trace_record(record: dict[str, Any]) -> str:
     """One traced packet: its stages with microseconds since it was received."""
     stages = record["stages"]
     start = stages[0]["time"] if stages else 0.0
-    lines = [f"packet {record['packet_id']} received on {record['interface']}"]
+    path = record.get("path", "slow")
+    lines = [f"packet {record['packet_id']} received on {record['interface']} ({path} path)"]
     for s in stages:
         lines.append(f"  {(s['time'] - start) * 1e6:+10.1f} us  {s['stage']:<9} {s['detail']}")
     return "\n".join(lines)
@@ -192,9 +198,23 @@ def cmd_route(client: ControlClient, args: argparse.Namespace) -> int:
 def cmd_trace(client: ControlClient, args: argparse.Namespace) -> int:
     if args.count < 1:
         raise UsageError("-n must be at least 1")
-    session = client.request("trace-start", count=args.count)["session"]
-    print(f"tracing the next {args.count} packet{'s' if args.count != 1 else ''} "
-          "(slow path; Ctrl-C to stop)", file=sys.stderr)
+    if args.collect is not None:
+        if args.start or args.filter:
+            raise UsageError("--collect takes no --start or --filter")
+        result = client.request("trace-read", session=args.collect, after=0)
+        for record in result["records"]:
+            print(json.dumps(record) if args.json else render_trace_record(record))
+        with contextlib.suppress(ControlError):
+            client.request("trace-stop", session=args.collect)
+        return 0
+    addresses = [a for a in (args.filter or "").split(",") if a]
+    session = client.request("trace-start", count=args.count, filter=addresses)["session"]
+    if args.start:
+        print(json.dumps({"session": session}))
+        return 0
+    what = f"to or from {', '.join(addresses)}" if addresses else "received"
+    print(f"tracing the next {args.count} packet{'s' if args.count != 1 else ''} {what} "
+          "(Ctrl-C to stop)", file=sys.stderr)
     seen = 0
     last_id = 0
     deadline = time.monotonic() + args.timeout
@@ -285,6 +305,12 @@ def build_parser() -> argparse.ArgumentParser:
     trace.add_argument("--wait", dest="timeout", type=float, default=30.0,
                        help="give up after this many seconds (default 30)")
     trace.add_argument("--json", action="store_true", help="one JSON object per packet")
+    trace.add_argument("--filter", metavar="ADDR,...",
+                       help="only IP packets from or to these addresses (up to 8)")
+    trace.add_argument("--start", action="store_true",
+                       help="start the session, print {\"session\": N} and return")
+    trace.add_argument("--collect", type=int, metavar="SESSION",
+                       help="print what session SESSION recorded and end it")
     trace.set_defaults(func=cmd_trace)
 
     status = sub.add_parser("status", help="is the daemon up, and how")

@@ -16,7 +16,8 @@ op                  arguments                                       result
                     optional ``dev``), ``dev``, ``type``            prints it
                     (blackhole|reject)
 ``route-del``       ``prefix``                                      ``{prefix}``
-``trace-start``     ``count``                                       ``{session}``
+``trace-start``     ``count``, optional ``filter`` (a list of up to     ``{session}``
+                    8 addresses: only packets from or to them)
 ``trace-read``      ``session``, ``after`` (a packet id)            ``{records, done}``
 ``trace-stop``      ``session``                                     ``{}``
 ``reload``                                                          ``{applied, summary,
@@ -272,6 +273,12 @@ class TraceSession:
     """time.monotonic() of the client's last read: a session nobody reads for
     STALE_TRACE seconds (its routerctl was killed) may be replaced."""
     done: bool = False
+    addresses: list[str] = field(default_factory=list)
+    """The filter: only IP packets from or to these addresses (empty: every frame)."""
+
+
+MAX_TRACE_ADDRESSES = 8
+"""As many as the fast path's trace filter holds (TRACE_MAX_ADDRS)."""
 
 
 class ControlCommands:
@@ -463,11 +470,22 @@ class ControlCommands:
         if (self.trace is not None and not self.trace.done
                 and time.monotonic() - self.trace.last_read < STALE_TRACE):
             raise ControlError("a trace is already running (another routerctl trace?)")
+        wanted = request.get("filter") or []
+        if not isinstance(wanted, list) or len(wanted) > MAX_TRACE_ADDRESSES:
+            raise ControlError(f"trace filter must be a list of at most {MAX_TRACE_ADDRESSES} "
+                               "addresses")
+        addresses = []
+        for item in wanted:
+            try:
+                addresses.append(str(ipaddress.ip_address(str(item))))
+            except ValueError:
+                raise ControlError(f"trace filter: {item!r} is not an IP address") from None
         tracer = self.router.tracer
+        tracer.addresses = addresses
         newest = tracer.records(1)
         self._sessions += 1
         self.trace = TraceSession(self._sessions, count, newest[0].packet_id if newest else 0,
-                                  time.monotonic())
+                                  time.monotonic(), addresses=addresses)
         tracer.enabled = True
         return {"session": self.trace.session}
 
@@ -507,6 +525,8 @@ class ControlCommands:
                 "packet_id": r.packet_id,
                 "ifindex": r.ifindex,
                 "interface": self._ifname(r.ifindex),
+                "path": r.path,
+                "flow": r.flow,
                 "stages": [{"stage": s.stage, "detail": s.detail, "time": s.time}
                            for s in r.stages],
             }
@@ -519,6 +539,7 @@ class ControlCommands:
         trace = self._session(request)
         trace.done = True
         self.router.tracer.enabled = False
+        self.router.tracer.addresses = []
         self.trace = None
         return {}
 

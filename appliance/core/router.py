@@ -502,7 +502,9 @@ class Router(IPv4Input, IPv6Input):
         self._counters["link.received"] += 1
         if type(frame) is not bytes:
             frame = bytes(frame)  # a ring slot (memoryview) must not outlive this call
-        rec = self.tracer.begin(ifindex, now) if self.tracer.enabled else None
+        tracer = self.tracer
+        rec = (tracer.begin(ifindex, now, frame)
+               if tracer.enabled and tracer.wants(frame) else None)
         if rec is not None:
             rec.add("rx", f"{len(frame)} bytes")
             if punt is not None:

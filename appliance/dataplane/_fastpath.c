@@ -82,10 +82,32 @@ enum { FLAG_FORWARDING4 = 1, FLAG_FORWARDING6 = 2, FLAG_REDIRECT4 = 4, FLAG_REDI
 #define NEIGHBOR_SIZE 40
 
 /* Counters beyond the per-verdict ones. */
-enum { C_RX = 0, C_FORWARD4, C_FORWARD6, C_TX_SLOW, C_TX_KICKS, C_RX_RING_DROPS, C_EXTRA };
+enum { C_RX = 0, C_FORWARD4, C_FORWARD6, C_TX_SLOW, C_TX_KICKS, C_RX_RING_DROPS, C_TRACE_LOST,
+       C_EXTRA };
 static const char *const extra_names[C_EXTRA] = {
-    "rx", "forward4", "forward6", "tx_slow", "tx_kicks", "rx_ring_drops",
+    "rx", "forward4", "forward6", "tx_slow", "tx_kicks", "rx_ring_drops", "trace_lost",
 };
+
+/* The packet trace ring: a record per frame that matches the trace filter (its addresses, or
+   every IP frame), filled only while a trace runs, so a traced packet takes the path it would
+   have taken anyway. Layout: twin.TRACE_RECORD; stage times are CLOCK_MONOTONIC ns, 0 for a
+   stage the frame did not reach. */
+#define TRACE_CAPACITY 64
+#define TRACE_MAX_ADDRS 8
+#define TRACE_ADDRESS_SIZE 17 /* family (4|6), address (IPv4 in the first 4 bytes) */
+enum { TS_RX = 0, TS_VERIFY, TS_ROUTE, TS_NEIGHBOR, TS_TX, TS_COUNT };
+typedef struct {
+    uint32_t ifindex, out_ifindex;
+    uint16_t verdict;
+    uint8_t family, proto, ttl, nh_kind;
+    uint16_t length;
+    uint16_t ident; /* ICMP echo identifier, or the TCP/UDP source port */
+    uint16_t aux;   /* ICMP type << 8 | code, or the TCP/UDP destination port */
+    uint8_t src[16], dst[16], nexthop[16];
+    uint8_t pad[4];
+    uint64_t t[TS_COUNT];
+} trace_rec_t;
+_Static_assert(sizeof(trace_rec_t) == 112, "twin.TRACE_RECORD is 112 bytes");
 
 #define MAX_RINGS 64
 #ifndef PREFETCH_AHEAD
@@ -95,6 +117,12 @@ static const char *const extra_names[C_EXTRA] = {
 #define VNET_HDR_LEN 10     /* sizeof(struct virtio_net_hdr), before the frame with PACKET_VNET_HDR */
 
 static PyObject *FastPathError;
+
+static inline uint64_t monotonic_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
 
 /* ------------------------------------------------------------------------------------ */
 /* small helpers                                                                          */
@@ -360,6 +388,11 @@ typedef struct {
     int n_rings;
     int next_ring;
     ring_t rings[MAX_RINGS];
+    int trace_on; /* 0 off, 1 frames from or to trace_addrs, 2 every IP frame */
+    int n_trace_addrs;
+    uint8_t trace_addrs[TRACE_MAX_ADDRS][TRACE_ADDRESS_SIZE];
+    uint32_t trace_head, trace_len;
+    trace_rec_t trace[TRACE_CAPACITY];
 } FastPath;
 
 #define COUNT(fp, i) ((fp)->counts[V_COUNT + (i)])
@@ -370,6 +403,7 @@ typedef struct {
     const uint8_t *hdr; /* 14 bytes */
     size_t ip_len;
     int family;
+    const nexthop_t *nh; /* the route's next hop, for the trace (NULL: no route) */
 } fwd_t;
 
 /* The checks after the TTL, the same for both families in fastpath_py's order: a usable
@@ -377,7 +411,7 @@ typedef struct {
    FLAG_REDIRECT bit), a resolved neighbor. Fills `out` for V_FORWARD. */
 static inline int judge_egress(const FastPath *fp, uint32_t ifindex, const nexthop_t *nh,
                                size_t ip_len, unsigned redirect, int family,
-                               const uint8_t *dst, fwd_t *out) {
+                               const uint8_t *dst, fwd_t *out, uint64_t *ts) {
     if (!nh)
         return V_PUNT_NOROUTE;
     if (nh->kind == NH_BLACKHOLE || nh->kind == NH_REJECT)
@@ -392,6 +426,8 @@ static inline int judge_egress(const FastPath *fp, uint32_t ifindex, const nexth
         return V_PUNT_REDIRECT;
     const uint8_t *hop = nh->kind == NH_GATEWAY ? nh->gw : dst;
     const neigh_t *ne = neigh_lookup(fp->nt, out_ifindex, family, hop);
+    if (ts)
+        ts[TS_NEIGHBOR] = monotonic_ns();
     if (!ne)
         return V_PUNT_NEIGHBOR;
     out->out_ifindex = out_ifindex;
@@ -401,8 +437,10 @@ static inline int judge_egress(const FastPath *fp, uint32_t ifindex, const nexth
     return V_FORWARD;
 }
 
-/* Decide what to do with one frame; the order of the checks is fastpath_py's. */
-static int judge(const FastPath *fp, uint32_t ifindex, const uint8_t *f, size_t n, fwd_t *out) {
+/* Decide what to do with one frame; the order of the checks is fastpath_py's. `ts` is NULL
+   except for a traced frame, whose stage times it receives (TS_*). */
+static int judge(const FastPath *fp, uint32_t ifindex, const uint8_t *f, size_t n, fwd_t *out,
+                 uint64_t *ts) {
     const iface_t *in = iface_find(fp->ift, ifindex);
     if (!in)
         return V_PUNT_UNKNOWN_IF;
@@ -426,6 +464,8 @@ static int judge(const FastPath *fp, uint32_t ifindex, const uint8_t *f, size_t 
         size_t total = rd16(f + 16);
         if (total < hl || 14 + total > n)
             return V_PUNT_MALFORMED;
+        if (ts)
+            ts[TS_VERIFY] = monotonic_ns();
         uint32_t src = rd32(f + 26), dst = rd32(f + 30);
         if (dst >> 28 == 0xe || dst == 0xffffffffu)
             return V_PUNT_MULTICAST;
@@ -434,6 +474,9 @@ static int judge(const FastPath *fp, uint32_t ifindex, const uint8_t *f, size_t 
             return V_PUNT_MARTIAN;
         nh1 = fib_lookup4(fib, dst);
         nh = nh1 ? &fib->nh[nh1 - 1] : NULL;
+        out->nh = nh;
+        if (ts)
+            ts[TS_ROUTE] = monotonic_ns();
         if (nh && nh->kind == NH_LOCAL)
             return V_PUNT_LOCAL;
         /* a source that is one of ours or a directed broadcast of one of our subnets (the
@@ -449,7 +492,7 @@ static int judge(const FastPath *fp, uint32_t ifindex, const uint8_t *f, size_t 
         ttl_or_hlim = f[22];
         if (ttl_or_hlim <= 1)
             return V_PUNT_TTL;
-        return judge_egress(fp, ifindex, nh, total, flags & FLAG_REDIRECT4, 4, f + 30, out);
+        return judge_egress(fp, ifindex, nh, total, flags & FLAG_REDIRECT4, 4, f + 30, out, ts);
     }
     if (et == 0x86dd) {
         static const uint8_t zero[16], loopback[16] = {[15] = 1},
@@ -459,6 +502,8 @@ static int judge(const FastPath *fp, uint32_t ifindex, const uint8_t *f, size_t 
         size_t payload = rd16(f + 18);
         if (54 + payload > n)
             return V_PUNT_MALFORMED;
+        if (ts)
+            ts[TS_VERIFY] = monotonic_ns();
         const uint8_t *src = f + 22, *dst = f + 38;
         if (dst[0] == 0xff)
             return V_PUNT_MULTICAST;
@@ -468,6 +513,9 @@ static int judge(const FastPath *fp, uint32_t ifindex, const uint8_t *f, size_t 
             return V_PUNT_MARTIAN;
         nh1 = fib_lookup6(fib, dst);
         nh = nh1 ? &fib->nh[nh1 - 1] : NULL;
+        out->nh = nh;
+        if (ts)
+            ts[TS_ROUTE] = monotonic_ns();
         if (nh && nh->kind == NH_LOCAL)
             return V_PUNT_LOCAL;
         switch (f[20]) {
@@ -481,7 +529,8 @@ static int judge(const FastPath *fp, uint32_t ifindex, const uint8_t *f, size_t 
             return V_PUNT_TTL;
         if ((src[0] == 0xfe && (src[1] & 0xc0) == 0x80) || (dst[0] == 0xfe && (dst[1] & 0xc0) == 0x80))
             return V_PUNT_SCOPE;
-        return judge_egress(fp, ifindex, nh, 40 + payload, flags & FLAG_REDIRECT6, 6, dst, out);
+        return judge_egress(fp, ifindex, nh, 40 + payload, flags & FLAG_REDIRECT6, 6, dst, out,
+                            ts);
     }
     return V_PUNT_NONIP;
 }
@@ -538,6 +587,74 @@ static size_t emit(const fwd_t *w, const uint8_t *f, uint8_t *dst, int csum_part
     if (csum_partial)
         complete_l4(dst, 14 + w->ip_len);
     return 14 + w->ip_len;
+}
+
+/* Is this frame one the running trace wants? (Checked only while a trace runs.) */
+static int trace_match(const FastPath *fp, const uint8_t *f, size_t n) {
+    if (n < 14)
+        return 0;
+    uint16_t et = rd16(f + 12);
+    const uint8_t *s, *d;
+    uint8_t family;
+    size_t len;
+    if (et == 0x0800 && n >= 34) {
+        family = 4, len = 4, s = f + 26, d = f + 30;
+    } else if (et == 0x86dd && n >= 54) {
+        family = 6, len = 16, s = f + 22, d = f + 38;
+    } else {
+        return 0;
+    }
+    if (fp->trace_on == 2)
+        return 1;
+    for (int i = 0; i < fp->n_trace_addrs; i++) {
+        const uint8_t *a = fp->trace_addrs[i];
+        if (a[0] == family && (!memcmp(a + 1, s, len) || !memcmp(a + 1, d, len)))
+            return 1;
+    }
+    return 0;
+}
+
+/* Append the record of a traced frame (the oldest is overwritten when the ring is full). */
+static void trace_put(FastPath *fp, uint32_t ifindex, const uint8_t *f, size_t n, int v,
+                      const fwd_t *w, const uint64_t *ts) {
+    if (v == V_DROP_OTHERHOST)
+        return; /* another host's frame on a shared segment: not something we handled */
+    trace_rec_t *r = &fp->trace[fp->trace_head];
+    fp->trace_head = (fp->trace_head + 1) % TRACE_CAPACITY;
+    if (fp->trace_len < TRACE_CAPACITY)
+        fp->trace_len++;
+    else
+        COUNT(fp, C_TRACE_LOST)++;
+    memset(r, 0, sizeof *r);
+    r->ifindex = ifindex;
+    r->verdict = (uint16_t)v;
+    r->out_ifindex = v == V_FORWARD || v == V_DROP_TXFULL ? w->out_ifindex : 0;
+    memcpy(r->t, ts, sizeof r->t);
+    size_t l4 = 0, alen;
+    if (rd16(f + 12) == 0x0800) {
+        r->family = 4, r->proto = f[23], r->ttl = f[22], r->length = rd16(f + 16), alen = 4;
+        memcpy(r->src, f + 26, 4);
+        memcpy(r->dst, f + 30, 4);
+        if (!(rd16(f + 20) & 0x1fff)) /* not a later fragment: a transport header follows */
+            l4 = 14 + (size_t)(f[14] & 15) * 4;
+    } else {
+        r->family = 6, r->proto = f[20], r->ttl = f[21], r->length = (uint16_t)(40 + rd16(f + 18));
+        alen = 16;
+        memcpy(r->src, f + 22, 16);
+        memcpy(r->dst, f + 38, 16);
+        l4 = 54;
+    }
+    if (l4 && (r->proto == 1 || r->proto == 58) && l4 + 8 <= n) {
+        r->aux = rd16(f + l4);
+        r->ident = rd16(f + l4 + 4);
+    } else if (l4 && (r->proto == 6 || r->proto == 17) && l4 + 4 <= n) {
+        r->ident = rd16(f + l4);
+        r->aux = rd16(f + l4 + 2);
+    }
+    if (w->nh) {
+        r->nh_kind = w->nh->kind;
+        memcpy(r->nexthop, w->nh->kind == NH_GATEWAY ? w->nh->gw : r->dst, alen);
+    }
 }
 
 static void count_verdict(FastPath *fp, int v, int family) {
@@ -853,7 +970,11 @@ static PyObject *FastPath_process(FastPath *self, PyObject *args, PyObject *kwds
     fwd_t w = {0};
     const uint8_t *f = view.buf;
     size_t n = (size_t)view.len;
-    int v = judge(self, ifindex, f, n, &w);
+    uint64_t ts[TS_COUNT] = {0};
+    int traced = self->trace_on && trace_match(self, f, n);
+    if (traced)
+        ts[TS_RX] = monotonic_ns();
+    int v = judge(self, ifindex, f, n, &w, traced ? ts : NULL);
     count_verdict(self, v, w.family);
     PyObject *out;
     uint32_t out_ifindex = 0;
@@ -862,6 +983,8 @@ static PyObject *FastPath_process(FastPath *self, PyObject *args, PyObject *kwds
         if (out)
             emit(&w, f, (uint8_t *)PyBytes_AS_STRING(out), csum_partial);
         out_ifindex = w.out_ifindex;
+        if (traced)
+            ts[TS_TX] = monotonic_ns();
     } else if (v >= V_DROP_OTHERHOST) {
         out = PyBytes_FromStringAndSize(NULL, 0);
     } else {
@@ -869,6 +992,8 @@ static PyObject *FastPath_process(FastPath *self, PyObject *args, PyObject *kwds
         if (out && csum_partial)
             complete_l4((uint8_t *)PyBytes_AS_STRING(out), n);
     }
+    if (traced)
+        trace_put(self, ifindex, f, n, v, &w, ts);
     PyBuffer_Release(&view);
     if (!out)
         return NULL;
@@ -1098,10 +1223,17 @@ static int walk(FastPath *self, long budget, PyObject *punts, long *done_out) {
                 COUNT(self, C_RX)++;
                 fwd_t w = {0};
                 int v;
+                uint64_t ts[TS_COUNT];
+                int traced = self->trace_on && !(st & TP_STATUS_VLAN_VALID) &&
+                             trace_match(self, f, n);
+                if (traced) {
+                    memset(ts, 0, sizeof ts);
+                    ts[TS_RX] = monotonic_ns();
+                }
                 if (st & TP_STATUS_VLAN_VALID)
                     v = judge_tagged(self, r->ifindex, f, n);
                 else
-                    v = judge(self, r->ifindex, f, n, &w);
+                    v = judge(self, r->ifindex, f, n, &w, traced ? ts : NULL);
                 if (v == V_FORWARD) {
                     ring_t *o = ring_find(self, w.out_ifindex);
                     uint8_t *out;
@@ -1113,9 +1245,13 @@ static int walk(FastPath *self, long budget, PyObject *punts, long *done_out) {
                     } else {
                         size_t len = emit(&w, f, out + o->tx_data, csum_partial);
                         tx_commit(o, out, len);
+                        if (traced)
+                            ts[TS_TX] = monotonic_ns();
                     }
                 }
                 count_verdict(self, v, w.family);
+                if (traced)
+                    trace_put(self, r->ifindex, f, n, v, &w, ts);
                 if (v != V_FORWARD && v < V_DROP_OTHERHOST &&
                     punt(punts, r->ifindex, v, f, n, h, csum_partial) < 0)
                     err = 1;
@@ -1133,12 +1269,6 @@ static int walk(FastPath *self, long budget, PyObject *punts, long *done_out) {
 }
 
 #define KICK_BATCH 32 /* frames queued on the TX rings before a busy-polling poll() kicks */
-
-static int64_t monotonic_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
 
 static PyObject *FastPath_poll(FastPath *self, PyObject *args, PyObject *kwargs) {
     static char *kwlist[] = {"budget", "spin", NULL};
@@ -1163,7 +1293,7 @@ static PyObject *FastPath_poll(FastPath *self, PyObject *args, PyObject *kwargs)
            rather than once per frame or two. The TX rings are kicked when a pass finds the RX
            rings empty (nothing waits for a batch that is not coming) or once KICK_BATCH
            frames wait: one send(2) for many frames when they come fast. */
-        int64_t end = monotonic_ns() + (int64_t)(spin * 1e9);
+        uint64_t end = monotonic_ns() + (uint64_t)(spin * 1e9);
         long kicked_at = 0;
         while (!err && done < budget && PyList_GET_SIZE(punts) == 0) {
             long before = done;
@@ -1220,6 +1350,46 @@ static PyObject *FastPath_transmit(FastPath *self, PyObject *args) {
 static PyObject *FastPath_flush(FastPath *self, PyObject *unused) {
     kick(self);
     Py_RETURN_NONE;
+}
+
+static PyObject *FastPath_set_trace(FastPath *self, PyObject *args, PyObject *kwargs) {
+    static char *kwlist[] = {"addresses", "match_all", NULL};
+    Py_buffer view;
+    int match_all = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "y*|p:set_trace", kwlist, &view, &match_all))
+        return NULL;
+    size_t len = (size_t)view.len;
+    if (len % TRACE_ADDRESS_SIZE || len / TRACE_ADDRESS_SIZE > TRACE_MAX_ADDRS) {
+        PyBuffer_Release(&view);
+        return PyErr_Format(FastPathError, "trace addresses: %zu bytes is not 0 to %d records "
+                            "of %d", len, TRACE_MAX_ADDRS, TRACE_ADDRESS_SIZE);
+    }
+    const uint8_t *p = view.buf;
+    for (size_t i = 0; i < len; i += TRACE_ADDRESS_SIZE) {
+        if (p[i] != 4 && p[i] != 6) {
+            PyBuffer_Release(&view);
+            return PyErr_Format(FastPathError, "trace address family %d is not 4 or 6", p[i]);
+        }
+    }
+    memcpy(self->trace_addrs, p, len);
+    self->n_trace_addrs = (int)(len / TRACE_ADDRESS_SIZE);
+    self->trace_on = match_all ? 2 : self->n_trace_addrs ? 1 : 0;
+    PyBuffer_Release(&view);
+    Py_RETURN_NONE;
+}
+
+static PyObject *FastPath_trace_records(FastPath *self, PyObject *unused) {
+    PyObject *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(self->trace_len *
+                                                                 sizeof(trace_rec_t)));
+    if (!out)
+        return NULL;
+    uint8_t *d = (uint8_t *)PyBytes_AS_STRING(out);
+    uint32_t first = (self->trace_head + TRACE_CAPACITY - self->trace_len) % TRACE_CAPACITY;
+    for (uint32_t i = 0; i < self->trace_len; i++)
+        memcpy(d + i * sizeof(trace_rec_t), &self->trace[(first + i) % TRACE_CAPACITY],
+               sizeof(trace_rec_t));
+    self->trace_len = 0;
+    return out;
 }
 
 static PyObject *FastPath_counters(FastPath *self, PyObject *unused) {
@@ -1328,6 +1498,11 @@ static PyMethodDef FastPath_methods[] = {
      "transmit(ifindex, frame) -> bool: queue a frame on an attached TX ring."},
     {"flush", (PyCFunction)FastPath_flush, METH_NOARGS, "flush(): kick the TX rings."},
     {"counters", (PyCFunction)FastPath_counters, METH_NOARGS, "counters() -> dict[str, int]."},
+    {"set_trace", (PyCFunction)(void (*)(void))FastPath_set_trace, METH_VARARGS | METH_KEYWORDS,
+     "set_trace(addresses, match_all=False): record frames from or to these TRACE_ADDRESS "
+     "records (or every IP frame); empty and False: stop."},
+    {"trace_records", (PyCFunction)FastPath_trace_records, METH_NOARGS,
+     "trace_records() -> bytes: the TRACE_RECORDs so far, oldest first; empties the ring."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1384,7 +1559,10 @@ PyMODINIT_FUNC PyInit__fastpath(void) {
         PyModule_AddIntConstant(m, "NEXTHOP_SIZE", NEXTHOP_SIZE) < 0 ||
         PyModule_AddIntConstant(m, "ROUTE4_SIZE", ROUTE4_SIZE) < 0 ||
         PyModule_AddIntConstant(m, "ROUTE6_SIZE", ROUTE6_SIZE) < 0 ||
-        PyModule_AddIntConstant(m, "NEIGHBOR_SIZE", NEIGHBOR_SIZE) < 0)
+        PyModule_AddIntConstant(m, "NEIGHBOR_SIZE", NEIGHBOR_SIZE) < 0 ||
+        PyModule_AddIntConstant(m, "TRACE_RECORD_SIZE", (int)sizeof(trace_rec_t)) < 0 ||
+        PyModule_AddIntConstant(m, "TRACE_ADDRESS_SIZE", TRACE_ADDRESS_SIZE) < 0 ||
+        PyModule_AddIntConstant(m, "TRACE_CAPACITY", TRACE_CAPACITY) < 0)
         goto fail;
     return m;
 fail:

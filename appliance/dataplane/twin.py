@@ -26,6 +26,14 @@ interface, a punt with the frame for the slow path (``out_ifindex`` 0), or a dro
 ``csum_partial`` says the frame came with ``TP_STATUS_CSUMNOTREADY`` (a local sender left the
 TCP/UDP checksum to "hardware"): the checksum is completed on forwarded and punted frames.
 
+``set_trace(addresses, match_all=False)`` starts recording the frames from or to the
+``TRACE_ADDRESS`` records given (or every IP frame): each gets a ``TRACE_RECORD`` (verdict,
+interfaces, addresses, TTL, the next hop, and the time of each stage it reached) in a ring of
+``TRACE_CAPACITY`` records (the oldest is overwritten, counted as ``trace_lost``);
+``trace_records()`` returns them oldest first and empties the ring. Tracing changes nothing
+else: a traced frame gets the verdict it would have got anyway, so `routerctl trace` and
+`vrlab trace` can say "fast path" for it. Frames for another host's MAC are not recorded.
+
 ``attach(ring)`` / ``detach(ifindex)`` hand a ``appliance.dataplane.RingSocket`` to the fast path;
 ``poll(budget) -> (frames_read, [(ifindex, verdict, frame), ...])`` walks the RX rings (at most
 ``budget`` frames), forwards what it can onto the TX rings (one kick per ring per call) and
@@ -62,10 +70,14 @@ __all__ = [
     "NEXTHOP",
     "ROUTE4",
     "ROUTE6",
+    "TRACE_ADDRESS",
+    "TRACE_CAPACITY",
+    "TRACE_RECORD",
     "FastPath",
     "FastPathError",
     "NextHopKind",
     "Ring",
+    "TraceStage",
     "Verdict",
 ]
 
@@ -146,6 +158,29 @@ NEXTHOP = struct.Struct("<B3xI16s")  # kind, ifindex, gateway (IPv4 in the first
 ROUTE4 = struct.Struct("<4sB3xI")  # prefix, length 0-32, next-hop index
 ROUTE6 = struct.Struct("<16sB3xI")  # prefix, length 0-128, next-hop index
 NEIGHBOR = struct.Struct("<IB3x16s14s2x")  # ifindex, family 4|6, address, Ethernet header
+TRACE_ADDRESS = struct.Struct("<B16s")  # family 4|6, address (IPv4 in the first 4 bytes)
+TRACE_RECORD = struct.Struct("<IIHBBBBHHH16s16s16s4x5Q")
+"""ifindex, out ifindex, verdict, family, protocol / next header, TTL / hop limit as received,
+next-hop kind (0: no route), IP length, ident (ICMP echo identifier or TCP/UDP source port),
+aux (ICMP type << 8 | code, or TCP/UDP destination port), source, destination, next hop (the
+gateway, or the destination when on-link), and the CLOCK_MONOTONIC nanoseconds of the stages
+rx, verify, route, neighbor, tx (0: not reached)."""
+TRACE_CAPACITY = 64
+TRACE_MAX_ADDRS = 8
+
+
+class TraceStage(enum.IntEnum):
+    """Index of a stage time in a TRACE_RECORD."""
+
+    RX = 0
+    VERIFY = 1
+    """The IP header passed RFC 1812 §5.2.2."""
+    ROUTE = 2
+    """The destination was looked up."""
+    NEIGHBOR = 3
+    """The next hop's cached link-layer header was looked up."""
+    TX = 4
+    """The rewritten frame is on the egress TX ring (or, with process(), was built)."""
 
 ETHERTYPE_IPV4 = 0x0800
 ETHERTYPE_IPV6 = 0x86DD
@@ -157,12 +192,13 @@ options, mobility, HIP, shim6, experiments (RFC 8200 §4, RFC 7045). ESP and AH 
 they are opaque end to end and a router forwards them like any upper layer."""
 
 COUNTER_NAMES: tuple[str, ...] = (
-    "rx", "forward4", "forward6", "tx_slow", "tx_kicks", "rx_ring_drops",
+    "rx", "forward4", "forward6", "tx_slow", "tx_kicks", "rx_ring_drops", "trace_lost",
     *(f"{v.name[:4].lower()}.{v.name[5:].lower()}" for v in Verdict if v != Verdict.FORWARD),
 )
 """Keys of ``counters()``: frames read from RX rings, forwarded per family, slow-path frames
 sent by ``transmit``, TX kicks, frames the kernel dropped because an RX ring was full
-(PACKET_STATISTICS), and one count per punt and drop reason."""
+(PACKET_STATISTICS), trace records overwritten before they were read, and one count per punt
+and drop reason."""
 
 _V6_ZERO = bytes(16)
 _V6_LOOPBACK = bytes(15) + b"\x01"
@@ -239,8 +275,22 @@ class _Tables:
         self.neighbors: dict[tuple[int, int, bytes], bytes] = {}
 
 
+class _Stamp:
+    """What a traced frame's judgement records: stage times and the route's next hop."""
+
+    __slots__ = ("nexthop", "times")
+
+    def __init__(self) -> None:
+        self.times = [0] * len(TraceStage)
+        self.times[TraceStage.RX] = time.monotonic_ns()
+        self.nexthop: tuple[int, int, bytes] | None = None
+
+    def mark(self, stage: TraceStage) -> None:
+        self.times[stage] = time.monotonic_ns()
+
+
 def _egress(t: _Tables, ifindex: int, nh: int, kind: int, ip_len: int, redirect_flag: int,
-            family: int, dst: bytes) -> tuple[int, int, bytes]:
+            family: int, dst: bytes, stamp: _Stamp | None = None) -> tuple[int, int, bytes]:
     """The checks after the TTL, the same for both families, in contract order: a usable
     route, the egress interface and its MTU, redirect territory, a resolved neighbor.
     ``(FORWARD, egress ifindex, cached Ethernet header)`` or ``(punt, 0, b"")``."""
@@ -258,6 +308,8 @@ def _egress(t: _Tables, ifindex: int, nh: int, kind: int, ip_len: int, redirect_
         return Verdict.PUNT_REDIRECT, 0, b""
     hop = gateway[:len(dst)] if kind == NextHopKind.GATEWAY else dst
     header = t.neighbors.get((out_ifindex, family, hop))
+    if stamp is not None:
+        stamp.mark(TraceStage.NEIGHBOR)
     if header is None:
         return Verdict.PUNT_NEIGHBOR, 0, b""
     return Verdict.FORWARD, out_ifindex, header
@@ -287,6 +339,9 @@ class FastPath:
         self._rings: dict[int, Ring] = {}
         self._next_ring = 0
         self._counts: dict[str, int] = dict.fromkeys(COUNTER_NAMES, 0)
+        self._trace_on = 0  # 0 off, 1 frames from or to _trace_addrs, 2 every IP frame
+        self._trace_addrs: set[tuple[int, bytes]] = set()
+        self._trace: list[bytes] = []
 
     # -- tables ---------------------------------------------------------------------------
 
@@ -355,7 +410,17 @@ class FastPath:
         self, ifindex: int, frame: Buffer, csum_partial: bool = False
     ) -> tuple[int, int, bytes]:
         data = bytes(frame)
-        verdict, out_ifindex, out = self._judge(ifindex, data)
+        stamp = _Stamp() if self._trace_on and self._trace_match(data) else None
+        verdict, out_ifindex, out = self._process(ifindex, data, csum_partial, stamp)
+        if stamp is not None:
+            if verdict == Verdict.FORWARD:
+                stamp.mark(TraceStage.TX)
+            self._trace_put(ifindex, data, verdict, out_ifindex, stamp)
+        return verdict, out_ifindex, out
+
+    def _process(self, ifindex: int, data: bytes, csum_partial: bool, stamp: _Stamp | None
+                 ) -> tuple[int, int, bytes]:
+        verdict, out_ifindex, out = self._judge(ifindex, data, stamp)
         if verdict == Verdict.FORWARD:
             self._count("forward4" if data[12:14] == b"\x08\x00" else "forward6")
         elif verdict >= Verdict.DROP_OTHERHOST:
@@ -370,7 +435,8 @@ class FastPath:
             out = bytes(buf)
         return verdict, out_ifindex, out
 
-    def _judge(self, ifindex: int, frame: bytes) -> tuple[int, int, bytes]:
+    def _judge(self, ifindex: int, frame: bytes, stamp: _Stamp | None = None
+               ) -> tuple[int, int, bytes]:
         t = self._tables
         iface = t.interfaces.get(ifindex)
         if iface is None:
@@ -384,12 +450,13 @@ class FastPath:
             return Verdict.DROP_OTHERHOST, 0, b""
         ethertype = (frame[12] << 8) | frame[13]
         if ethertype == ETHERTYPE_IPV4:
-            return self._judge4(ifindex, frame, t)
+            return self._judge4(ifindex, frame, t, stamp)
         if ethertype == ETHERTYPE_IPV6:
-            return self._judge6(ifindex, frame, t)
+            return self._judge6(ifindex, frame, t, stamp)
         return Verdict.PUNT_NONIP, 0, b""
 
-    def _judge4(self, ifindex: int, frame: bytes, t: _Tables) -> tuple[int, int, bytes]:
+    def _judge4(self, ifindex: int, frame: bytes, t: _Tables, stamp: _Stamp | None
+                ) -> tuple[int, int, bytes]:
         # RFC 1812 §5.2.2: length, version, header length, checksum, total length.
         n = len(frame)
         if n < 34 or frame[14] >> 4 != 4:
@@ -400,6 +467,8 @@ class FastPath:
         total = (frame[16] << 8) | frame[17]
         if total < hl or 14 + total > n:
             return Verdict.PUNT_MALFORMED, 0, b""
+        if stamp is not None:
+            stamp.mark(TraceStage.VERIFY)
         src = int.from_bytes(frame[26:30])
         dst = int.from_bytes(frame[30:34])
         if dst >> 28 == 0xE or dst == 0xFFFFFFFF:
@@ -409,6 +478,9 @@ class FastPath:
             return Verdict.PUNT_MARTIAN, 0, b""
         nh = _lookup(t.fib4, t.lengths4, dst, 32)
         kind = t.nexthops[nh][0] if nh >= 0 else 0
+        if stamp is not None:
+            stamp.mark(TraceStage.ROUTE)
+            stamp.nexthop = t.nexthops[nh] if nh >= 0 else None
         if kind == NextHopKind.LOCAL:
             return Verdict.PUNT_LOCAL, 0, b""
         # A source that is ours or a directed broadcast of our subnets (both local host routes
@@ -424,7 +496,7 @@ class FastPath:
         if ttl <= 1:
             return Verdict.PUNT_TTL, 0, b""
         verdict, out_ifindex, header = _egress(t, ifindex, nh, kind, total, FLAG_REDIRECT4,
-                                               4, frame[30:34])
+                                               4, frame[30:34], stamp)
         if verdict != Verdict.FORWARD:
             return verdict, 0, b""
         # RFC 1812 §5.3.1 TTL decrement; RFC 1624 eqn. 3 on the TTL/protocol word.
@@ -437,13 +509,16 @@ class FastPath:
         out[25] = checksum & 0xFF
         return Verdict.FORWARD, out_ifindex, bytes(out)
 
-    def _judge6(self, ifindex: int, frame: bytes, t: _Tables) -> tuple[int, int, bytes]:
+    def _judge6(self, ifindex: int, frame: bytes, t: _Tables, stamp: _Stamp | None
+                ) -> tuple[int, int, bytes]:
         n = len(frame)
         if n < 54 or frame[14] >> 4 != 6:
             return Verdict.PUNT_MALFORMED, 0, b""
         payload = (frame[18] << 8) | frame[19]
         if 54 + payload > n:
             return Verdict.PUNT_MALFORMED, 0, b""
+        if stamp is not None:
+            stamp.mark(TraceStage.VERIFY)
         src = frame[22:38]
         dst = frame[38:54]
         if dst[0] == 0xFF:
@@ -455,6 +530,9 @@ class FastPath:
             return Verdict.PUNT_MARTIAN, 0, b""
         nh = _lookup(t.fib6, t.lengths6, int.from_bytes(dst), 128)
         kind = t.nexthops[nh][0] if nh >= 0 else 0
+        if stamp is not None:
+            stamp.mark(TraceStage.ROUTE)
+            stamp.nexthop = t.nexthops[nh] if nh >= 0 else None
         if kind == NextHopKind.LOCAL:
             return Verdict.PUNT_LOCAL, 0, b""
         if frame[20] in EXTENSION_HEADERS:
@@ -467,7 +545,7 @@ class FastPath:
         if (src[0] == 0xFE and src[1] & 0xC0 == 0x80) or (dst[0] == 0xFE and dst[1] & 0xC0 == 0x80):
             return Verdict.PUNT_SCOPE, 0, b""
         verdict, out_ifindex, header = _egress(t, ifindex, nh, kind, 40 + payload,
-                                               FLAG_REDIRECT6, 6, dst)
+                                               FLAG_REDIRECT6, 6, dst, stamp)
         if verdict != Verdict.FORWARD:
             return verdict, 0, b""
         out = bytearray(header)
@@ -515,12 +593,19 @@ class FastPath:
             done += len(batch)
             self._counts["rx"] += len(batch)
             for frame, csum_partial in batch:
-                verdict, out_ifindex, out = self.process(ifindex, frame, csum_partial)
+                stamp = _Stamp() if self._trace_on and self._trace_match(frame) else None
+                verdict, out_ifindex, out = self._process(ifindex, frame, csum_partial, stamp)
                 if verdict == Verdict.FORWARD:
                     tx = self._rings.get(out_ifindex)
                     if tx is not None and tx.send(out):
                         dirty.add(out_ifindex)
+                        if stamp is not None:
+                            stamp.mark(TraceStage.TX)
+                            self._trace_put(ifindex, frame, verdict, out_ifindex, stamp)
                         continue
+                    verdict = Verdict.PUNT_NORING if tx is None else Verdict.DROP_TXFULL
+                    if stamp is not None:
+                        self._trace_put(ifindex, frame, verdict, out_ifindex, stamp)
                     self._counts["forward4" if frame[12:14] == b"\x08\x00" else "forward6"] -= 1
                     if tx is None:
                         self._count("punt.noring")
@@ -530,7 +615,10 @@ class FastPath:
                         punts.append((ifindex, Verdict.PUNT_NORING, bytes(buf)))
                     else:
                         self._count("drop.txfull")
-                elif verdict != Verdict.DROP_OTHERHOST:
+                    continue
+                if stamp is not None:
+                    self._trace_put(ifindex, frame, verdict, out_ifindex, stamp)
+                if verdict != Verdict.DROP_OTHERHOST:
                     punts.append((ifindex, verdict, out))
         if rings:
             self._next_ring = (self._next_ring + 1) % len(rings)
@@ -538,6 +626,76 @@ class FastPath:
             self._rings[out_ifindex].flush()
             self._count("tx_kicks")
         return done
+
+    # -- the trace ring ---------------------------------------------------------------------
+
+    def set_trace(self, addresses: Buffer, match_all: bool = False) -> None:
+        view = memoryview(addresses).cast("B")
+        n = len(view) // TRACE_ADDRESS.size
+        if len(view) % TRACE_ADDRESS.size or n > TRACE_MAX_ADDRS:
+            raise FastPathError(f"trace addresses: {len(view)} bytes is not 0 to "
+                                f"{TRACE_MAX_ADDRS} records of {TRACE_ADDRESS.size}")
+        wanted: set[tuple[int, bytes]] = set()
+        for family, addr in TRACE_ADDRESS.iter_unpack(view):
+            if family not in (4, 6):
+                raise FastPathError(f"trace address family {family} is not 4 or 6")
+            wanted.add((family, addr[:4] if family == 4 else addr))
+        self._trace_addrs = wanted
+        self._trace_on = 2 if match_all else 1 if wanted else 0
+
+    def trace_records(self) -> bytes:
+        out = b"".join(self._trace)
+        self._trace.clear()
+        return out
+
+    def _trace_match(self, frame: bytes) -> bool:
+        n = len(frame)
+        if n < 14:
+            return False
+        ethertype = (frame[12] << 8) | frame[13]
+        if ethertype == ETHERTYPE_IPV4 and n >= 34:
+            family, src, dst = 4, frame[26:30], frame[30:34]
+        elif ethertype == ETHERTYPE_IPV6 and n >= 54:
+            family, src, dst = 6, frame[22:38], frame[38:54]
+        else:
+            return False
+        return (self._trace_on == 2 or (family, src) in self._trace_addrs
+                or (family, dst) in self._trace_addrs)
+
+    def _trace_put(self, ifindex: int, frame: bytes, verdict: int, out_ifindex: int,
+                   stamp: _Stamp) -> None:
+        if verdict == Verdict.DROP_OTHERHOST:
+            return  # another host's frame on a shared segment
+        if len(self._trace) == TRACE_CAPACITY:
+            del self._trace[0]
+            self._count("trace_lost")
+        n = len(frame)
+        l4 = 0
+        if frame[12:14] == b"\x08\x00":
+            family, proto, ttl, length = 4, frame[23], frame[22], (frame[16] << 8) | frame[17]
+            src, dst = frame[26:30], frame[30:34]
+            if not ((frame[20] << 8) | frame[21]) & 0x1FFF:
+                l4 = 14 + (frame[14] & 15) * 4
+        else:
+            family, proto, ttl = 6, frame[20], frame[21]
+            length = (40 + ((frame[18] << 8) | frame[19])) & 0xFFFF
+            src, dst = frame[22:38], frame[38:54]
+            l4 = 54
+        ident = aux = 0
+        if l4 and proto in (1, 58) and l4 + 8 <= n:
+            aux = (frame[l4] << 8) | frame[l4 + 1]
+            ident = (frame[l4 + 4] << 8) | frame[l4 + 5]
+        elif l4 and proto in (6, 17) and l4 + 4 <= n:
+            ident = (frame[l4] << 8) | frame[l4 + 1]
+            aux = (frame[l4 + 2] << 8) | frame[l4 + 3]
+        kind, nexthop = 0, b""
+        if stamp.nexthop is not None:
+            kind, _, gateway = stamp.nexthop
+            nexthop = gateway[:len(src)] if kind == NextHopKind.GATEWAY else dst
+        keep_out = verdict in (Verdict.FORWARD, Verdict.DROP_TXFULL)
+        self._trace.append(TRACE_RECORD.pack(
+            ifindex, out_ifindex if keep_out else 0, verdict, family, proto, ttl, kind, length,
+            ident, aux, src, dst, nexthop, *stamp.times))
 
     def transmit(self, ifindex: int, frame: Buffer) -> bool:
         ring = self._rings.get(ifindex)

@@ -28,8 +28,11 @@ with a timeout to the next timer. On each wake-up the fast path's batch call run
 fast path never forwards on a stale route or neighbor. `Router.tick` runs every `TICK` seconds
 (neighbor timers, reassembly timeouts).
 
-While `routerctl trace` runs the rings are detached from the fast path and every frame goes
-through the slow path, so each traced packet shows every stage.
+While a trace runs (`routerctl trace`, or `vrlab trace` through it) the fast path stays
+attached: it records the frames the trace wants (its addresses, or every IP frame) in its own
+ring, which the loop drains into the router's tracer (`appliance.dataplane.tracering`), so a
+traced packet takes the path it would have taken anyway and its trace says "fast path". The
+frames the fast path punts are traced by the slow path, starting with the punt reason.
 
 Link state: an rtnetlink socket on the link group (`appliance.host.linkwatch`) is part of the same
 poll. A data interface losing carrier (or set administratively down) is marked down in the
@@ -70,6 +73,7 @@ from appliance.core.trace import Tracer
 from appliance.dataplane import twin
 from appliance.dataplane.ring import RingError, RingSocket
 from appliance.dataplane.tablesync import FastPathLike, TableSync, have_c, new_fastpath
+from appliance.dataplane.tracering import fast_records, trace_addresses
 from appliance.host import kernel
 from appliance.host.linkwatch import LinkEvent, LinkWatch
 
@@ -134,6 +138,8 @@ class Daemon:
         self.attached = False
         self.kernel_taken = False
         """Whether take_interfaces ran (close() hands the receive path back only then)."""
+        self._fast_trace: tuple[str, ...] | None = None
+        """The fast path's trace filter as last set (None: not tracing)."""
         self.control: ControlServer | None = None
         self.commands: ControlCommands | None = None
         self.poller = select.poll()
@@ -342,10 +348,13 @@ class Daemon:
                 self.rings[ifindex].flush()
         self._dirty.clear()
 
-    def slow(self, ifindex: int, frame: bytes, now: float) -> None:
+    def slow(self, ifindex: int, frame: bytes, now: float, verdict: int | None = None) -> None:
         assert self.router is not None
+        punt = None
+        if verdict is not None and self.router.tracer.enabled:
+            punt = twin.Verdict(verdict).name[5:].lower()  # PUNT_TTL -> ttl
         try:
-            self.send(self.router.receive(ifindex, frame, now))
+            self.send(self.router.receive(ifindex, frame, now, punt))
         except Exception:  # a bug in the slow path must not stop the router
             self._errors += 1
             if self._errors <= MAX_TRACEBACKS:
@@ -359,8 +368,8 @@ class Daemon:
         done = 0
         if self.attached and self.fp is not None:
             done, punts = self.fp.poll(BUDGET, spin)
-            for ifindex, _verdict, frame in punts:
-                self.slow(ifindex, frame, now)
+            for ifindex, verdict, frame in punts:
+                self.slow(ifindex, frame, now, verdict)
         else:
             for ifindex, ring in self.rings.items():
                 frames = ring.recv_batch(BUDGET)
@@ -371,13 +380,28 @@ class Daemon:
         return done
 
     def tracing_changed(self) -> None:
-        """Detach the rings while a trace runs (every frame through the slow path)."""
+        """Give the fast path the running trace's filter (or stop its recording)."""
         if self.commands is None or self.fp is None:
             return
-        if self.commands.tracing and self.attached:
-            self.detach()
-        elif not self.commands.tracing and not self.attached:
-            self.attach()
+        trace = self.commands.trace
+        want = tuple(trace.addresses) if trace is not None and self.commands.tracing else None
+        if want == self._fast_trace:
+            return
+        if want is None:
+            self.fp.set_trace(b"")
+            self.fp.trace_records()  # what it recorded after the session ended
+        else:
+            self.fp.set_trace(trace_addresses(list(want)), match_all=not want)
+        self._fast_trace = want
+
+    def drain_fast_trace(self) -> None:
+        """Move the fast path's trace records into the router's tracer."""
+        if self._fast_trace is None or self.fp is None or self.router is None:
+            return
+        blob = self.fp.trace_records()
+        if blob and self.router.tracer.enabled:
+            for record in fast_records(blob, self.router):
+                self.router.tracer.add(record)
 
     # --- link state ------------------------------------------------------------------
 
@@ -542,6 +566,7 @@ class Daemon:
                     self.check_kernel()
                     last_check = now
             self.sync_tables()
+            self.drain_fast_trace()
             if self.commands is not None:
                 self.commands.trace_poll()
 

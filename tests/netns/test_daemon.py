@@ -194,6 +194,37 @@ def test_trace_shows_stages(line: Line) -> None:
         assert line.router.stats()["ip.fastforward"] > before
 
 
+def test_filtered_trace_keeps_the_fast_path(line: Line) -> None:
+    """`routerctl trace --start --filter` (what `vrlab trace` does): the traced pings are still
+    forwarded by the fast path (ip.fastforward moves), and their records say so with every
+    stage; a TTL-1 ping is punted and traced by the slow path with the punt reason."""
+    assert line.router is not None
+    if line.mode == "off":
+        pytest.skip("no fast path in this mode")
+    assert ping_ok(line, Line.H2)  # neighbors resolved
+    started = line.router.ctl("trace", "--start", "-n", "50", "--filter", Line.H2)
+    session = json.loads(started.stdout)["session"]
+    before = line.router.stats()["ip.fastforward"]
+    assert ping_ok(line, Line.H2, count=3)
+    line.h1.run(["ping", "-n", "-c", "1", "-W", "1", "-t", "1", Line.H2], check=False)
+    after = line.router.stats()["ip.fastforward"]
+    assert after - before >= 6  # 3 requests and 3 replies, fast-forwarded while traced
+    out = line.router.ctl("trace", "--collect", str(session), "--json").stdout
+    records = [json.loads(x) for x in out.splitlines()]
+    fast = [r for r in records if r["path"] == "fast"]
+    requests = [r for r in fast if r["flow"].get("icmp_type") == 8]
+    assert len(requests) >= 3, records
+    assert [s["stage"] for s in requests[0]["stages"]] == \
+        ["rx", "verify", "fib", "neighbor", "ttl", "tx"]
+    assert requests[0]["flow"]["dst"] == Line.H2 and requests[0]["interface"] == "r-h1"
+    expired = [r for r in records if r["path"] == "slow" and r["flow"].get("ttl") == 1]
+    assert expired, records
+    stages = {s["stage"]: s["detail"] for s in expired[0]["stages"]}
+    assert stages["punt"] == "ttl" and "type 11" in stages["icmp"]
+    # nothing to or from other addresses was recorded
+    assert all(Line.H2 in (r["flow"].get("src"), r["flow"].get("dst")) for r in records)
+
+
 # ---------------------------------------------------------------------------- life cycle
 
 

@@ -97,8 +97,35 @@ def test_trace_prints_stages(live: tuple[str, FakeRouter],
     assert code == 0, err
     assert out.count("packet ") == 2
     assert "rx        r-h1 98 bytes" in out and "tx        r-h2" in out
-    assert "slow path" in err
+    assert out.count("(slow path)") == 2
+    assert "tracing the next 2 packets received" in err
     assert not router.tracer.enabled
+
+
+def test_trace_start_then_collect_with_a_filter(live: tuple[str, FakeRouter],
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """`vrlab trace` arms a router with --start --filter, and later collects the records."""
+    path, router = live
+    code, out, err = run(capsys, path, "trace", "--start", "-n", "5", "--filter",
+                         "198.51.100.2,2001:db8:2::2")
+    assert code == 0, err
+    session = json.loads(out)["session"]
+    assert router.tracer.enabled
+    assert router.tracer.addresses == ["198.51.100.2", "2001:db8:2::2"]
+    rec = router.tracer.begin(3, 2.0, bytes.fromhex(
+        "020000000101" "020000000202" "0800" "4500001c00014000" "3f01" "0000"
+        "c6336402" "c6336442" "0800f7fe" "0001" "0000"))
+    rec.add("rx", "r-h1 42 bytes")
+    code, out, err = run(capsys, path, "trace", "--collect", str(session), "--json")
+    assert code == 0, err
+    records = [json.loads(line) for line in out.splitlines()]
+    assert len(records) >= 1
+    first = next(r for r in records if r["flow"])
+    assert first["flow"]["src"] == "198.51.100.2" and first["flow"]["ttl"] == 63
+    assert first["flow"]["icmp_type"] == 8 and first["path"] == "slow"
+    assert not router.tracer.enabled and router.tracer.addresses == []  # collected = ended
+    code, _, err = run(capsys, path, "trace", "--start", "--filter", "not-an-address")
+    assert code == 1 and "not an IP address" in err
 
 
 def test_no_daemon_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -3,6 +3,7 @@ on the output it should not, and retries stay inside their window."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -439,3 +440,20 @@ def test_vrlab_test_bad_file_starts_nothing(tmp_path: Path,
     bad = Path(__file__).parent / "bad_topologies" / "bad_role.yaml"
     assert run_test_command(monkeypatch, module, str(bad)) == 2
     assert module.made == []
+
+
+def test_vrlab_test_json_is_one_document_on_stdout(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    existing = FakeLab(tmp_path, {"*": [(r".", (1, "", "nope"))]})
+    module = fake_lab_module(tmp_path, existing=existing, rules={})
+    status = run_test_command(monkeypatch, module, str(CONFIGS / "line.yaml"), "--json")
+    out, err = capsys.readouterr()
+    doc = json.loads(out)  # nothing else on stdout: the PASS/FAIL lines and table are on stderr
+    assert status == 1 and doc["passed"] is False and doc["lab"] == "line"
+    assert len(doc["checks"]) == 13 and not any(c["passed"] for c in doc["checks"])
+    first = doc["checks"][0]
+    assert (first["kind"], first["attempts"], first["file"]) == (
+        "ping", 3, str(CONFIGS / "line.yaml"))
+    assert first["line"] > 0 and first["reason"]
+    assert "FAIL" in err

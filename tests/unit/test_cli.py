@@ -8,6 +8,7 @@ import argparse
 import io
 import json
 import threading
+import types
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -145,6 +146,45 @@ def test_up_that_cannot_come_up_exits_3_with_json(capsys: pytest.CaptureFixture[
                            "--no-progress")
     assert status == Exit.NOT_UP == doc["exit_status"]
     assert doc["error"] == "node violin did not become ready"
+
+
+class UpLab:
+    """What `up` and `status` read of a lab that came up."""
+
+    name = "duo"
+    backend_name = "qemu"
+    ssh_config = Path("/labs/duo/ssh_config")
+
+    def __init__(self) -> None:
+        self.record = types.SimpleNamespace(data={"state": "up", "accel": "tcg"})
+
+    def status(self) -> list[Any]:
+        from orchestrate.lab import NodeStatus
+
+        return [NodeStatus("violin", "host", "running", 2222, "127.0.0.1:2222", [],
+                           "/labs/duo/nodes/violin/serial.log",
+                           [{"name": "vioif0", "mac": "52:54:00:aa:bb:cc", "mtu": 1500,
+                             "link": "udp", "link_local": "fe80::5054:ff:feaa:bbcc"}])]
+
+
+def test_up_json_is_the_status_document(capsys: pytest.CaptureFixture[str],
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from orchestrate import lab as labmod
+
+    monkeypatch.setattr(labmod.Lab, "up", lambda *args, **kwargs: UpLab())
+    status, doc = run_json(capsys, "deploy", str(CONFIGS / "duo.yaml"), "--json",
+                           "--no-progress")
+    assert status == Exit.OK
+    assert list(doc) == ["duo"]
+    lab = doc["duo"]
+    assert (lab["state"], lab["backend"], lab["accel"]) == ("up", "qemu", "tcg")
+    assert lab["ssh_config"] == "/labs/duo/ssh_config"
+    (node,) = lab["nodes"]
+    assert (node["name"], node["state"], node["ssh_port"]) == ("violin", "running", 2222)
+    assert node["interfaces"][0]["link_local"] == "fe80::5054:ff:feaa:bbcc"
+    monkeypatch.setattr(labmod, "resolve_lab_name", lambda given: "duo")
+    monkeypatch.setattr(labmod.Lab, "open", staticmethod(lambda name: UpLab()))
+    assert run_json(capsys, "inspect", "duo", "--json") == (0, doc)
 
 
 def test_test_that_cannot_come_up_exits_3(capsys: pytest.CaptureFixture[str],

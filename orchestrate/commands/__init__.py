@@ -48,8 +48,14 @@ def add_json_option(parser: argparse.ArgumentParser) -> None:
                         help="machine-readable output: one JSON document on stdout")
 
 
+LAB_NAMES = shtab.cmd('ls "${VRLAB_HOME:-$HOME/.local/share/vrlab}/labs" 2>/dev/null')
+"""Shell completion of lab names: the directories under $VRLAB_HOME/labs (record.labs_dir)."""
+
+
 def add_lab_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--lab", help="lab name or topology file (default: the only lab up)")
+    action = parser.add_argument(
+        "--lab", help="lab name or topology file (default: the only lab up)")
+    action.complete = LAB_NAMES  # type: ignore[attr-defined]
 
 
 def add_topology_argument(parser: argparse.ArgumentParser, *, optional: bool = False,

@@ -6,7 +6,7 @@ import argparse
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
-from orchestrate.commands import Exit, add_json_option, fail, print_json
+from orchestrate.commands import LAB_NAMES, Exit, add_json_option, fail, print_json
 
 if TYPE_CHECKING:
     from orchestrate.lab import Lab
@@ -16,7 +16,8 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("status", aliases=["inspect"],
                                    help="show the nodes of running labs")
     parser.add_argument("lab", nargs="?", metavar="LAB",
-                        help="lab name or topology file (default: every lab)")
+                        help="lab name or topology file (default: every lab)"
+                        ).complete = LAB_NAMES
     add_json_option(parser)
     parser.set_defaults(func=run)
 

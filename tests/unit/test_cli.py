@@ -7,6 +7,8 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import shutil
+import subprocess
 import threading
 import types
 from collections.abc import Callable
@@ -106,6 +108,32 @@ def test_completion_script_names_the_commands(shell: str,
         assert command in script, command
     if shell == "bash":
         assert "complete " in script
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+def test_bash_completes_commands_aliases_and_lab_names(tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]
+                                                       ) -> None:
+    assert main(["completion", "bash"]) == 0
+    script = tmp_path / "vrlab.bash"
+    script.write_text(capsys.readouterr().out)
+    home = tmp_path / "home"
+    for lab in ("alpha", "beta"):
+        (home / "labs" / lab).mkdir(parents=True)
+
+    def complete(line: str) -> list[str]:
+        words = line.split(" ")
+        program = (f"source {script}; COMP_WORDS=({' '.join(repr(w) for w in words)}); "
+                   f"COMP_CWORD={len(words) - 1}; COMP_LINE={line!r}; "
+                   f"COMP_POINT=${{#COMP_LINE}}; _shtab_vrlab; echo ${{COMPREPLY[*]}}")
+        done = subprocess.run(["bash", "-c", program], capture_output=True, text=True,
+                              timeout=30, env={"VRLAB_HOME": str(home), "PATH": "/usr/bin:/bin"})
+        return sorted(done.stdout.split())
+
+    assert complete("vrlab de") == ["demo", "deploy", "destroy"]
+    assert complete("vrlab down ") == ["alpha", "beta"]
+    assert complete("vrlab exec --lab b") == ["beta"]
+    assert complete("vrlab image l") == ["list", "ls"]
 
 
 # ------------------------------------------------------------------ --json and exit statuses

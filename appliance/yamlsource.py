@@ -120,6 +120,8 @@ class Document:
                 ) -> Problem:
         """A Problem placed at the value (or, with `key`, the key) at `path`."""
         mark = self.key_mark(path) if key else self.mark(path)
+        if not self.values:  # a Document for data that came from no file: no place
+            mark = Mark(0, 0)
         return Problem(self.source, mark.line, mark.col, format_path(path), message, hint)
 
 

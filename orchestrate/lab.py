@@ -606,10 +606,10 @@ def resolve_lab_name(given: str | None) -> str:
     if given:
         path = Path(given)
         if given.endswith((".yaml", ".yml")) and path.is_file():
-            import yaml
+            from appliance.yamlsource import YamlSourceError, load_file
 
-            with contextlib.suppress(yaml.YAMLError, OSError):
-                data = yaml.safe_load(path.read_text())
+            with contextlib.suppress(YamlSourceError):
+                data = load_file(path).data
                 if isinstance(data, dict) and isinstance(data.get("name"), str):
                     given = str(data["name"])
             if given == str(path):

@@ -141,8 +141,7 @@ class LabSession:
         item = {"kind": kind, **{k.rstrip("_"): v for k, v in params.items()}}
         problems, valid = validate_check(item, self.topology)
         if problems or valid is None:
-            raise ValueError("; ".join(f"{'.'.join(map(str, p.path)) or kind}: {p.message}"
-                                       for p in problems))
+            raise ValueError("; ".join(f"{p.path}: {p.message}" for p in problems))
         return self.runner.run(CheckSpec(valid.kind, valid.name, valid.params, "<test>", 0, 0))
 
     def evidence(self) -> list[tuple[str, str]]:

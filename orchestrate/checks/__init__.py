@@ -35,7 +35,6 @@ from orchestrate.checks.schema import (
     DEFAULT_TIMEOUT,
     KINDS,
     PING_EXPECT,
-    CheckIssue,
     Param,
     ValidCheck,
     default_name,
@@ -46,7 +45,7 @@ from orchestrate.checks.schema import (
 
 __all__ = [
     "CAPTURE_EXPECT", "COMMON_KEYS", "DEFAULT_ATTEMPTS", "DEFAULT_INTERVAL", "DEFAULT_TIMEOUT",
-    "ICMP_ERROR_PATTERNS", "KINDS", "PING_EXPECT", "CheckError", "CheckIssue", "CheckResult",
+    "ICMP_ERROR_PATTERNS", "KINDS", "PING_EXPECT", "CheckError", "CheckResult",
     "CheckRunner", "ExecResultLike", "LabLike", "NodeLike", "Outcome", "Param", "PingResult",
     "ValidCheck", "default_name", "excerpt", "expand_command", "flatten_counters",
     "link_local_of", "literal_address", "parse_ping", "parse_traceroute", "ping",

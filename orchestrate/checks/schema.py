@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from ipaddress import IPv6Address
 from typing import TYPE_CHECKING, Any
 
+from appliance.yamlsource import Document, KeyPath, Problem
 from orchestrate.topology.model import DOCUMENTATION_HINT, documentation_problem
 
 if TYPE_CHECKING:
@@ -46,10 +47,10 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True, slots=True)
-class CheckIssue:
-    """One problem in a `tests:` item, placed relative to that item."""
+class _Issue:
+    """A problem relative to one check, before it is placed in the file (see `validate_check`)."""
 
-    path: tuple[str | int, ...]
+    path: KeyPath
     """The key inside the check, e.g. `("to",)`; `()` for the check as a whole."""
     message: str
     hint: str = ""
@@ -296,14 +297,14 @@ def default_name(kind: str, params: dict[str, Any]) -> str:
 
 
 def _family_problems(kind: str, params: dict[str, Any], topology: Topology
-                     ) -> list[CheckIssue]:
+                     ) -> list[_Issue]:
     """Cross-key rules of ping/traceroute: the target must have an address of the family."""
     target = params.get("to")
     family = params.get("family")
     if not isinstance(target, str) or literal_address(target) is not None:
         addr = literal_address(target) if isinstance(target, str) else None
         if addr is not None and family is not None and addr.version != family:
-            return [CheckIssue(("family",),
+            return [_Issue(("family",),
                                f"target {target} is IPv{addr.version}, not IPv{family}")]
         return []
     node_name = target.partition(":")[0]
@@ -311,12 +312,12 @@ def _family_problems(kind: str, params: dict[str, Any], topology: Topology
     if family is None:
         family = 4 if node.first_address(4) is not None else 6
     if family == 4 and node.first_address(4) is None:
-        return [CheckIssue(("to",), f"{node_name} has no IPv4 address", "set family: 6")]
+        return [_Issue(("to",), f"{node_name} has no IPv4 address", "set family: 6")]
     source = params["from"]
     # With no global IPv6 address only the link-local one remains: they must share a link.
     if family == 6 and node.first_address(6) is None \
             and not topology.shared_links(source, node_name):
-        return [CheckIssue(("to",), f"{node_name} has no global IPv6 address and shares no "
+        return [_Issue(("to",), f"{node_name} has no global IPv6 address and shares no "
                        f"link with {source}", "give it a 2001:db8:: address")]
     return []
 
@@ -325,15 +326,27 @@ def _article(word: str) -> str:
     return f"an {word}" if word[0] in "aeiou" else f"a {word}"
 
 
-def validate_check(item: dict[Any, Any], topology: Topology
-                   ) -> tuple[list[CheckIssue], ValidCheck | None]:
-    """Check one `tests:` item; return its problems, or none and the valid check."""
-    issues: list[CheckIssue] = []
+def validate_check(item: dict[Any, Any], topology: Topology, doc: Document | None = None,
+                   path: KeyPath = ()) -> tuple[list[Problem], ValidCheck | None]:
+    """Check one `tests:` item; return its problems, or none and the valid check.
+
+    Each problem is placed in `doc` at `path` (the item's place, e.g. `("tests", 2)`) plus the
+    key it is about; without a document (a check given in Python) problems have no line.
+    """
+    document = doc if doc is not None else Document("<check>")
+    issues, valid = _validate_check(item, topology)
+    return [document.problem((*path, *issue.path), issue.message, issue.hint, key=issue.at_key)
+            for issue in issues], valid
+
+
+def _validate_check(item: dict[Any, Any], topology: Topology
+                    ) -> tuple[list[_Issue], ValidCheck | None]:
+    issues: list[_Issue] = []
     kind = item.get("kind")
     if kind not in KINDS:
         if "kind" not in item:
-            return [CheckIssue((), "a check needs kind:", f"one of: {', '.join(KINDS)}")], None
-        return [CheckIssue(("kind",), f"unknown check kind {kind!r}",
+            return [_Issue((), "a check needs kind:", f"one of: {', '.join(KINDS)}")], None
+        return [_Issue(("kind",), f"unknown check kind {kind!r}",
                            f"one of: {', '.join(KINDS)}")], None
     spec = {p.name: p for p in (*KINDS[kind], *COMMON)}
     params: dict[str, Any] = {}
@@ -343,19 +356,19 @@ def validate_check(item: dict[Any, Any], topology: Topology
         param = spec.get(key)
         if param is None:
             allowed = ", ".join(p.name for p in KINDS[kind])
-            issues.append(CheckIssue((key,), f"unknown key {key!r} for {_article(kind)} check",
+            issues.append(_Issue((key,), f"unknown key {key!r} for {_article(kind)} check",
                                      f"{kind} takes: {allowed}", at_key=True))
             continue
         normalised, error, hint = param.check(value, topology)
         if error:
-            issues.append(CheckIssue((key,), error, hint))
+            issues.append(_Issue((key,), error, hint))
         else:
             params[key] = normalised
     for param in KINDS[kind]:
         if param.required and param.name not in item:
-            issues.append(CheckIssue((), f"{_article(kind)} check needs {param.name}:"))
+            issues.append(_Issue((), f"{_article(kind)} check needs {param.name}:"))
     if kind == "counter" and "command" in params and "on" not in params:
-        issues.append(CheckIssue((), "a counter check with command: needs on: (the node to "
+        issues.append(_Issue((), "a counter check with command: needs on: (the node to "
                                      "run it on)"))
     if kind in ("ping", "traceroute") and not issues:
         issues.extend(_family_problems(kind, params, topology))

@@ -25,7 +25,8 @@ from typing import Any
 
 from appliance.config import parse_mac, route_form_problem
 from appliance.core.sysctl import KNOBS, SysctlError, parse_value
-from orchestrate import yamlpos
+from appliance.yamlsource import Document, KeyPath, YamlSourceError, load_file, load_text
+from orchestrate.names import NAME_MAX, name_problem
 from orchestrate.topology.model import (
     ACCELS,
     BACKENDS,
@@ -52,8 +53,7 @@ from orchestrate.topology.model import (
     address_problem,
     documentation_problem,
 )
-from orchestrate.topology.problems import Problem, Reporter, TopologyError, is_int
-from orchestrate.yamlpos import Document
+from orchestrate.topology.problems import Reporter, TopologyError, is_int
 
 TOP_KEYS = ("name", "defaults", "nodes", "links", "tests")
 DEFAULT_KEYS = ("memory", "cpus", "image", "backend", "accel")
@@ -63,7 +63,9 @@ INTERFACE_KEYS = ("name", "addresses", "mtu", "link_local")
 ROUTE_KEYS = ("prefix", "via", "interface", "type")
 LINK_KEYS = ("endpoints", "mtu", "name")
 
-HOSTNAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+MAX_NODES = 256
+"""A lab of more nodes is refused: 256 is six times the largest lab measured (40 nodes under
+TCG), and far more VMs than one machine can run; the memory check at `up` is the real bound."""
 IFNAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,14}$")  # Linux IFNAMSIZ is 16 with the NUL
 MEMORY_RE = re.compile(r"^\s*(\d+)\s*([MG])?(i?B)?\s*$", re.IGNORECASE)
 
@@ -73,24 +75,29 @@ MEMORY_RE = re.compile(r"^\s*(\d+)\s*([MG])?(i?B)?\s*$", re.IGNORECASE)
 
 
 def load_topology(path: str | Path) -> Topology:
-    """Read and validate a topology file; raise TopologyError listing every problem."""
-    source = str(path)
+    """Read and validate a topology file; raise TopologyError listing every problem.
+
+    The file is read by appliance.yamlsource (regular files only, at most 1 MiB of UTF-8,
+    bounded nesting and aliases): a hostile file is a placed problem, never a hang.
+    """
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        reason = e.strerror if isinstance(e, OSError) else "not UTF-8 text"
-        raise TopologyError([Problem(source, 1, 1, "file", f"cannot read: {reason}")]) from None
-    return parse_topology(text, source, Path(path))
+        doc = load_file(path)
+    except YamlSourceError as e:
+        raise TopologyError(e.problems) from None
+    return _validate(doc, Path(path))
 
 
 def parse_topology(text: str, source: str = "<topology>", path: Path | None = None) -> Topology:
     """Validate topology YAML text; `source` names it in problems."""
     try:
-        doc = yamlpos.load(text)
-    except yamlpos.YamlSyntaxError as e:
-        problem = Problem(source, e.mark.line, e.mark.col, "yaml", f"invalid YAML: {e.message}")
-        raise TopologyError([problem]) from None
-    validator = _Validator(doc, source, path)
+        doc = load_text(text, source)
+    except YamlSourceError as e:
+        raise TopologyError(e.problems) from None
+    return _validate(doc, path)
+
+
+def _validate(doc: Document, path: Path | None) -> Topology:
+    validator = _Validator(doc, doc.source, path)
     topology = validator.run()
     if validator.problems:
         validator.problems.sort(key=lambda p: (p.line, p.col))
@@ -103,10 +110,10 @@ class _Validator(Reporter):
     def __init__(self, doc: Document, source: str, path: Path | None) -> None:
         super().__init__(doc, source)
         self.path = path
-        self.endpoint_paths: dict[tuple[int, Endpoint], yamlpos.Path] = {}
+        self.endpoint_paths: dict[tuple[int, Endpoint], KeyPath] = {}
         self.topology: Topology | None = None
 
-    def memory(self, value: Any, path: yamlpos.Path) -> int | None:
+    def memory(self, value: Any, path: KeyPath) -> int | None:
         mib: int | None = None
         if is_int(value):
             mib = value
@@ -128,10 +135,7 @@ class _Validator(Reporter):
     # -- sections
 
     def run(self) -> Topology | None:
-        for issue in self.doc.issues:
-            self.problems.append(Problem(self.source, issue.mark.line, issue.mark.col,
-                                         yamlpos.format_path(issue.path), issue.message,
-                                         issue.hint))
+        self.problems.extend(self.doc.problems)
         data = self.doc.data
         if not isinstance(data, dict):
             self.error((), f"a topology must be a mapping, got {type(data).__name__}",
@@ -153,17 +157,17 @@ class _Validator(Reporter):
         name = data.get("name")
         if name is None:
             stem = self.path.stem if self.path is not None else "lab"
-            return re.sub(r"[^a-z0-9-]", "-", stem.lower()).strip("-") or "lab"
-        if not isinstance(name, str) or not HOSTNAME_RE.match(name):
-            self.error(("name",), f"lab name {name!r} is not a valid name",
-                       "lowercase letters, digits and '-', like a hostname")
+            return re.sub(r"[^a-z0-9-]", "-", stem.lower()).strip("-")[:NAME_MAX] or "lab"
+        problem = name_problem(name, "lab name")
+        if problem is not None:
+            self.error(("name",), problem)
             return "lab"
-        return name
+        return str(name)
 
     def defaults(self, raw: Any) -> Defaults:
         if raw is None:
             return Defaults()
-        path: yamlpos.Path = ("defaults",)
+        path: KeyPath = ("defaults",)
         if not isinstance(raw, dict):
             self.error(path, "defaults must be a mapping")
             return Defaults()
@@ -195,20 +199,23 @@ class _Validator(Reporter):
             self.error(("nodes",), "nodes must be a non-empty mapping of name: node",
                        "e.g. nodes: {r1: {role: router, interfaces: [...]}}")
             return {}
+        if len(raw) > MAX_NODES:
+            self.error(("nodes",), f"{len(raw)} nodes, more than the limit of {MAX_NODES} "
+                       f"nodes in one lab", "split it into several labs")
+            return {}
         nodes: dict[str, Node] = {}
         for name, body in raw.items():
-            path: yamlpos.Path = ("nodes", name)
-            if not isinstance(name, str) or not HOSTNAME_RE.match(name):
-                self.error(path, f"node name {name!r} is not a valid hostname",
-                           "lowercase letters, digits and '-', not starting or ending with '-'",
-                           key=True)
+            path: KeyPath = ("nodes", name)
+            problem = name_problem(name, "node name")
+            if problem is not None:
+                self.error(path, problem, key=True)
                 continue
             node = self.node(name, body, path, defaults)
             if node is not None:
                 nodes[name] = node
         return nodes
 
-    def node(self, name: str, body: Any, path: yamlpos.Path, defaults: Defaults) -> Node | None:
+    def node(self, name: str, body: Any, path: KeyPath, defaults: Defaults) -> Node | None:
         if not isinstance(body, dict):
             self.error(path, "a node must be a mapping with at least role:",
                        "e.g. {role: host, interfaces: [...]}")
@@ -230,7 +237,7 @@ class _Validator(Reporter):
         node.neighbors = self.neighbors(node, body.get("neighbors"), (*path, "neighbors"))
         return node
 
-    def interfaces(self, raw: Any, path: yamlpos.Path) -> list[NodeInterface]:
+    def interfaces(self, raw: Any, path: KeyPath) -> list[NodeInterface]:
         if raw is None or raw == []:
             self.error(path, "a node needs interfaces", "e.g. interfaces: [{name: eth1}]")
             return []
@@ -264,7 +271,7 @@ class _Validator(Reporter):
             out.append(iface)
         return out
 
-    def addresses(self, raw: Any, path: yamlpos.Path) -> list[IPInterface]:
+    def addresses(self, raw: Any, path: KeyPath) -> list[IPInterface]:
         if raw is None:
             return []
         if not isinstance(raw, list):
@@ -283,7 +290,7 @@ class _Validator(Reporter):
                 out.append(addr)
         return out
 
-    def address(self, text: Any, path: yamlpos.Path) -> IPInterface | None:
+    def address(self, text: Any, path: KeyPath) -> IPInterface | None:
         if not isinstance(text, str) or "/" not in text:
             self.error(path, f"expected address/prefix-length, got {text!r}",
                        "e.g. 198.51.100.1/26 or \"2001:db8:1::1/64\"")
@@ -308,7 +315,7 @@ class _Validator(Reporter):
             return None
         return addr
 
-    def link_local(self, text: Any, path: yamlpos.Path) -> IPv6Address | None:
+    def link_local(self, text: Any, path: KeyPath) -> IPv6Address | None:
         try:
             addr = ipaddress.ip_address(str(text).split("/")[0])
         except ValueError as e:
@@ -319,7 +326,7 @@ class _Validator(Reporter):
             return None
         return addr
 
-    def sysctl(self, node: Node, raw: Any, path: yamlpos.Path) -> dict[str, int]:
+    def sysctl(self, node: Node, raw: Any, path: KeyPath) -> dict[str, int]:
         if raw is None:
             return {}
         if not node.is_router:
@@ -344,7 +351,7 @@ class _Validator(Reporter):
                 self.error(kpath, str(e))
         return out
 
-    def neighbors(self, node: Node, raw: Any, path: yamlpos.Path) -> list[dict[str, str]]:
+    def neighbors(self, node: Node, raw: Any, path: KeyPath) -> list[dict[str, str]]:
         if raw is None:
             return []
         if not node.is_router:
@@ -396,8 +403,8 @@ class _Validator(Reporter):
             return []
         out: list[Link] = []
         for i, item in enumerate(raw):
-            path: yamlpos.Path = ("links", i)
-            epath: yamlpos.Path = path
+            path: KeyPath = ("links", i)
+            epath: KeyPath = path
             mtu: int | None = None
             name: str | None = None
             if isinstance(item, dict):
@@ -435,7 +442,7 @@ class _Validator(Reporter):
             out.append(Link(endpoints, mtu, name))
         return out
 
-    def endpoint(self, text: Any, path: yamlpos.Path) -> Endpoint | None:
+    def endpoint(self, text: Any, path: KeyPath) -> Endpoint | None:
         if not isinstance(text, str) or text.count(":") != 1:
             self.error(path, f"expected an endpoint \"node:ifname\", got {text!r}")
             return None
@@ -481,7 +488,7 @@ class _Validator(Reporter):
         raw_nodes = self.doc.data.get("nodes") if isinstance(self.doc.data, dict) else None
         owner: dict[IPAddress, str] = {}
         for node in topology.nodes.values():
-            npath: yamlpos.Path = ("nodes", node.name)
+            npath: KeyPath = ("nodes", node.name)
             # duplicate addresses lab-wide (link-local: only on the same link)
             for k, iface in enumerate(node.interfaces):
                 for j, addr in enumerate(iface.addresses):
@@ -513,7 +520,7 @@ class _Validator(Reporter):
                 raw_nodes, dict) and isinstance(raw_nodes.get(node.name), dict) else None
             node.routes = self.routes(node, raw_routes, (*npath, "routes"))
 
-    def routes(self, node: Node, raw: Any, path: yamlpos.Path) -> list[Route]:
+    def routes(self, node: Node, raw: Any, path: KeyPath) -> list[Route]:
         if raw is None:
             return []
         if not isinstance(raw, list):
@@ -530,7 +537,7 @@ class _Validator(Reporter):
             out.append(route)
         return out
 
-    def route(self, node: Node, item: Any, path: yamlpos.Path) -> Route | None:
+    def route(self, node: Node, item: Any, path: KeyPath) -> Route | None:
         if not isinstance(item, dict):
             self.error(path, "a route must be a mapping with prefix and via/interface/type")
             return None
@@ -600,7 +607,7 @@ class _Validator(Reporter):
             return None
         return Route(prefix, via, via_if, str(rtype))
 
-    def gateway(self, node: Node, raw: Any, prefix: IPNetwork | None, path: yamlpos.Path
+    def gateway(self, node: Node, raw: Any, prefix: IPNetwork | None, path: KeyPath
                 ) -> tuple[IPAddress | None, str | None, bool]:
         text = str(raw).strip()
         via_if: str | None = None
@@ -666,13 +673,12 @@ class _Validator(Reporter):
             return []
         out: list[CheckSpec] = []
         for i, item in enumerate(raw):
-            path: yamlpos.Path = ("tests", i)
+            path: KeyPath = ("tests", i)
             if not isinstance(item, dict):
                 self.error(path, "a check must be a mapping with kind:")
                 continue
-            problems, valid = validate_check(item, topology)
-            for issue in problems:
-                self.error((*path, *issue.path), issue.message, issue.hint, key=issue.at_key)
+            problems, valid = validate_check(item, topology, self.doc, path)
+            self.problems.extend(problems)
             if valid is not None and not problems:
                 mark = self.doc.mark(path)
                 out.append(CheckSpec(valid.kind, valid.name, valid.params, self.source,

@@ -152,7 +152,7 @@ def test_validate_json_problems_are_placed(capsys: pytest.CaptureFixture[str]) -
     assert status == Exit.BAD_INPUT == doc["exit_status"]
     first = doc["problems"][0]
     assert (first["line"], first["col"]) == (3, 58)
-    assert first["where"] == "nodes.h1.interfaces[0].addresses[0]"
+    assert first["path"] == "nodes.h1.interfaces[0].addresses[0]"
     assert first["text"].startswith(f"{BAD / 'bad_address.yaml'}:3:58: ")
 
 

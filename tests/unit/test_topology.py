@@ -6,9 +6,7 @@ from ipaddress import IPv4Address, IPv6Address, ip_interface, ip_network
 from pathlib import Path
 
 import pytest
-import yaml
 
-from orchestrate import yamlpos
 from orchestrate.topology import (
     DEFAULT_MEMORY,
     Endpoint,
@@ -139,32 +137,6 @@ def test_all_problems_are_reported_together() -> None:
         "many.yaml:20:12: links[2][1]: interface h2:e is already on links[1] (an interface "
         "connects to one link; add another interface)",
     ]
-
-
-def test_yaml_positions_and_duplicates() -> None:
-    doc = yamlpos.load("a:\n  - x: 1\n    y: [2, 3]\nb: ok\nb: again\n")
-    assert doc.data == {"a": [{"x": 1, "y": [2, 3]}], "b": "ok"}
-    assert doc.mark(("a", 0, "y", 1)) == yamlpos.Mark(3, 12)
-    assert doc.key_mark(("a", 0, "y")) == yamlpos.Mark(3, 5)
-    assert doc.mark(("a", 0, "missing")) == yamlpos.Mark(2, 5)
-    (issue,) = doc.issues
-    assert issue.mark == yamlpos.Mark(5, 1) and issue.message == "duplicate key 'b'"
-    assert yamlpos.format_path(("nodes", "r1", "sysctl", "net.inet.ip.ttl")) == \
-        "nodes.r1.sysctl['net.inet.ip.ttl']"
-
-
-def test_yaml_keeps_yaml11_keywords_as_written() -> None:
-    doc = yamlpos.load("nodes:\n  on: {role: host}\n")
-    assert list(doc.data["nodes"]) == ["on"]
-
-
-def test_yaml_loader_is_safe() -> None:
-    with pytest.raises(yamlpos.YamlSyntaxError) as info:
-        yamlpos.load("x: !!python/object/apply:os.system ['true']\n")
-    assert info.value.mark == yamlpos.Mark(1, 4)
-    with pytest.raises(yamlpos.YamlSyntaxError):
-        yamlpos.load("x: !!python/name:os.system\n")
-    assert isinstance(yaml.safe_load("a: 1"), dict)
 
 
 def test_static_neighbors_reach_the_router_config_and_bad_ones_are_placed() -> None:

@@ -4,11 +4,14 @@ these problems, at exactly these places, and all of them at once."""
 
 from __future__ import annotations
 
+import os
+import threading
 from pathlib import Path
 
 import pytest
 
 from orchestrate.topology import TopologyError, load_topology
+from orchestrate.topology.validate import MAX_NODES
 
 HERE = Path(__file__).parent / "bad_topologies"
 
@@ -18,8 +21,39 @@ EXPECTED: dict[str, list[str]] = {
         '8:21: nodes.h2.interfaces[0].addresses[0]: expected address/prefix-length, got \'198.51.100.3\' (e.g. 198.51.100.1/26 or "2001:db8:1::1/64")',
     ],
     'bad_node_name.yaml': [
-        "3:3: nodes.Host_1: node name 'Host_1' is not a valid hostname (lowercase letters, digits and '-', not starting or ending with '-')",
+        "3:3: nodes['h.1']: node name 'h.1' is not a valid name (1 to 63 letters, digits, '-' or '_', starting with a letter or a digit)",
         "6:15: links[0][1]: unknown node 'h3' (nodes: h2)",
+    ],
+    'billion_laughs.yaml': [
+        '7:14: yaml: more than 100000 values after expanding aliases (an alias bomb? repeat less through aliases)',
+    ],
+    'deep_nesting.yaml': [
+        '7:71: yaml: nested more than 64 levels deep (flatten the structure)',
+    ],
+    'huge_integer.yaml': [
+        '6:42: yaml: invalid value: Exceeds the limit (4300 digits) for integer string conversion: value has 5000 digits; use sys.set_int_max_str_digits() to increase the limit',
+    ],
+    'name_too_long.yaml': [
+        "1:7: name: lab name 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa' is 64 characters long (1 to 63 letters, digits, '-' or '_', starting with a letter or a digit)",
+    ],
+    'name_traversal.yaml': [
+        "1:7: name: lab name '../../victim' is not a valid name (1 to 63 letters, digits, '-' or '_', starting with a letter or a digit)",
+    ],
+    'not_utf8.yaml': [
+        '1:10: file: byte 0xe9 is not UTF-8 text (save the file as UTF-8)',
+    ],
+    'nul_and_esc.yaml': [
+        '1:8: file: character U+0000 (NUL) is not allowed in YAML (remove it, or write it as an escape in a double-quoted string)',
+        '3:14: file: character U+001B (ESC) is not allowed in YAML (remove it, or write it as an escape in a double-quoted string)',
+    ],
+    'python_tag.yaml': [
+        "1:7: yaml: unsupported tag 'tag:yaml.org,2002:python/object/apply:os.system' (only plain YAML mappings, lists and scalars)",
+    ],
+    'recursive_anchor.yaml': [
+        '7:8: yaml: recursive alias: this collection contains itself',
+    ],
+    'two_documents.yaml': [
+        '7:1: yaml: a second document in the file (one document per file: remove the second `---`)',
     ],
     'bad_role.yaml': [
         "3:14: nodes.h1.role: role must be router or host, got 'switch'",
@@ -75,7 +109,7 @@ EXPECTED: dict[str, list[str]] = {
         '7:18: nodes.r1.routes[0].prefix: prefix 192.0.2.1/24 has host bits set (did you mean 192.0.2.0/24?)',
     ],
     'syntax_error.yaml': [
-        "4:6: yaml: invalid YAML: expected ',' or '}', but got ':' (while parsing a flow mapping at line 3 column 7)",
+        "4:6: yaml: invalid YAML: did not find expected ',' or '}' (while parsing a flow mapping at line 3 column 7)",
     ],
     'sysctl_on_host.yaml': [
         '7:5: nodes.h1.sysctl: sysctl applies to router nodes only (hosts run stock Linux; use an exec check to change its settings)',
@@ -132,7 +166,7 @@ def test_problem_fields() -> None:
         load_topology(path)
     (problem,) = info.value.problems
     assert (problem.file, problem.line, problem.col) == (str(path), 6, 42)
-    assert problem.where == "links[0].mtu"
+    assert problem.path == "links[0].mtu"
     assert problem.hint == ""
 
 
@@ -140,3 +174,57 @@ def test_missing_file_is_a_problem_not_a_crash(tmp_path: Path) -> None:
     with pytest.raises(TopologyError) as info:
         load_topology(tmp_path / "nope.yaml")
     assert str(info.value).endswith("nope.yaml:1:1: file: cannot read: No such file or directory")
+
+
+GOOD_DUO = (HERE.parent.parent.parent / "configs" / "duo.yaml")
+
+
+def problems_of(path: Path | str) -> list[str]:
+    with pytest.raises(TopologyError) as info:
+        load_topology(path)
+    return [str(p) for p in info.value.problems]
+
+
+@pytest.mark.parametrize(("path", "kind"), [("/dev/zero", "a device"), ("/tmp", "a directory")])
+def test_not_a_regular_file(path: str, kind: str) -> None:
+    assert problems_of(path) == [f"{path}:1:1: file: cannot read: this is {kind} "
+                                 "(give a YAML file)"]
+
+
+def test_a_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
+    fifo = tmp_path / "topo.yaml"
+    os.mkfifo(fifo)
+    # The old loader opened it for reading and waited for a writer forever: give it one
+    # after a while, so that the old code fails this test instead of hanging the run.
+    writer = threading.Timer(10.0, lambda: open(fifo, "w").close())
+    writer.start()
+    try:
+        assert problems_of(fifo) == [f"{fifo}:1:1: file: cannot read: this is a FIFO "
+                                     "(give a YAML file)"]
+    finally:
+        writer.cancel()
+
+
+def test_a_50_mib_file_is_refused_unread(tmp_path: Path) -> None:
+    path = tmp_path / "big.yaml"
+    text = GOOD_DUO.read_text()
+    path.write_text(text + "#" * (50 * 1024 * 1024) + "\n")
+    assert problems_of(path) == [f"{path}:1:1: file: file is {len(text) + 50 * 1024 * 1024 + 1} "
+                                 "bytes, more than the limit of 1048576 bytes (1 MiB)"]
+
+
+def test_100k_nested_brackets(tmp_path: Path) -> None:
+    path = tmp_path / "deep.yaml"
+    path.write_text("[" * 100_000)
+    assert problems_of(path) == [f"{path}:1:65: yaml: nested more than 64 levels deep "
+                                 "(flatten the structure)"]
+
+
+def test_the_node_count_is_capped(tmp_path: Path) -> None:
+    path = tmp_path / "huge.yaml"
+    nodes = "".join(f"  h{i}: {{role: host, interfaces: [eth1], memory: 16G}}\n"
+                    for i in range(MAX_NODES + 1))
+    path.write_text(f"name: huge\nnodes:\n{nodes}links: []\n")
+    assert problems_of(path) == [f"{path}:3:3: nodes: {MAX_NODES + 1} nodes, more than the "
+                                 f"limit of {MAX_NODES} nodes in one lab (split it into "
+                                 "several labs)"]

@@ -85,14 +85,17 @@ def problem_json(problem: Any) -> dict[str, Any]:
     return {**fields, "text": str(problem)}
 
 
-def report_problems(args: argparse.Namespace, problems: Iterable[Any]) -> int:
-    """An invalid topology file: every problem on stderr (and in the JSON); exit BAD_INPUT."""
+def report_problems(args: argparse.Namespace, problems: Iterable[Any], *,
+                    count_line: bool = False) -> int:
+    """An invalid topology file: every problem on stderr (then, with `count_line`, how many)
+    and in the JSON; exit BAD_INPUT. Each stderr line is one problem unless `count_line`."""
     problems = list(problems)
     for problem in problems:
         print(problem, file=sys.stderr)
     count = len(problems)
     summary = f"{args.file}: {count} problem{'s' * (count != 1)}"
-    print(summary, file=sys.stderr)
+    if count_line:
+        print(summary, file=sys.stderr)
     if getattr(args, "json", False):
         print_json({"error": summary, "exit_status": int(Exit.BAD_INPUT), "file": str(args.file),
                     "problems": [problem_json(p) for p in problems]})

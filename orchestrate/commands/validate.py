@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         topology = load_topology(args.file)
     except TopologyError as e:
-        return report_problems(args, e.problems)
+        return report_problems(args, e.problems, count_line=True)
     if args.json:
         print_json({"file": str(args.file), "valid": True, **summary_json(topology)})
     else:

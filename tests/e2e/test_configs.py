@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -107,6 +108,18 @@ def test_invalid_copy_is_refused_before_anything_starts(tmp_path: Path) -> None:
     assert "nodes.h1.routes[0].via" in problem_lines[0]
     assert "198.51.100.40" in problem_lines[0]
     assert "line-invalid" not in lab_names()
+
+
+def test_a_lab_that_cannot_come_up_exits_3_and_leaves_nothing(vm_image: object) -> None:
+    # Two seconds are too few for any VM under TCG to boot: `up` must give up, say why, and
+    # remove what it started.
+    result = vrlab_cli("up", str(CONFIGS / "duo.yaml"), "--name", "duo-late", "--timeout", "2",
+                       "--no-progress", "--json", timeout=300)
+    assert result.returncode == 3, result.stdout + result.stderr
+    error = json.loads(result.stdout)
+    assert error["exit_status"] == 3 and "within 2 s" in error["error"], error
+    assert "duo-late" not in lab_names()
+    assert qemu_processes_of("duo-late") == []
 
 
 def vrlab_test_passes(lab: LabSession) -> None:

@@ -158,8 +158,12 @@ def test_validate_json_problems_are_placed(capsys: pytest.CaptureFixture[str]) -
 
 @pytest.mark.parametrize("command", ["up", "test", "graph", "validate"])
 def test_an_invalid_file_exits_2(command: str, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main([command, str(BAD / "bad_address.yaml")]) == Exit.BAD_INPUT
-    assert ":3:58: " in capsys.readouterr().err
+    path = BAD / "bad_address.yaml"
+    assert main([command, str(path)]) == Exit.BAD_INPUT
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith(f"{path}:3:58: ")
+    # one line per problem (validate then says how many)
+    assert lines[2:] == ([f"{path}: 2 problems"] if command == "validate" else [])
 
 
 def test_up_that_cannot_come_up_exits_3_with_json(capsys: pytest.CaptureFixture[str],

@@ -321,7 +321,7 @@ class Lab:
 
         try:
             if image is None:
-                image = ensure_image()
+                image = ensure_image(progress=progress)  # --no-progress: no build spinner
             backend_impl = get_backend(backend, **(backend_options or {}))
             choice = choose_accel(accel, image.kernel, image.initrd)
         except (AccelError, BackendError) as exc:

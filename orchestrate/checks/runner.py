@@ -450,7 +450,8 @@ def tcpdump_filter(pcap: Path, expression: str) -> tuple[int, list[str], str]:
     if not pcap.exists():
         return 0, [], f"no capture file {pcap}"
     try:
-        result = subprocess.run(["tcpdump", "-nn", "-r", str(pcap), expression],
+        # `--`: the expression can never be taken for an option (`-w/tmp/x` wrote a file)
+        result = subprocess.run(["tcpdump", "-nn", "-r", str(pcap), "--", expression],
                                 capture_output=True, text=True, timeout=60, check=False)
     except FileNotFoundError:
         return 0, [], "tcpdump is not installed"

@@ -40,6 +40,7 @@ from ipaddress import IPv6Address
 from typing import TYPE_CHECKING, Any
 
 from appliance.yamlsource import Document, KeyPath, Problem
+from orchestrate.pcapfilter import filter_problem
 from orchestrate.topology.model import DOCUMENTATION_HINT, documentation_problem
 
 if TYPE_CHECKING:
@@ -122,7 +123,18 @@ def _string(value: Any, topology: Topology) -> tuple[Any, str, str]:
     return value, "", ""
 
 
-TEMPLATE_RE = re.compile(r"\{([a-z0-9-]+)\.([46])\}")
+def _capture_filter(value: Any, topology: Topology) -> tuple[Any, str, str]:
+    """A pcap filter expression that libpcap compiles (orchestrate.pcapfilter)."""
+    text, error, hint = _string(value, topology)
+    if error:
+        return text, error, hint
+    problem = filter_problem(text)
+    if problem is not None:
+        return None, problem, "a pcap-filter(7) expression, e.g. \"icmp and src host 198.51.100.2\""
+    return text, "", ""
+
+
+TEMPLATE_RE = re.compile(r"\{([A-Za-z0-9_-]+)\.([46])\}")
 
 
 def expand_command(command: str, topology: Topology) -> str:
@@ -264,7 +276,7 @@ KINDS: dict[str, tuple[Param, ...]] = {
         Param("at_least", _int(0, 1 << 62)), Param("command", _command), Param("on", _node),
     ),
     "capture": (
-        Param("endpoint", _endpoint, True), Param("filter", _string, True),
+        Param("endpoint", _endpoint, True), Param("filter", _capture_filter, True),
         Param("command", _command, True), Param("on", _node, True),
         Param("expect", _choice(*CAPTURE_EXPECT)),
     ),

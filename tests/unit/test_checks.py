@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from orchestrate import pcapfilter
 from orchestrate.checks import (
     CheckRunner,
     expand_command,
@@ -258,6 +259,36 @@ def test_capture_bad_filter_is_reported(tmp_path: Path, line: Topology) -> None:
     result = r.run(spec("capture", endpoint="h2:eth1", on="h1", command="true",
                         filter="icmp and ((", attempts=1))
     assert not result.passed and result.reason.startswith("cannot filter the capture:")
+
+
+@needs_tcpdump
+def test_a_filter_never_reaches_tcpdump_as_an_option(tmp_path: Path, line: Topology) -> None:
+    # Validation refuses it; the runner is the second line of defence (a check built in
+    # Python skips validation): the old runner let tcpdump write this file and count 0.
+    written = tmp_path / "written.pcap"
+    lab = FakeLab(tmp_path, {"h1": [(r".", (0, "", ""))]}, packets=[])
+    r, _ = runner(lab, line)
+    result = r.run(spec("capture", endpoint="h2:eth1", on="h1", command="true",
+                        filter=f"-w{written}", expect="absent", attempts=1))
+    assert not result.passed and result.reason.startswith("cannot filter the capture:")
+    assert not written.exists()
+
+
+@pytest.mark.skipif(not pcapfilter.available(), reason="needs libpcap")
+@pytest.mark.parametrize(("expression", "problem"), [
+    ("icmp", None),
+    ("icmp6 and ip6[40] == 135", None),
+    ("vlan and ether host 02:00:00:00:00:01", None),
+    ("icmp and ((", "does not compile: can't parse filter expression: syntax error"),
+    ("tcp port 99999", "does not compile: illegal port number 99999 > 65535"),
+    ("-w/tmp/x", "starts with '-'"),
+    ("  -r /etc/shadow", "starts with '-'"),
+    ("", "the filter is empty"),
+    ("icmp\0-w/tmp/x", "NUL"),
+])
+def test_filters_are_compiled(expression: str, problem: str | None) -> None:
+    got = pcapfilter.filter_problem(expression)
+    assert got is None if problem is None else problem in str(got)
 
 
 def test_lab_exceptions_fail_only_that_check(tmp_path: Path, line: Topology) -> None:

@@ -58,6 +58,11 @@ EXPECTED: dict[str, list[str]] = {
     'bad_role.yaml': [
         "3:14: nodes.h1.role: role must be router or host, got 'switch'",
     ],
+    'capture_bad_filters.yaml': [
+        '8:85: tests[0].filter: filter \'icmp and ((\' does not compile: can\'t parse filter expression: syntax error (a pcap-filter(7) expression, e.g. "icmp and src host 198.51.100.2")',
+        '9:73: tests[1].filter: filter \'-w/tmp/x\' starts with \'-\': it is a filter expression, not tcpdump options (a pcap-filter(7) expression, e.g. "icmp and src host 198.51.100.2")',
+        '10:73: tests[2].filter: filter \'net 198.51.100.0/33\' does not compile: mask length must be <= 32 (a pcap-filter(7) expression, e.g. "icmp and src host 198.51.100.2")',
+    ],
     'check_unknown_node.yaml': [
         "10:9: tests[0].to: unknown node 'h3' (nodes: h1, h2)",
     ],

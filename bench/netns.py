@@ -28,7 +28,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv6Address
 from pathlib import Path
@@ -294,6 +294,12 @@ class Lab:
         self.routers.append(router)
         return router
 
+    def __enter__(self) -> Lab:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def defer(self, cleanup: Callable[[], None]) -> None:
         self._cleanups.append(cleanup)
 
@@ -316,15 +322,6 @@ class Lab:
         self.namespaces.clear()
         if errors:
             raise errors[0]
-
-
-@contextlib.contextmanager
-def lab(workdir: Path) -> Iterator[Lab]:
-    the_lab = Lab(workdir)
-    try:
-        yield the_lab
-    finally:
-        the_lab.close()
 
 
 def host_offloads_off(ns: Namespace, ifname: str) -> None:

@@ -22,7 +22,6 @@ from bench.netns import (
     RouterProcess,
     build_line,
     host_offloads_off,
-    lab,
     line_config,
     link_local,
     remove_stale,
@@ -32,7 +31,7 @@ from bench.netns import (
 
 __all__ = [
     "HAVE_C", "MAC", "MODES", "MODE_ARGS", "PREFIX", "REPO", "Lab", "Lan", "Line", "Namespace",
-    "RouterProcess", "build_lan", "build_line", "host_offloads_off", "lab", "line_config",
+    "RouterProcess", "build_lan", "build_line", "host_offloads_off", "line_config",
     "link_local", "remove_stale", "send_frames", "wait_for",
 ]
 

@@ -43,22 +43,16 @@ def _no_stale_namespaces() -> None:
 @pytest.fixture
 def lab(tmp_path: Path) -> Iterator[Lab]:
     """A Lab for one test; everything it made is removed afterwards, pass or fail."""
-    the_lab = Lab(tmp_path)
-    try:
+    with Lab(tmp_path) as the_lab:
         yield the_lab
-    finally:
-        the_lab.close()
 
 
 @pytest.fixture(scope="module", params=MODES)
 def line(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
          ) -> Iterator[Line]:
     """h1 -- r -- h2 with the router running; shared by the tests of a module."""
-    the_lab = Lab(tmp_path_factory.mktemp(f"line-{request.param}"))
-    try:
+    with Lab(tmp_path_factory.mktemp(f"line-{request.param}")) as the_lab:
         yield build_line(the_lab, request.param)
-    finally:
-        the_lab.close()
 
 
 @pytest.fixture(params=MODES)

@@ -24,6 +24,8 @@ SSH_FAILED = 255  # what OpenSSH exits with when it cannot reach the host
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "exec", help="run a command on one or more nodes over SSH",
+        usage="vrlab exec [-h] [--lab LAB] [--timeout S] [--json] "
+              "{NODE[,NODE...] | --all} -- COMMAND [ARGS...]",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--all", action="store_true", help="run on every node of the lab")
     add_lab_option(parser)

@@ -3,7 +3,7 @@ PY      ?= python3
 PYTEST  ?= $(PY) -m pytest
 TOPO    ?= configs/duo.yaml
 
-.PHONY: deps setup build image demo up down status test test-unit test-netns test-e2e bench soak lint clean
+.PHONY: deps setup build image demo up down status test test-unit test-netns test-e2e bench soak fuzz fuzz-ci lint clean
 
 # Install system and Python dependencies (apt + pip), build the C extension. Idempotent.
 deps:
@@ -52,8 +52,17 @@ bench: deps build
 soak: deps build
 	$(PY) -m bench soak
 
+# 1,000,000 fuzzed frames through the C fast path built with ASan+UBSan (build/fuzz/), fuzzed
+# ring descriptors, and 1,000,000 through the Python router: `N frames, 0 crashes`.
+fuzz: deps build
+	$(PY) -m fuzz
+
+# The short pass CI runs (about a minute).
+fuzz-ci: build
+	$(PY) -m fuzz --frames 100000 --router-frames 20000 --ring-slots 20000
+
 lint:
-	ruff check appliance orchestrate tests bench
+	ruff check appliance orchestrate tests bench fuzz
 	mypy
 
 clean:

@@ -12,7 +12,7 @@ import importlib
 import sys
 import time
 
-BENCHMARKS = ("fib", "fastpath", "forward", "boot", "up")
+BENCHMARKS = ("fib", "fastpath", "forward", "boot", "up", "multihost")
 ON_REQUEST = ("soak",)  # ten minutes of mixed load: `python3 -m bench soak` (`make soak`)
 
 

@@ -85,7 +85,11 @@ def capture(lab: Lab, node: str, ifname: str, path: Path) -> Iterator[Path]:
     if existing is not None and existing["state"] != "removed":
         raise CaptureError(f"{key} is already being captured")
     nic = spec.nics[index] if index >= 0 else None
-    if nic is not None and nic.kind == "lan":
+    backend: Any = lab.backend()
+    # libvirt: every NIC is captured by QEMU on the node's host, into a volume there that is
+    # copied here when the capture stops (backends.libvirt.capture_file / fetch_capture).
+    on_host = hasattr(backend, "capture_file")
+    if nic is not None and nic.kind == "lan" and not on_host:
         assert nic.netns and nic.tap
         record.intend("capture", key, method="tcpdump", node=node, path=str(path),
                       netns=nic.netns, tap=nic.tap)
@@ -121,14 +125,14 @@ def capture(lab: Lab, node: str, ifname: str, path: Path) -> Iterator[Path]:
                 proc.stderr.close()
             record.removed("capture", key)
         return
-    backend = lab.backend()
     netdev = backend_netdev(lab, spec, index)
     record.intend("capture", key, method="filter-dump", node=node, path=str(path),
                   filter=_filter_id(ifname))
     try:
+        target = backend.capture_file(record, spec, ifname) if on_host else str(path)
         backend.qmp(record, node, "object-add", **{
             "qom-type": "filter-dump", "id": _filter_id(ifname), "netdev": netdev,
-            "file": str(path), "queue": "all"})
+            "file": target, "queue": "all"})
     except BackendError as exc:
         record.removed("capture", key)
         raise CaptureError(f"{key}: {exc}") from exc
@@ -138,6 +142,9 @@ def capture(lab: Lab, node: str, ifname: str, path: Path) -> Iterator[Path]:
     finally:
         with contextlib.suppress(BackendError):
             backend.qmp(record, node, "object-del", id=_filter_id(ifname))
+        if on_host:
+            with contextlib.suppress(BackendError):
+                backend.fetch_capture(record, spec, ifname, path)
         record.removed("capture", key)
 
 

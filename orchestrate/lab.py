@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from orchestrate import links, ports, ssh
 from orchestrate.backends import Backend, BackendError, NodeSpec, get_backend
+from orchestrate.hosts import Host, inventory_to_json
 from orchestrate.images import ImageError, ImageInfo, ensure_image, image_overlay
 from orchestrate.names import BadName, is_under, name_problem, path_under
 from orchestrate.readiness import wait_ready
@@ -106,6 +107,7 @@ class NodeStatus:
     addresses: list[str]
     serial_log: str
     interfaces: list[dict[str, Any]] = field(default_factory=list)
+    host: str = "local"  # the libvirt host it runs on ("local": this machine)
 
 
 class NodeHandle:
@@ -156,7 +158,8 @@ class NodeHandle:
             for attempt in (1, 2):
                 if self._client is None:
                     self._client = ssh.connect(self.ssh_port, self.lab.client_key,
-                                               self.lab.known_hosts, timeout=min(timeout, 15.0))
+                                               self.lab.known_hosts, timeout=min(timeout, 15.0),
+                                               opener=self.lab.management_opener(self.name))
                 try:
                     return ssh.run(self._client, command, timeout=timeout,
                                    on_output=sink if on_output is not None else None)
@@ -230,6 +233,7 @@ class Lab:
         self.name = record.lab
         self.dir = record.path.parent
         self._handles: dict[str, NodeHandle] = {}
+        self._backend_impl: Backend | None = None
 
     # -- paths ---------------------------------------------------------------------------------
 
@@ -250,7 +254,11 @@ class Lab:
         return str(self.record.data.get("backend", "qemu"))
 
     def backend(self) -> Backend:
-        return get_backend(self.backend_name, **self.record.data.get("backend_options", {}))
+        """The lab's backend (one per Lab: the libvirt one holds its hosts' connections)."""
+        if self._backend_impl is None:
+            self._backend_impl = get_backend(self.backend_name,
+                                             **self.record.data.get("backend_options", {}))
+        return self._backend_impl
 
     def nodes(self) -> list[str]:
         return list(self.record.data["nodes"])
@@ -267,6 +275,35 @@ class Lab:
         if name not in self._handles:
             self._handles[name] = NodeHandle(self, name)
         return self._handles[name]
+
+    # -- hosts (libvirt backend with an inventory) ----------------------------------------------
+
+    def host(self, node: str) -> Host | None:
+        """The inventory host `node` runs on; None when it runs here (no inventory)."""
+        name = self.record.data["nodes"].get(node, {}).get("host")
+        inventory = self.record.data.get("backend_options", {}).get("hosts") or {}
+        return Host.from_json(name, inventory[name]) if name in inventory else None
+
+    def management_opener(self, node: str) -> ssh.Opener | None:
+        """How to reach the node's SSH forward on its host's loopback (None: 127.0.0.1 here)."""
+        host = self.host(node)
+        if host is None:
+            return None
+        from orchestrate import multihost
+
+        return lambda port, timeout: multihost.open_tcp(host, port, timeout)
+
+    def serial_text(self, node: str) -> str:
+        """The node's serial log so far (fetched from its host first, for libvirt)."""
+        spec = self.spec(node)
+        backend: Any = self.backend()
+        if hasattr(backend, "sync_serial"):
+            with contextlib.suppress(BackendError):
+                backend.sync_serial(self.record, spec)
+        try:
+            return spec.serial_log.read_text(errors="replace")
+        except OSError:
+            return ""
 
     # -- opening -------------------------------------------------------------------------------
 
@@ -306,8 +343,15 @@ class Lab:
         memory than the machine has available is refused unless `force`.
         """
         lab_name = topology.name if name is None else name
+        inventory = getattr(topology, "inventory", None)
+        if inventory and not (backend_options or {}).get("hosts"):
+            backend_options = {**(backend_options or {}),
+                               "hosts": inventory_to_json(inventory)}
+        on_hosts = bool((backend_options or {}).get("hosts"))
+        if on_hosts and backend != "libvirt":
+            raise LabInputError(f"a hosts inventory needs the libvirt backend (not {backend})")
         directory = checked_lab_dir(lab_name)
-        if not force:
+        if not force and not on_hosts:  # on hosts, placement checks each host's memory
             check_lab_memory(topology, lab_name)
         if (directory / RECORD_NAME).exists():
             raise LabError(f"lab {lab_name!r} already exists ({directory}); "
@@ -340,6 +384,7 @@ class Lab:
         record.intend("directory", str(directory), path=str(directory))
         record.created("directory", str(directory))
         lab = cls(record)
+        lab._backend_impl = backend_impl
         try:
             lab._build(topology, image, choice.name, backend_impl)
             wait_ready(lab, timeout, progress, on_event)
@@ -382,6 +427,12 @@ class Lab:
         macs = links.MacAllocator(self.name)
         mgmt_macs = {node: macs.mac(node, links.MGMT_IFNAME) for node in topology.nodes}
         nics = links.plan_nics(topology, self.name, allocated, macs)
+        # The libvirt backend builds on its hosts (placement, storage volumes, networks).
+        on_hosts: Any = backend if hasattr(backend, "prepare") else None
+        placement: dict[str, str] = {}
+        if on_hosts is not None:
+            placement = on_hosts.place(topology)
+            nics = on_hosts.route(nics, placement)
 
         specs: dict[str, NodeSpec] = {}
         (self.dir / "nodes").mkdir(mode=0o700, exist_ok=True)
@@ -396,7 +447,7 @@ class Lab:
                 overlay=node_dir / "root.qcow2",
                 config_disk=node_dir / "config.img", mgmt_mac=mgmt_macs[node_name],
                 ssh_port=port, mgmt_netdev=management_netdev(port), node_dir=node_dir,
-                run_dir=run_dir, nics=nics[node_name],
+                run_dir=run_dir, nics=nics[node_name], host=placement.get(node_name),
             )
         nodes_json = {n: s.to_json() for n, s in specs.items()}
         for node_name, node in topology.nodes.items():
@@ -408,13 +459,15 @@ class Lab:
         ssh.write_known_hosts(self.known_hosts, {
             specs[n].ssh_port: host_keys[n].public_line() for n in specs})
         ssh.write_ssh_config(self.ssh_config, self.name, client.private, self.known_hosts,
-                             {n: s.ssh_port for n, s in specs.items()})
+                             {n: s.ssh_port for n, s in specs.items()},
+                             proxies=self._proxy_commands(specs))
 
         for node_name, spec in specs.items():
-            record.intend("overlay", str(spec.overlay), path=str(spec.overlay))
-            image_overlay(image, spec.overlay)
-            spec.overlay.chmod(0o600)
-            record.created("overlay", str(spec.overlay))
+            if on_hosts is None:  # on hosts the overlay is a volume there (backends.libvirt)
+                record.intend("overlay", str(spec.overlay), path=str(spec.overlay))
+                image_overlay(image, spec.overlay)
+                spec.overlay.chmod(0o600)
+                record.created("overlay", str(spec.overlay))
             record.intend("config_disk", str(spec.config_disk), path=str(spec.config_disk))
             write_config_disk(topology, topology.nodes[node_name], spec, client,
                               host_keys[node_name])
@@ -422,7 +475,9 @@ class Lab:
             record.created("config_disk", str(spec.config_disk))
 
         all_nics = [nic for spec in specs.values() for nic in spec.nics]
-        bridges = links.lan_bridges(all_nics)
+        bridges = links.lan_bridges(all_nics) if on_hosts is None else {}
+        if on_hosts is not None:
+            on_hosts.prepare(record, specs, image)
         if bridges:
             namespace = links.netns_name(self.name)
             record.intend("namespace", namespace, name=namespace)
@@ -438,6 +493,15 @@ class Lab:
         record.set_fields(state="booting", boot_started=time.time())
         for spec in specs.values():
             backend.start(record, spec)
+
+    def _proxy_commands(self, specs: dict[str, NodeSpec]) -> dict[str, str]:
+        from orchestrate import multihost
+
+        inventory = self.record.data.get("backend_options", {}).get("hosts") or {}
+        return {name: multihost.proxy_command(Host.from_json(spec.host, inventory[spec.host]))
+                for name, spec in specs.items()
+                if spec.host is not None and spec.host in inventory
+                and inventory[spec.host].get("netns")}
 
     # -- readiness -----------------------------------------------------------------------------
 
@@ -461,6 +525,7 @@ class Lab:
                              "link": nic.kind,
                              "link_local": str(link_local_from_mac(nic.mac))}
                             for nic in spec.nics],
+                host=spec.host or "local",
             ))
         return result
 
@@ -544,6 +609,11 @@ def _remove(record: Record, backend: Backend | None, obj: dict[str, Any],
             raise LabError("no backend to stop it with")
         backend.stop(record, obj.get("node", key))
         record.removed(kind, key)
+    elif kind in ("volume", "network", "vxlan"):
+        remove = getattr(backend, "remove", None)
+        if remove is None:
+            raise LabError("no libvirt backend to remove it with")
+        remove(record, obj)
     elif kind == "namespace":
         links.remove_namespace(obj["name"])
     elif kind in ("bridge", "tap"):

@@ -25,7 +25,7 @@ import os
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, TypedDict
+from typing import TYPE_CHECKING, Literal, NotRequired, TypedDict
 
 if TYPE_CHECKING:
     from orchestrate.topology import Topology
@@ -61,6 +61,8 @@ class NicJson(TypedDict):
     netns: str | None
     bridge: str | None
     tap: str | None
+    local_address: NotRequired[str]
+    remote_address: NotRequired[str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,12 +80,15 @@ class NicSpec:
     netns: str | None = None
     bridge: str | None = None
     tap: str | None = None
+    local_address: str = "127.0.0.1"  # a UDP link's own end (a host's tunnel address if it
+    remote_address: str = "127.0.0.1"  # crosses hosts: orchestrate.multihost.route_links)
 
     def to_json(self) -> NicJson:
         return {
             "ifname": self.ifname, "mac": self.mac, "mtu": self.mtu, "link": self.link,
             "kind": self.kind, "local_port": self.local_port, "remote_port": self.remote_port,
             "netns": self.netns, "bridge": self.bridge, "tap": self.tap,
+            "local_address": self.local_address, "remote_address": self.remote_address,
         }
 
     @classmethod

@@ -139,7 +139,7 @@ def _wait_node(lab: Lab, node: str, watch: _Watch) -> None:
                            f"{spec.serial_log})")
 
     def router_marker() -> bool:
-        text = _read(spec.serial_log)
+        text = lab.serial_text(node)
         if ROUTER_FAILED_MARKER in text:
             raise LabError(f"{node}: vrlab-router failed to start: "
                            f"{_tail(spec.serial_log, 8)} (serial log: {spec.serial_log})")
@@ -153,9 +153,9 @@ def _wait_node(lab: Lab, node: str, watch: _Watch) -> None:
 
     # (condition, poll interval, the stage reached when it holds)
     waits: list[tuple[Callable[[], bool], float, str]] = [
-        (lambda: any(m in _read(spec.serial_log) for m in BOOT_MARKERS), 0.25, "booted"),
-        (lambda: ssh.ssh_answers(spec.ssh_port, lab.client_key, lab.known_hosts,
-                                 timeout=3.0), 0.5, "ssh"),
+        (lambda: any(m in lab.serial_text(node) for m in BOOT_MARKERS), 0.25, "booted"),
+        (lambda: ssh.ssh_answers(spec.ssh_port, lab.client_key, lab.known_hosts, timeout=3.0,
+                                 opener=lab.management_opener(node)), 0.5, "ssh"),
     ]
     if spec.role == "router":
         # The init reports the appliance on the serial console ("vrlab: router up" or

@@ -26,6 +26,16 @@ logging.getLogger("paramiko").propagate = False
 SSH_USER = "root"
 MGMT_HOST = "127.0.0.1"
 
+Opener = Callable[[int, float], socket.socket]
+"""opener(port, timeout): a connected socket to MGMT_HOST:port on the node's host (a node on
+another libvirt host, orchestrate.multihost.open_tcp); None means connect here."""
+
+
+def _open(port: int, timeout: float, opener: Opener | None) -> socket.socket:
+    if opener is not None:
+        return opener(port, timeout)
+    return socket.create_connection((MGMT_HOST, port), timeout=timeout)
+
 
 class SshError(Exception):
     """SSH could not connect, authenticate, or verify the host key."""
@@ -81,10 +91,14 @@ def write_known_hosts(path: Path, entries: dict[int, str]) -> None:
 
 
 def write_ssh_config(path: Path, lab: str, client_key: Path, known_hosts: Path,
-                     ports: dict[str, int]) -> None:
-    """An OpenSSH config usable as `ssh -F path NODE`; host checking stays strict."""
+                     ports: dict[str, int], proxies: dict[str, str] | None = None) -> None:
+    """An OpenSSH config usable as `ssh -F path NODE`; host checking stays strict.
+
+    `proxies`: node -> ProxyCommand, for nodes whose forward is on another host's loopback.
+    """
     blocks = [f"# vrlab lab {lab}: ssh -F {path} NODE\n"]
     for node, port in sorted(ports.items()):
+        proxy = (proxies or {}).get(node)
         blocks.append(
             f"Host {node}\n"
             f"    HostName {MGMT_HOST}\n"
@@ -97,12 +111,13 @@ def write_ssh_config(path: Path, lab: str, client_key: Path, known_hosts: Path,
             f"    StrictHostKeyChecking yes\n"
             f"    UpdateHostKeys no\n"
             f"    LogLevel ERROR\n"
+            + (f"    ProxyCommand {proxy}\n" if proxy else "")
         )
     path.write_text("\n".join(blocks))
 
 
 def connect(port: int, client_key: Path, known_hosts: Path, timeout: float = 10.0,
-            auth_timeout: float = 60.0) -> paramiko.SSHClient:
+            auth_timeout: float = 60.0, opener: Opener | None = None) -> paramiko.SSHClient:
     """A paramiko client authenticated with the lab key; unknown or wrong host keys fail.
 
     `timeout` bounds the TCP connect and the wait for the server's banner; `auth_timeout`
@@ -113,6 +128,8 @@ def connect(port: int, client_key: Path, known_hosts: Path, timeout: float = 10.
     client.load_host_keys(str(known_hosts))
     client.set_missing_host_key_policy(paramiko.RejectPolicy())
     try:
+        # paramiko checks the pinned key of [MGMT_HOST]:port whichever way the socket came.
+        sock = _open(port, timeout, opener) if opener is not None else None
         client.connect(
             MGMT_HOST,
             port=port,
@@ -123,6 +140,7 @@ def connect(port: int, client_key: Path, known_hosts: Path, timeout: float = 10.
             timeout=timeout,
             banner_timeout=timeout,
             auth_timeout=max(timeout, auth_timeout),
+            sock=sock,
         )
     except paramiko.BadHostKeyException as exc:
         client.close()
@@ -189,7 +207,7 @@ def run(client: paramiko.SSHClient, command: str, timeout: float = 60.0,
     return ExecResult(status, out.decode(errors="replace"), err.decode(errors="replace"))
 
 
-def banner_ready(port: int, timeout: float = 3.0) -> bool:
+def banner_ready(port: int, timeout: float = 3.0, opener: Opener | None = None) -> bool:
     """True when something at 127.0.0.1:port sends an SSH identification line.
 
     A plain socket, no key exchange: polling this is cheap for the guest. (QEMU's user
@@ -197,24 +215,26 @@ def banner_ready(port: int, timeout: float = 3.0) -> bool:
     "connected" alone means nothing.)
     """
     try:
-        with socket.create_connection((MGMT_HOST, port), timeout=timeout) as sock:
+        with _open(port, timeout, opener) as sock:
             sock.settimeout(timeout)
             return sock.recv(4).startswith(b"SSH-")
     except OSError:
         return False
 
 
-def ssh_answers(port: int, client_key: Path, known_hosts: Path, timeout: float = 3.0) -> bool:
+def ssh_answers(port: int, client_key: Path, known_hosts: Path, timeout: float = 3.0,
+                opener: Opener | None = None) -> bool:
     """True when the node's SSH server proves the pinned host key and accepts the lab key.
 
     Polls with `banner_ready` first and starts a key exchange only once sshd answers, with
     generous timeouts: in a TCG guest on a busy host a key exchange takes seconds of CPU, and
     abandoning it to retry leaves sshd's pre-auth children competing for the one vCPU.
     """
-    if not banner_ready(port, timeout):
+    if not banner_ready(port, timeout, opener):
         return False
     try:
-        client = connect(port, client_key, known_hosts, timeout=30.0, auth_timeout=60.0)
+        client = connect(port, client_key, known_hosts, timeout=30.0, auth_timeout=60.0,
+                         opener=opener)
     except SshError:
         return False
     client.close()

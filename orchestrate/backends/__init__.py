@@ -37,6 +37,7 @@ class NodeSpec:
     node_dir: Path
     run_dir: Path  # where the unix sockets live (short path)
     nics: list[NicSpec] = field(default_factory=list)
+    host: str | None = None  # the inventory host it runs on (libvirt backend; None: here)
 
     @property
     def serial_log(self) -> Path:
@@ -68,7 +69,7 @@ class NodeSpec:
             "node_dir": str(self.node_dir), "run_dir": str(self.run_dir),
             "serial_log": str(self.serial_log), "serial_socket": str(self.serial_socket),
             "qmp_socket": str(self.qmp_socket),
-            "nics": [nic.to_json() for nic in self.nics],
+            "nics": [nic.to_json() for nic in self.nics], "host": self.host,
         }
 
     @classmethod
@@ -82,6 +83,7 @@ class NodeSpec:
             ssh_port=int(data["ssh_port"]), mgmt_netdev=data["mgmt_netdev"],
             node_dir=Path(data["node_dir"]), run_dir=Path(data["run_dir"]),
             nics=[NicSpec.from_json(name, nic) for nic in data["nics"]],
+            host=data.get("host"),
         )
 
 

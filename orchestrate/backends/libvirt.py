@@ -1,39 +1,84 @@
-"""The libvirt backend: one persistent libvirt domain per node (libvirt-python, domain XML).
+"""The libvirt backend: one libvirt domain per node, on one host or spread over several.
 
-The domain runs the same QEMU machine as the embedded backend: direct kernel boot, the qcow2
-overlay as the first virtio disk, the config disk second and read-only, virtio-net data NICs
-as `<interface type='udp'>` pairs on 127.0.0.1 with `<mtu>` (host_mtu), and the serial port on
-a unix socket whose output virtlogd writes to `serial.log`.
+Hosts: without an inventory the lab runs on one host, `local`, reached at `--libvirt-uri`
+(default `qemu:///system`). With one (`hosts:` in the topology or `vrlab up --hosts FILE`,
+orchestrate.hosts) every node is placed on a host and everything of it is made there through
+that host's libvirt connection; orchestrate.multihost has the links and management across
+hosts. Every object is journalled with its host, so `down` finds it again.
+
+Everything a domain uses on its host is a libvirt storage volume in the host's `vrlab` pool (a
+directory pool at /var/lib/libvirt/images/vrlab, defined on first use and kept), so one
+mechanism serves a local and a remote host:
+
+- the image's kernel, initrd and disk: uploaded by stream once per host, named by the SHA-256
+  of their content (`img-<digest>-disk`), with a `.done` marker volume written after the upload
+  completed; a second `up` finds them and copies nothing. They stay (a cache, like the local
+  image cache); `vrlab image prune` does not touch hosts.
+- per node: the qcow2 overlay (created by libvirt on the host, backed by the image's disk), the
+  config disk (built here, uploaded) and the serial log (an empty volume that virtlogd appends
+  to; vrlab reads it back by stream from where it last stopped, into the local `serial.log`).
+  These are journalled (kind `volume`) and removed by `down`.
+- captures (filter-dump) write into a volume that is downloaded when the capture stops.
+
+The domain runs the same QEMU machine as the embedded backend: direct kernel boot, the overlay
+as the first virtio disk, the config disk second and read-only, the serial port on a pty (the
+console is a libvirt stream, `vrlab console`). Data NICs:
+
+- point-to-point: `<interface type='udp'>` pairs, on 127.0.0.1 on one host or between the two
+  hosts' tunnel addresses (libvirt 9.0 refuses `<mtu>` on udp interfaces, so virtio-net's
+  host_mtu is set with `<qemu:override>`);
+- LAN segments: `<interface type='network'>` on the segment's libvirt network on that host (an
+  isolated `<network>` with its own bridge and MTU, created here; joined across hosts by VXLAN,
+  orchestrate.multihost).
 
 Management NIC: libvirt 9.0's `<interface type='user'>` has `<portForward>` only with the passt
 backend (not installed here, and it has no `restrict=on`), so the management NIC is passed to
 QEMU verbatim with `<qemu:commandline>`: `-netdev user,restrict=on,hostfwd=tcp:127.0.0.1:PORT-:22`
 plus its virtio-net device, exactly as the QEMU backend does. libvirt marks such domains
-"tainted" (custom-argv); that is expected.
+"tainted" (custom-argv); that is expected. The forward listens on the host's loopback.
 
 The domain runs QEMU as root with no relabelling (`<seclabel type='static' model='dac'
-relabel='no'>`) because the images live under the user's home, which libvirt-qemu cannot read.
-
-LAN segments (bridges in a lab namespace, tap fds handed to QEMU) are not available with this
-backend: libvirt opens taps itself in the root namespace. `create` refuses such topologies.
-
-URI: `qemu:///system` unless the lab is brought up with another (`--libvirt-uri`).
+relabel='no'>`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
+import socket
+import threading
 import time
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
-from xml.sax.saxutils import quoteattr
+from xml.sax.saxutils import escape, quoteattr
 
+from orchestrate import multihost
 from orchestrate.backends import BackendError, NodeSpec
+from orchestrate.hosts import (
+    Capacity,
+    Demand,
+    Host,
+    PlacementError,
+    host_capacity,
+    inventory_from_json,
+    place,
+)
+from orchestrate.links import NicSpec
 from orchestrate.record import Record
 
 DEFAULT_URI = "qemu:///system"
+LOCAL_HOST = "local"
 MGMT_NETDEV = "vrlabmgmt"
 MGMT_PCI_SLOT = "0x10"
+POOL_NAME = "vrlab"
+POOL_PATH = "/var/lib/libvirt/images/vrlab"
+CHUNK = 1 << 20
+# Under TCG on a loaded host the kernel's IO-APIC timer check can miss its ticks and panic
+# ("IO-APIC + timer doesn't work!"; seen booting four nodes over two simulated hosts).
+TIMER_CHECK = " no_timer_check"
 
 
 def domain_name(lab: str, node: str) -> str:
@@ -44,39 +89,64 @@ def nic_alias(index: int) -> str:
     return f"ua-vrlab-net{index}"
 
 
+def node_volume(lab: str, node: str, what: str) -> str:
+    """The name of one of a node's volumes: root.qcow2, config.img, serial.log, *.pcap."""
+    return f"{lab}-{node}-{what}"
+
+
 def _esc(value: object) -> str:
     return quoteattr(str(value))
 
 
 def _text(value: object) -> str:
-    from xml.sax.saxutils import escape
-
     return escape(str(value))
 
 
-def domain_xml(spec: NodeSpec, emulator: str = "/usr/bin/qemu-system-x86_64") -> str:
-    """The libvirt domain XML for one node."""
-    for nic in spec.nics:
-        if nic.kind != "udp":
-            raise BackendError(
-                f"{spec.name}:{nic.ifname}: the libvirt backend supports point-to-point links "
-                f"only (this one is {nic.kind}); use --backend qemu for LAN segments")
+@dataclass(frozen=True, slots=True)
+class HostFiles:
+    """Where the domain's files are on its host."""
+
+    kernel: str
+    initrd: str | None
+    overlay: str
+    config_disk: str
+    serial_log: str
+
+
+def _interface_xml(spec: NodeSpec, index: int, nic: NicSpec) -> str:
+    alias = f"<alias name={_esc(nic_alias(index))}/>"
+    if nic.kind == "udp":
+        return f"""
+    <interface type='udp'>
+      <mac address={_esc(nic.mac)}/>
+      <source address={_esc(nic.remote_address)} port={_esc(nic.remote_port)}>
+        <local address={_esc(nic.local_address)} port={_esc(nic.local_port)}/>
+      </source>
+      <model type='virtio'/>
+      {alias}
+    </interface>"""
+    if nic.kind == "lan":
+        return f"""
+    <interface type='network'>
+      <mac address={_esc(nic.mac)}/>
+      <source network={_esc(multihost.network_name(spec.lab, nic.link))}/>
+      <mtu size={_esc(nic.mtu)}/>
+      <model type='virtio'/>
+      {alias}
+    </interface>"""
+    raise BackendError(
+        f"{spec.name}:{nic.ifname}: an interface on no link is not available with the libvirt "
+        f"backend; link it, or use --backend qemu")
+
+
+def domain_xml(spec: NodeSpec, files: HostFiles,
+               emulator: str = "/usr/bin/qemu-system-x86_64") -> str:
+    """The libvirt domain XML for one node whose files are `files` on its host."""
     domain_type = "kvm" if spec.accel == "kvm" else "qemu"
     cpu = ("<cpu mode='host-passthrough'/>" if spec.accel == "kvm"
            else "<cpu mode='maximum' check='none'/>")
-    initrd = f"<initrd>{_text(spec.initrd)}</initrd>" if spec.initrd else ""
-    interfaces = "".join(
-        f"""
-    <interface type='udp'>
-      <mac address={_esc(nic.mac)}/>
-      <source address='127.0.0.1' port={_esc(nic.remote_port)}>
-        <local address='127.0.0.1' port={_esc(nic.local_port)}/>
-      </source>
-      <model type='virtio'/>
-      <alias name={_esc(nic_alias(index))}/>
-    </interface>"""
-        for index, nic in enumerate(spec.nics)
-    )
+    initrd = f"<initrd>{_text(files.initrd)}</initrd>" if files.initrd else ""
+    interfaces = "".join(_interface_xml(spec, index, nic) for index, nic in enumerate(spec.nics))
     # libvirt 9.0 refuses <mtu> on udp interfaces; set virtio-net's host_mtu directly.
     overrides = "".join(
         f"""
@@ -85,7 +155,7 @@ def domain_xml(spec: NodeSpec, emulator: str = "/usr/bin/qemu-system-x86_64") ->
         <qemu:property name='host_mtu' type='unsigned' value={_esc(nic.mtu)}/>
       </qemu:frontend>
     </qemu:device>"""
-        for index, nic in enumerate(spec.nics)
+        for index, nic in enumerate(spec.nics) if nic.kind == "udp"
     )
     mgmt_args = [
         "-netdev", f"user,id={MGMT_NETDEV},{spec.mgmt_netdev}",
@@ -102,9 +172,9 @@ def domain_xml(spec: NodeSpec, emulator: str = "/usr/bin/qemu-system-x86_64") ->
   <vcpu>{spec.cpus}</vcpu>
   <os>
     <type arch='x86_64' machine='q35'>hvm</type>
-    <kernel>{_text(spec.kernel)}</kernel>
+    <kernel>{_text(files.kernel)}</kernel>
     {initrd}
-    <cmdline>{_text(spec.cmdline)}</cmdline>
+    <cmdline>{_text(spec.cmdline + TIMER_CHECK)}</cmdline>
   </os>
   {cpu}
   <features><acpi/></features>
@@ -114,20 +184,20 @@ def domain_xml(spec: NodeSpec, emulator: str = "/usr/bin/qemu-system-x86_64") ->
     <emulator>{_text(emulator)}</emulator>
     <disk type='file' device='disk'>
       <driver name='qemu' type='qcow2' cache='unsafe'/>
-      <source file={_esc(spec.overlay)}/>
+      <source file={_esc(files.overlay)}/>
       <target dev='vda' bus='virtio'/>
     </disk>
     <disk type='file' device='disk'>
       <driver name='qemu' type='raw'/>
-      <source file={_esc(spec.config_disk)}/>
+      <source file={_esc(files.config_disk)}/>
       <target dev='vdb' bus='virtio'/>
       <readonly/>
     </disk>{interfaces}
-    <serial type='unix'>
-      <source mode='bind' path={_esc(spec.serial_socket)}/>
-      <log file={_esc(spec.serial_log)} append='on'/>
+    <serial type='pty'>
+      <log file={_esc(files.serial_log)} append='on'/>
       <target port='0'/>
     </serial>
+    <console type='pty'><target type='serial' port='0'/></console>
     <rng model='virtio'><backend model='random'>/dev/urandom</backend></rng>
     <memballoon model='none'/>
   </devices>
@@ -140,78 +210,430 @@ def domain_xml(spec: NodeSpec, emulator: str = "/usr/bin/qemu-system-x86_64") ->
 """
 
 
+def network_xml(name: str, bridge: str, mtu: int) -> str:
+    """An isolated libvirt network (no <forward>, no <ip>: no NAT, no dnsmasq) with a bridge."""
+    return (f"<network><name>{_text(name)}</name>"
+            f"<bridge name={_esc(bridge)} stp='off' delay='0'/>"
+            f"<mtu size={_esc(mtu)}/></network>")
+
+
+def pool_xml() -> str:
+    return (f"<pool type='dir'><name>{POOL_NAME}</name>"
+            f"<target><path>{POOL_PATH}</path></target></pool>")
+
+
+def volume_xml(name: str, capacity: int, fmt: str = "raw", backing: str | None = None,
+               backing_format: str = "raw") -> str:
+    backing_xml = (f"<backingStore><path>{_text(backing)}</path>"
+                   f"<format type={_esc(backing_format)}/></backingStore>" if backing else "")
+    return (f"<volume><name>{_text(name)}</name>"
+            f"<capacity unit='bytes'>{capacity}</capacity>"
+            f"<allocation unit='bytes'>0</allocation>"
+            f"<target><format type={_esc(fmt)}/></target>{backing_xml}</volume>")
+
+
+def content_digest(path: Path) -> str:
+    """SHA-256 of a file, remembered next to it (`.<name>.sha256`, keyed by size and mtime)."""
+    stat = path.stat()
+    key = f"{stat.st_size} {stat.st_mtime_ns}"
+    memo = path.with_name(f".{path.name}.sha256")
+    with contextlib.suppress(OSError):
+        stamp, _, digest = memo.read_text().strip().rpartition(" ")
+        if stamp == key and len(digest) == 64:
+            return digest
+    sha = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(CHUNK):
+            sha.update(chunk)
+    digest = sha.hexdigest()
+    with contextlib.suppress(OSError):
+        memo.write_text(f"{key} {digest}\n")
+    return digest
+
+
+def _hole_handler(_stream: Any, fd: int) -> list[Any]:
+    """For sparseSendAll: (in data?, bytes until the section ends) at the current offset."""
+    current = os.lseek(fd, 0, os.SEEK_CUR)
+    end = os.fstat(fd).st_size
+    if current >= end:
+        return [False, 0]
+    try:
+        data = os.lseek(fd, current, os.SEEK_DATA)
+    except OSError:  # ENXIO: only a hole until the end
+        data = end
+    if data > current:
+        section = [False, data - current]
+    else:
+        section = [True, os.lseek(fd, current, os.SEEK_HOLE) - current]
+    os.lseek(fd, current, os.SEEK_SET)
+    return section
+
+
+def _libvirt() -> Any:
+    try:
+        import libvirt
+    except ImportError as exc:
+        raise BackendError("the libvirt backend needs libvirt-python") from exc
+    return libvirt
+
+
 class LibvirtBackend:
     name = "libvirt"
 
-    def __init__(self, uri: str | None = None) -> None:
-        self.uri = uri or os.environ.get("VRLAB_LIBVIRT_URI") or DEFAULT_URI
-        self._conn: Any = None
+    def __init__(self, uri: str | None = None,
+                 hosts: dict[str, dict[str, Any]] | None = None) -> None:
+        if hosts:
+            self.hosts = inventory_from_json(hosts)
+        else:
+            local_uri = uri or os.environ.get("VRLAB_LIBVIRT_URI") or DEFAULT_URI
+            self.hosts = {LOCAL_HOST: Host(LOCAL_HOST, local_uri, multihost.LOOPBACK)}
+        self.uri = next(iter(self.hosts.values())).uri
+        self._conns: dict[str, Any] = {}
+        self._unreachable: dict[str, str] = {}
+        self._lock = threading.Lock()
+        self._image_paths: dict[str, dict[str, str]] = {}
+        self._serial: dict[str, tuple[int, Path]] = {}
 
-    def connection(self) -> Any:
-        if self._conn is None:
-            try:
-                import libvirt
-            except ImportError as exc:
-                raise BackendError("the libvirt backend needs libvirt-python") from exc
+    # -- hosts ---------------------------------------------------------------------------------
+
+    def host(self, name: str | None) -> Host:
+        try:
+            return self.hosts[name or LOCAL_HOST]
+        except KeyError:
+            raise BackendError(f"host {name!r} is not in the lab's inventory") from None
+
+    def connection(self, host: str | None) -> Any:
+        """The libvirt connection of `host`; an unreachable host fails fast after once."""
+        libvirt = _libvirt()
+        target = self.host(host)
+        with self._lock:
+            if target.name in self._conns:
+                return self._conns[target.name]
+            if target.name in self._unreachable:
+                raise BackendError(self._unreachable[target.name])
             # libvirt prints every error (e.g. "domain not found" on lookups) to stderr by
             # default; errors reach us as exceptions anyway.
             libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
             try:
-                self._conn = libvirt.open(self.uri)
+                conn = libvirt.open(target.uri)
             except libvirt.libvirtError as exc:
-                raise BackendError(f"cannot connect to {self.uri}: {exc}") from exc
-        return self._conn
+                message = f"host {target.name} ({target.uri}) is unreachable: {exc}"
+                self._unreachable[target.name] = message
+                raise BackendError(message) from exc
+            self._conns[target.name] = conn
+            return conn
 
-    def _lookup(self, name: str) -> Any:
-        import libvirt
+    def _broken(self, host: str | None, exc: Exception) -> BackendError:
+        """A call on an open connection failed: the host may have gone; say so, once."""
+        libvirt = _libvirt()
+        target = self.host(host)
+        conn = self._conns.get(target.name)
+        alive = False
+        if conn is not None:
+            with contextlib.suppress(libvirt.libvirtError):
+                alive = bool(conn.isAlive())
+        if not alive:
+            message = f"host {target.name} ({target.uri}) is unreachable: {exc}"
+            self._unreachable[target.name] = message
+            self._conns.pop(target.name, None)
+            return BackendError(message)
+        return BackendError(f"host {target.name}: {exc}")
 
+    def capacity(self, names: list[str] | None = None) -> dict[str, Capacity]:
+        libvirt = _libvirt()
+        result = {}
+        for name in names or list(self.hosts):
+            conn = self.connection(name)
+            try:
+                result[name] = host_capacity(self.hosts[name], conn.getInfo(),
+                                             conn.getFreeMemory())
+            except libvirt.libvirtError as exc:
+                raise self._broken(name, exc) from exc
+        return result
+
+    def place(self, topology: Any) -> dict[str, str]:
+        """node -> host for every node of `topology` (see orchestrate.hosts.place)."""
+        demands = {
+            name: Demand(int(node.memory), int(getattr(node, "cpus", 1) or 1),
+                         getattr(node, "host", None))
+            for name, node in topology.nodes.items()
+        }
+        if list(self.hosts) == [LOCAL_HOST]:
+            for name, demand in demands.items():
+                if demand.pin not in (None, LOCAL_HOST):
+                    raise BackendError(f"node {name} is pinned to host {demand.pin!r}, but "
+                                       f"the lab has no hosts inventory (hosts: or --hosts)")
+            return dict.fromkeys(demands, LOCAL_HOST)
         try:
-            return self.connection().lookupByName(name)
-        except libvirt.libvirtError:
+            return place(demands, self.capacity())
+        except PlacementError as exc:
+            raise BackendError(str(exc)) from exc
+
+    def host_of(self, record: Record, node: str) -> str:
+        return str(record.data["nodes"].get(node, {}).get("host") or LOCAL_HOST)
+
+    # -- storage -------------------------------------------------------------------------------
+
+    def pool(self, host: str) -> Any:
+        libvirt = _libvirt()
+        conn = self.connection(host)
+        try:
+            try:
+                pool = conn.storagePoolLookupByName(POOL_NAME)
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() != libvirt.VIR_ERR_NO_STORAGE_POOL:
+                    raise
+                pool = conn.storagePoolDefineXML(pool_xml(), 0)
+                pool.build(0)
+                pool.setAutostart(1)
+            if not pool.isActive():
+                pool.build(0)  # the directory may be gone (a dir pool's build is mkdir -p)
+                pool.create(0)
+            return pool
+        except libvirt.libvirtError as exc:
+            raise self._broken(host, exc) from exc
+
+    @staticmethod
+    def _volume(pool: Any, name: str) -> Any:
+        libvirt = _libvirt()
+        try:
+            return pool.storageVolLookupByName(name)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() != libvirt.VIR_ERR_NO_STORAGE_VOL:
+                raise
             return None
 
-    def create(self, record: Record, spec: NodeSpec) -> None:
-        import libvirt
-
-        xml = domain_xml(spec)
-        (spec.node_dir / "domain.xml").write_text(xml)
-        name = domain_name(spec.lab, spec.name)
-        if self._lookup(name) is not None:
-            raise BackendError(f"libvirt domain {name} already exists (`vrlab down {spec.lab}`)")
-        record.intend("socket", str(spec.serial_socket), path=str(spec.serial_socket))
-        record.intend("domain", spec.name, name=name, uri=self.uri, node=spec.name)
+    def upload(self, host: str, pool: Any, name: str, path: Path, sparse: bool) -> str:
+        """Create volume `name` from the local file `path` (streamed); return its host path."""
+        libvirt = _libvirt()
+        conn = self.connection(host)
+        size = path.stat().st_size
+        volume = pool.createXML(volume_xml(name, size), 0)
+        stream = conn.newStream(0)
         try:
-            self.connection().defineXML(xml)
+            with path.open("rb") as handle:
+                fd = handle.fileno()
+                if sparse:
+                    volume.upload(stream, 0, size, libvirt.VIR_STORAGE_VOL_UPLOAD_SPARSE_STREAM)
+                    stream.sparseSendAll(lambda _s, n, f: os.read(f, n), _hole_handler,
+                                         lambda _s, n, f: os.lseek(f, n, os.SEEK_CUR), fd)
+                else:
+                    volume.upload(stream, 0, size, 0)
+                    stream.sendAll(lambda _s, n, f: os.read(f, n), fd)
+            stream.finish()
+        except BaseException:
+            with contextlib.suppress(libvirt.libvirtError):
+                stream.abort()
+            with contextlib.suppress(libvirt.libvirtError):
+                volume.delete(0)
+            raise
+        return str(volume.path())
+
+    def ensure_image(self, host: str, image: Any) -> dict[str, str]:
+        """The image's files on `host` (uploaded once per content digest): role -> path."""
+        libvirt = _libvirt()
+        if host in self._image_paths:
+            return self._image_paths[host]
+        pool = self.pool(host)
+        files = {"kernel": Path(image.kernel), "disk": Path(image.disk)}
+        if getattr(image, "initrd", None):
+            files["initrd"] = Path(image.initrd)
+        paths: dict[str, str] = {}
+        try:
+            for role, path in files.items():
+                name = f"img-{content_digest(path)[:32]}-{role}"
+                volume = self._volume(pool, name)
+                if volume is not None and self._volume(pool, f"{name}.done") is None:
+                    volume.delete(0)  # an upload that never finished
+                    volume = None
+                if volume is None:
+                    paths[role] = self.upload(host, pool, name, path, sparse=role == "disk")
+                    pool.createXML(volume_xml(f"{name}.done", 0), 0)
+                else:
+                    paths[role] = str(volume.path())
         except libvirt.libvirtError as exc:
-            raise BackendError(f"{spec.name}: libvirt refused the domain: {exc}") from exc
+            raise self._broken(host, exc) from exc
+        self._image_paths[host] = paths
+        return paths
+
+    def _journal_volume(self, record: Record, host: str, name: str) -> str:
+        key = f"{host}/{name}"
+        record.intend("volume", key, host=host, pool=POOL_NAME, name=name)
+        return key
+
+    # -- a lab's objects on its hosts ------------------------------------------------------------
+
+    def route(self, nics: dict[str, list[NicSpec]], placement: dict[str, str]
+              ) -> dict[str, list[NicSpec]]:
+        """Crossing links between tunnel addresses; refuse what the underlay cannot carry."""
+        routed = multihost.route_links(nics, placement, self.hosts)
+        largest = multihost.crossing_frames(routed, placement, self.hosts)
+        try:
+            if largest:
+                multihost.check_underlay(self.hosts, largest)
+            for segment in multihost.lan_segments(routed, placement):
+                if len(segment.hosts) > 1:
+                    for name in segment.hosts:
+                        multihost._require_netns(self.hosts[name],
+                                                 "a LAN segment across hosts (VXLAN)")
+        except multihost.MultiHostError as exc:
+            raise BackendError(str(exc)) from exc
+        return routed
+
+    def prepare(self, record: Record, specs: dict[str, NodeSpec], image: Any) -> None:
+        """Images on every host used, then each LAN segment's networks (and VXLAN)."""
+        libvirt = _libvirt()
+        used = sorted({spec.host or LOCAL_HOST for spec in specs.values()})
+        for host in used:
+            self.ensure_image(host, image)
+        nics = {name: spec.nics for name, spec in specs.items()}
+        placement = {name: spec.host or LOCAL_HOST for name, spec in specs.items()}
+        lab = record.lab
+        for segment in multihost.lan_segments(nics, placement):
+            name = multihost.network_name(lab, segment.link)
+            bridge = multihost.bridge_name(lab, segment.link)
+            for host in segment.hosts:
+                key = f"{host}/{name}"
+                record.intend("network", key, host=host, name=name)
+                try:
+                    self.connection(host).networkCreateXML(
+                        network_xml(name, bridge, segment.mtu))
+                except libvirt.libvirtError as exc:
+                    raise self._broken(host, exc) from exc
+                record.created("network", key)
+            if len(segment.hosts) < 2:
+                continue
+            vxlan = multihost.vxlan_name(lab, segment.link)
+            for host in segment.hosts:
+                key = f"{host}/{vxlan}"
+                record.intend("vxlan", key, host=host, name=vxlan)
+                peers = [self.hosts[other].tunnel for other in segment.hosts if other != host]
+                try:
+                    multihost.create_vxlan(self.hosts[host], vxlan,
+                                           multihost.vni(lab, segment.link), bridge, peers,
+                                           segment.mtu)
+                except Exception as exc:
+                    raise BackendError(f"host {host}: VXLAN for LAN segment "
+                                       f"links[{segment.link}]: {exc}") from exc
+                record.created("vxlan", key)
+
+    def remove(self, record: Record, obj: dict[str, Any]) -> None:
+        """Remove a journalled `volume`, `network` or `vxlan` from its host. Idempotent."""
+        libvirt = _libvirt()
+        host = obj.get("host")
+        kind = obj["kind"]
+        if kind == "vxlan":
+            multihost.remove_vxlan(self.host(host), obj["name"])
+            return
+        conn = self.connection(host)
+        try:
+            if kind == "network":
+                try:
+                    network = conn.networkLookupByName(obj["name"])
+                except libvirt.libvirtError as exc:
+                    if exc.get_error_code() != libvirt.VIR_ERR_NO_NETWORK:
+                        raise
+                    return
+                persistent = network.isPersistent()
+                if network.isActive():
+                    network.destroy()  # a transient network is gone after this
+                if persistent:
+                    network.undefine()
+            elif kind == "volume":
+                try:
+                    pool = conn.storagePoolLookupByName(obj["pool"])
+                except libvirt.libvirtError as exc:
+                    if exc.get_error_code() != libvirt.VIR_ERR_NO_STORAGE_POOL:
+                        raise
+                    return
+                volume = self._volume(pool, obj["name"])
+                if volume is not None:
+                    volume.delete(0)
+        except libvirt.libvirtError as exc:
+            raise self._broken(host, exc) from exc
+
+    # -- the four hooks ----------------------------------------------------------------------
+
+    def create(self, record: Record, spec: NodeSpec) -> None:
+        libvirt = _libvirt()
+        host = spec.host or LOCAL_HOST
+        name = domain_name(spec.lab, spec.name)
+        if self._lookup(host, name) is not None:
+            raise BackendError(f"libvirt domain {name} already exists on host {host} "
+                               f"(`vrlab down {spec.lab}`)")
+        image = self._image_paths.get(host)
+        if image is None:
+            raise BackendError(f"{spec.name}: the image is not on host {host} (prepare first)")
+        pool = self.pool(host)
+        try:
+            overlay = node_volume(spec.lab, spec.name, "root.qcow2")
+            key = self._journal_volume(record, host, overlay)
+            disk = pool.storageVolLookupByName(Path(image["disk"]).name)
+            capacity = int(disk.info()[1])
+            overlay_path = pool.createXML(
+                volume_xml(overlay, capacity, "qcow2", image["disk"], "raw"), 0).path()
+            record.created("volume", key)
+            config = node_volume(spec.lab, spec.name, "config.img")
+            key = self._journal_volume(record, host, config)
+            config_path = self.upload(host, pool, config, spec.config_disk, sparse=False)
+            record.created("volume", key)
+            serial = node_volume(spec.lab, spec.name, "serial.log")
+            key = self._journal_volume(record, host, serial)
+            serial_path = pool.createXML(volume_xml(serial, 0), 0).path()
+            record.created("volume", key)
+        except libvirt.libvirtError as exc:
+            raise self._broken(host, exc) from exc
+        xml = domain_xml(spec, HostFiles(image["kernel"], image.get("initrd"), overlay_path,
+                                         config_path, serial_path))
+        (spec.node_dir / "domain.xml").write_text(xml)
+        record.intend("domain", spec.name, name=name, uri=self.host(host).uri, host=host,
+                      node=spec.name)
+        try:
+            self.connection(host).defineXML(xml)
+        except libvirt.libvirtError as exc:
+            raise BackendError(f"{spec.name}: libvirt on host {host} refused the domain: "
+                               f"{exc}") from exc
         record.created("domain", spec.name)
 
     def start(self, record: Record, spec: NodeSpec) -> None:
-        import libvirt
-
-        domain = self._lookup(domain_name(spec.lab, spec.name))
+        libvirt = _libvirt()
+        host = spec.host or LOCAL_HOST
+        domain = self._lookup(host, domain_name(spec.lab, spec.name))
         if domain is None:
             raise BackendError(f"{spec.name}: domain vanished before start")
         try:
             domain.create()
         except libvirt.libvirtError as exc:
-            raise BackendError(f"{spec.name}: libvirt could not start the domain: {exc}") from exc
+            raise BackendError(f"{spec.name}: libvirt on host {host} could not start the "
+                               f"domain: {exc}") from exc
+
+    def _lookup(self, host: str | None, name: str) -> Any:
+        """The domain, or None when the host has no such domain (other errors raise)."""
+        libvirt = _libvirt()
+        try:
+            return self.connection(host).lookupByName(name)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                return None
+            raise self._broken(host, exc) from exc
 
     def stop(self, record: Record, node: str) -> None:
-        import libvirt
-
+        libvirt = _libvirt()
         obj = record.find("domain", node)
         if obj is None or obj["state"] == "removed":
             return
-        if obj.get("uri") and obj["uri"] != self.uri:
-            self.uri, self._conn = obj["uri"], None
-        domain = self._lookup(obj["name"])
+        host = obj.get("host") or LOCAL_HOST
+        if host == LOCAL_HOST and obj.get("uri") and obj["uri"] != self.host(host).uri:
+            self.hosts[LOCAL_HOST] = Host(LOCAL_HOST, obj["uri"], multihost.LOOPBACK)
+            self._conns.pop(LOCAL_HOST, None)
+        domain = self._lookup(host, obj["name"])
         if domain is not None:
             try:
                 if domain.isActive():
                     domain.destroy()
-            except libvirt.libvirtError:
-                pass
+            except libvirt.libvirtError as exc:
+                if not self.connection(host).isAlive():
+                    raise self._broken(host, exc) from exc
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline:
                 try:
@@ -223,34 +645,46 @@ class LibvirtBackend:
             try:
                 domain.undefine()
             except libvirt.libvirtError as exc:
-                if self._lookup(obj["name"]) is not None:
-                    raise BackendError(f"{node}: cannot undefine {obj['name']}: {exc}") from exc
+                if self._lookup(host, obj["name"]) is not None:
+                    raise BackendError(f"{node}: cannot undefine {obj['name']} on host "
+                                       f"{host}: {exc}") from exc
         record.removed("domain", node)
 
     def status(self, record: Record, node: str) -> str:
+        libvirt = _libvirt()
         obj = record.find("domain", node)
         if obj is None or obj["state"] == "removed":
             return "absent"
-        domain = self._lookup(obj["name"])
+        host = obj.get("host") or LOCAL_HOST
+        domain = self._lookup(host, obj["name"])
         if domain is None:
             return "absent"
-        return "running" if domain.isActive() else "stopped"
+        try:
+            return "running" if domain.isActive() else "stopped"
+        except libvirt.libvirtError as exc:
+            raise self._broken(host, exc) from exc
 
     def netdev_name(self, spec: NodeSpec, index: int) -> str:
         # libvirt names an interface's netdev "host" + its alias; the management NIC is ours
         # (qemu:commandline).
         return MGMT_NETDEV if index < 0 else f"host{nic_alias(index)}"
 
-    def qmp(self, record: Record, node: str, command: str, **arguments: Any) -> Any:
-        import libvirt
-        import libvirt_qemu
-
+    def _domain(self, record: Record, node: str) -> tuple[str, Any]:
+        """(host, libvirt domain) of a node from the journal; BackendError when it is gone."""
         obj = record.find("domain", node)
         if obj is None:
             raise BackendError(f"{node}: no libvirt domain in the lab record")
-        domain = self._lookup(obj["name"])
+        host = obj.get("host") or LOCAL_HOST
+        domain = self._lookup(host, obj["name"])
         if domain is None:
-            raise BackendError(f"{node}: domain {obj['name']} does not exist")
+            raise BackendError(f"{node}: domain {obj['name']} does not exist on host {host}")
+        return host, domain
+
+    def qmp(self, record: Record, node: str, command: str, **arguments: Any) -> Any:
+        libvirt = _libvirt()
+        import libvirt_qemu
+
+        _, domain = self._domain(record, node)
         message = {"execute": command}
         if arguments:
             message["arguments"] = arguments  # type: ignore[assignment]
@@ -262,6 +696,101 @@ class LibvirtBackend:
             raise BackendError(f"{node}: QMP {command}: {reply['error'].get('desc')}")
         return reply.get("return")
 
+    # -- files on the host, read back ---------------------------------------------------------
+
+    def download(self, host: str, name: str, offset: int = 0) -> bytes:
+        """Bytes of volume `name` from `offset` to its end (empty when it is gone)."""
+        libvirt = _libvirt()
+        conn = self.connection(host)
+        try:
+            pool = conn.storagePoolLookupByName(POOL_NAME)
+            volume = self._volume(pool, name)
+            if volume is None:
+                return b""
+            stream = conn.newStream(0)
+            volume.download(stream, offset, 0, 0)
+            chunks: list[bytes] = []
+            stream.recvAll(lambda _s, data, acc: acc.append(data) or len(data), chunks)
+            stream.finish()
+        except libvirt.libvirtError as exc:
+            raise self._broken(host, exc) from exc
+        return b"".join(chunks)
+
+    def sync_serial(self, record: Record, spec: NodeSpec) -> None:
+        """Append what the node's serial log on its host gained to the local `serial.log`."""
+        host = spec.host or LOCAL_HOST
+        offset = spec.serial_log.stat().st_size if spec.serial_log.exists() else 0
+        data = self.download(host, node_volume(spec.lab, spec.name, "serial.log"), offset)
+        if data:
+            with spec.serial_log.open("ab") as handle:
+                handle.write(data)
+
+    def capture_file(self, record: Record, spec: NodeSpec, ifname: str) -> str:
+        """A journalled volume on the node's host for QEMU to write a capture into."""
+        libvirt = _libvirt()
+        host = spec.host or LOCAL_HOST
+        name = node_volume(spec.lab, spec.name, f"{ifname}.pcap")
+        pool = self.pool(host)
+        key = self._journal_volume(record, host, name)
+        try:
+            old = self._volume(pool, name)
+            if old is not None:
+                old.delete(0)
+            path = str(pool.createXML(volume_xml(name, 0), 0).path())
+        except libvirt.libvirtError as exc:
+            raise self._broken(host, exc) from exc
+        record.created("volume", key)
+        return path
+
+    def fetch_capture(self, record: Record, spec: NodeSpec, ifname: str, local: Path) -> None:
+        """Copy the capture volume here, then remove it from the host."""
+        host = spec.host or LOCAL_HOST
+        name = node_volume(spec.lab, spec.name, f"{ifname}.pcap")
+        local.write_bytes(self.download(host, name))
+        obj = record.find("volume", f"{host}/{name}")
+        if obj is not None:
+            self.remove(record, obj)
+            record.removed("volume", obj["key"])
+
+    def open_console(self, record: Record, node: str) -> Any:
+        """A libvirt stream on the node's serial console (wherever it runs)."""
+        libvirt = _libvirt()
+        host, domain = self._domain(record, node)
+        stream = self.connection(host).newStream(0)
+        try:
+            domain.openConsole(None, stream, libvirt.VIR_DOMAIN_CONSOLE_FORCE)
+        except libvirt.libvirtError as exc:
+            raise BackendError(f"{node}: console: {exc}") from exc
+        return stream
+
+
+    def console_socket(self, record: Record, node: str) -> socket.socket:
+        """The node's console stream as a local socket (two pump threads in between)."""
+        libvirt = _libvirt()
+        stream = self.open_console(record, node)
+        ours, theirs = socket.socketpair()
+
+        def from_console() -> None:
+            with contextlib.suppress(libvirt.libvirtError, OSError):
+                while True:
+                    data = stream.recv(65536)
+                    if not isinstance(data, bytes) or not data:
+                        break
+                    ours.sendall(data)
+            with contextlib.suppress(OSError):
+                ours.shutdown(socket.SHUT_WR)
+
+        def to_console() -> None:
+            with contextlib.suppress(libvirt.libvirtError, OSError):
+                while data := ours.recv(65536):
+                    stream.send(data)
+            with contextlib.suppress(libvirt.libvirtError):
+                stream.abort()
+
+        for pump in (from_console, to_console):
+            threading.Thread(target=pump, name=f"console-{node}", daemon=True).start()
+        return theirs
+
 
 def make_backend(**options: Any) -> LibvirtBackend:
-    return LibvirtBackend(uri=options.get("uri"))
+    return LibvirtBackend(uri=options.get("uri"), hosts=options.get("hosts"))

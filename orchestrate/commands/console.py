@@ -1,7 +1,9 @@
 """`vrlab console NODE`: attach to a node's serial console (Ctrl-] detaches).
 
 The serial port is a QEMU chardev socket that also writes `serial.log`, so attaching never
-loses output and the log is complete whether or not anyone is attached.
+loses output and the log is complete whether or not anyone is attached. With the libvirt
+backend it is the domain's console stream (on whichever host the node runs), relayed through a
+local socket pair, and the log is read back from the host.
 """
 
 from __future__ import annotations
@@ -57,13 +59,22 @@ def run(args: argparse.Namespace) -> int:
     except LabError as exc:
         return fail(args, Exit.BAD_INPUT, str(exc))
     if args.log:
-        sys.stdout.write(spec.serial_log.read_text(errors="replace"))
+        sys.stdout.write(lab.serial_text(args.node))
         return 0
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        sock.connect(str(spec.serial_socket))
-    except OSError as exc:
-        return fail(args, Exit.FAILED, f"{spec.serial_socket}: {exc}")
+    backend: Any = lab.backend()
+    if hasattr(backend, "console_socket"):  # libvirt: a console stream, wherever the node runs
+        from orchestrate.backends import BackendError
+
+        try:
+            sock = backend.console_socket(lab.record, args.node)
+        except BackendError as exc:
+            return fail(args, Exit.FAILED, str(exc))
+    else:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(str(spec.serial_socket))
+        except OSError as exc:
+            return fail(args, Exit.FAILED, f"{spec.serial_socket}: {exc}")
     print(f"[console {lab.name}/{args.node}: Ctrl-] to detach; log {spec.serial_log}]",
           file=sys.stderr)
     stdin_fd = sys.stdin.fileno()

@@ -48,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         topology = load_topology(args.file)
         src, src_if, dst, dst_if = pick_pair(topology)
+        options = lab_options(args, topology)
     except TopologyError as exc:
         return report_problems(args, exc.problems)
     except ValueError as exc:
@@ -55,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         return Exit.BAD_INPUT
     print(f"vrlab demo: {args.file}: {src} pings {dst}'s link-local address", flush=True)
     try:
-        lab = Lab.up(topology, name=args.name, **lab_options(args, topology))
+        lab = Lab.up(topology, name=args.name, **options)
     except LabError as exc:
         print(f"vrlab demo: up failed: {exc}", file=sys.stderr)
         return Exit.NOT_UP

@@ -29,14 +29,20 @@ def print_status(lab: Lab) -> None:
     table = Table(title=f"lab {lab.name} ({lab.backend_name}, "
                         f"{lab.record.data.get('accel')}, {lab.record.data.get('state')})",
                   title_justify="left")
-    for column in ("node", "role", "state", "ssh", "interfaces", "addresses"):
+    nodes = lab.status()
+    on_hosts = any(node.host != "local" for node in nodes)
+    columns = ("node", "role", "host", "state", "ssh", "interfaces", "addresses")
+    for column in columns if on_hosts else tuple(c for c in columns if c != "host"):
         table.add_column(column)
-    for node in lab.status():
+    for node in nodes:
         interfaces = "\n".join(
             f"{i['name']} {i['mac']} {i['link_local']} ({i['link']}, mtu {i['mtu']})"
             for i in node.interfaces)
-        table.add_row(node.name, node.role, node.state, node.mgmt, interfaces,
-                      "\n".join(node.addresses))
+        cells = [node.name, node.role, node.host, node.state, node.mgmt, interfaces,
+                 "\n".join(node.addresses)]
+        if not on_hosts:
+            del cells[2]
+        table.add_row(*cells)
     console = Console()
     console.print(table)
     console.print(f"ssh: vrlab ssh NODE   or   ssh -F {lab.ssh_config} NODE")

@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
             print_json({"lab": topology.name, "file": str(args.file), "passed": True,
                         "checks": []})
         return Exit.OK
-    backend = args.backend or topology.defaults.backend
+    backend = args.backend or ("libvirt" if topology.inventory else topology.defaults.backend)
     accel = args.accel or topology.defaults.accel
     labmod = _lab_module()
     try:

@@ -38,6 +38,10 @@ def add_lab_options(parser: argparse.ArgumentParser) -> None:
                         help="acceleration (default: the topology's defaults, else auto)")
     parser.add_argument("--libvirt-uri", default=None,
                         help="libvirt connection URI (default qemu:///system)")
+    parser.add_argument("--hosts", metavar="FILE", default=None,
+                        help="inventory of libvirt hosts to spread the lab over (a YAML file "
+                             "with hosts:; replaces the topology's hosts:; implies "
+                             "--backend libvirt)")
     parser.add_argument("--timeout", type=float, default=300.0,
                         help="seconds to wait for every node to be ready (default 300)")
     parser.add_argument("--no-progress", action="store_true", help="no live progress display")
@@ -47,8 +51,18 @@ def add_lab_options(parser: argparse.ArgumentParser) -> None:
 
 
 def lab_options(args: argparse.Namespace, topology: Any) -> dict[str, Any]:
+    """Lab.up's options from the command line and the topology.
+
+    Raises TopologyError (placed problems) when --hosts names a bad inventory file.
+    """
+    from orchestrate.hosts import inventory_to_json, load_inventory
+
     defaults = getattr(topology, "defaults", None)
-    backend = args.backend or getattr(defaults, "backend", None) or "qemu"
+    inventory = getattr(topology, "inventory", None) or {}
+    if getattr(args, "hosts", None):
+        inventory = load_inventory(args.hosts)
+    backend = (args.backend or ("libvirt" if inventory else None)
+               or getattr(defaults, "backend", None) or "qemu")
     options: dict[str, Any] = {
         "backend": backend,
         "accel": args.accel or getattr(defaults, "accel", None) or "auto",
@@ -58,6 +72,8 @@ def lab_options(args: argparse.Namespace, topology: Any) -> dict[str, Any]:
     }
     if backend == "libvirt" and args.libvirt_uri:
         options["backend_options"] = {"uri": args.libvirt_uri}
+    if inventory:
+        options["backend_options"] = {"hosts": inventory_to_json(inventory)}
     return options
 
 
@@ -70,7 +86,11 @@ def run(args: argparse.Namespace) -> int:
     except TopologyError as exc:
         return report_problems(args, exc.problems)
     try:
-        lab = Lab.up(topology, name=args.name, **lab_options(args, topology))
+        options = lab_options(args, topology)
+    except TopologyError as exc:
+        return report_problems(args, exc.problems)
+    try:
+        lab = Lab.up(topology, name=args.name, **options)
     except LabError as exc:
         return fail(args, Exit.BAD_INPUT if isinstance(exc, LabInputError) else Exit.NOT_UP,
                     str(exc))

@@ -52,6 +52,7 @@ from orchestrate.choices import ACCELS as ACCELS
 from orchestrate.choices import BACKENDS as BACKENDS
 from orchestrate.choices import ROLES as ROLES
 from orchestrate.choices import Role as Role
+from orchestrate.hosts import Host
 from orchestrate.nodeconfig import MGMT_NETWORK
 
 IPAddress = IPv4Address | IPv6Address
@@ -147,6 +148,8 @@ class Node:
     """Static neighbors of a router: {address, mac, interface} as the router config has them."""
     memory: int = DEFAULT_MEMORY
     cpus: int = 1
+    host: str | None = None
+    """The inventory host the node is pinned to (`host:`); None: placed automatically."""
 
     @property
     def is_router(self) -> bool:
@@ -229,6 +232,8 @@ class Topology:
     nodes: dict[str, Node]
     links: list[Link]
     tests: list[CheckSpec] = field(default_factory=list)
+    inventory: dict[str, Host] = field(default_factory=dict)
+    """The machines of the `hosts:` section (orchestrate.hosts); empty: one machine."""
 
     def routers(self) -> list[Node]:
         return [n for n in self.nodes.values() if n.is_router]

@@ -26,6 +26,7 @@ from typing import Any
 from appliance.config import parse_mac, route_form_problem
 from appliance.core.sysctl import KNOBS, SysctlError, parse_value
 from appliance.yamlsource import Document, KeyPath, YamlSourceError, load_file, load_text
+from orchestrate.hosts import HOST_NAME_RE, Host, validate_inventory
 from orchestrate.names import NAME_MAX, name_problem
 from orchestrate.topology.model import (
     ACCELS,
@@ -55,9 +56,9 @@ from orchestrate.topology.model import (
 )
 from orchestrate.topology.problems import Reporter, TopologyError, is_int
 
-TOP_KEYS = ("name", "defaults", "nodes", "links", "tests")
+TOP_KEYS = ("name", "defaults", "hosts", "nodes", "links", "tests")
 DEFAULT_KEYS = ("memory", "cpus", "image", "backend", "accel")
-NODE_KEYS = ("role", "interfaces", "routes", "sysctl", "neighbors", "memory", "cpus")
+NODE_KEYS = ("role", "interfaces", "routes", "sysctl", "neighbors", "memory", "cpus", "host")
 NEIGHBOR_KEYS = ("address", "mac", "interface")
 INTERFACE_KEYS = ("name", "addresses", "mtu", "link_local")
 ROUTE_KEYS = ("prefix", "via", "interface", "type")
@@ -147,11 +148,30 @@ class _Validator(Reporter):
         nodes = self.nodes(data.get("nodes"), defaults)
         links = self.links(data.get("links"))
         topology = Topology(name, self.path, defaults, nodes, links)
+        if "hosts" in data:
+            topology.inventory = self.inventory(data["hosts"], data.get("defaults"), nodes)
         self.topology = topology
         self.wire(topology)
         self.routes_and_addresses(topology)
         topology.tests = self.tests(data.get("tests"), topology)
         return topology
+
+    def inventory(self, raw: Any, defaults: Any, nodes: dict[str, Node]) -> dict[str, Host]:
+        """The `hosts:` section (orchestrate.hosts) and every node's `host:` pin against it."""
+        hosts = validate_inventory(
+            raw, ("hosts",),
+            lambda path, message, hint, key: self.error(path, message, hint, key=key))
+        backend = defaults.get("backend") if isinstance(defaults, dict) else None
+        if backend not in (None, "libvirt"):
+            self.error(("defaults", "backend"), f"hosts: needs the libvirt backend, not "
+                       f"{backend!r}", "drop backend: or say backend: libvirt")
+        if isinstance(raw, dict) and len(hosts) == len(raw):
+            for node in nodes.values():
+                if node.host is not None and node.host not in hosts:
+                    self.error(("nodes", node.name, "host"), f"node {node.name} is pinned to "
+                               f"host {node.host!r}, which hosts: lacks",
+                               f"hosts: {', '.join(hosts)}")
+        return hosts
 
     def lab_name(self, data: dict[Any, Any]) -> str:
         name = data.get("name")
@@ -232,6 +252,13 @@ class _Validator(Reporter):
         if "cpus" in body:
             cpus = self.integer(body["cpus"], (*path, "cpus"), 1, MAX_CPUS, "cpus") or cpus
         node = Node(name, "router" if role == "router" else "host", memory=memory, cpus=cpus)
+        if "host" in body:
+            host = body["host"]
+            if isinstance(host, str) and HOST_NAME_RE.match(host):
+                node.host = host
+            else:
+                self.error((*path, "host"), f"host must name a host of the inventory, got "
+                           f"{host!r}", "e.g. host: alpha")
         node.interfaces = self.interfaces(body.get("interfaces"), (*path, "interfaces"))
         node.sysctl = self.sysctl(node, body.get("sysctl"), (*path, "sysctl"))
         node.neighbors = self.neighbors(node, body.get("neighbors"), (*path, "neighbors"))

@@ -20,6 +20,17 @@ EXPECTED: dict[str, list[str]] = {
         '3:58: nodes.h1.interfaces[0].addresses[0]: \'198.51.100.300/26\' is not an IPv4 or IPv6 address with a prefix length (e.g. 198.51.100.1/26 or "2001:db8:1::1/64")',
         '8:21: nodes.h2.interfaces[0].addresses[0]: expected address/prefix-length, got \'198.51.100.3\' (e.g. 198.51.100.1/26 or "2001:db8:1::1/64")',
     ],
+    'bad_hosts.yaml': [  # a pin is checked only against an inventory without problems
+        "4:15: hosts.beta.uri: uri must be a libvirt URI, got 'http://beta/' (e.g. qemu+ssh://root@alpha.example/system or qemu+tcp://ADDRESS/system)",
+        "4:39: hosts.beta.tunnel: tunnel 203.0.113.11 is also host alpha's (every host needs its own address)",
+        "4:53: hosts.beta.cores: unknown host key 'cores' (expected one of: uri, tunnel, netns, memory, vcpus)",
+        "5:3: hosts.Gamma: host name 'Gamma' is not a valid name (lowercase letters, digits and '-', at most 32 characters)",
+        "8:26: nodes.h2.host: host must name a host of the inventory, got 7 (e.g. host: alpha)",
+    ],
+    'host_pin_unknown.yaml': [
+        "2:21: defaults.backend: hosts: needs the libvirt backend, not 'qemu' (drop backend: or say backend: libvirt)",
+        "7:26: nodes.h1.host: node h1 is pinned to host 'gamma', which hosts: lacks (hosts: alpha, beta)",
+    ],
     'bad_node_name.yaml': [
         "3:3: nodes['h.1']: node name 'h.1' is not a valid name (1 to 63 letters, digits, '-' or '_', starting with a letter or a digit)",
         "6:15: links[0][1]: unknown node 'h3' (nodes: h2)",
@@ -131,7 +142,7 @@ EXPECTED: dict[str, list[str]] = {
         "6:15: links[0][1]: node h2 has no interface 'eth0' (list it under nodes.h2.interfaces; it has: eth1)",
     ],
     'unknown_node_key.yaml': [
-        "6:5: nodes.h1.ram: unknown node key 'ram' (expected one of: role, interfaces, routes, sysctl, neighbors, memory, cpus)",
+        "6:5: nodes.h1.ram: unknown node key 'ram' (expected one of: role, interfaces, routes, sysctl, neighbors, memory, cpus, host)",
     ],
     'sysctl_bad_value.yaml': [
         "7:24: nodes.r1.sysctl['net.inet.ip.ttl']: net.inet.ip.ttl: 0 is out of range 1..255",
@@ -141,7 +152,7 @@ EXPECTED: dict[str, list[str]] = {
         "7:7: nodes.r1.sysctl['net.inet.ip.redirects']: unknown sysctl 'net.inet.ip.redirects' (did you mean net.inet.ip.redirect?)",
     ],
     'unknown_top_key.yaml': [
-        "7:1: checks: unknown top-level key 'checks' (expected one of: name, defaults, nodes, links, tests)",
+        "7:1: checks: unknown top-level key 'checks' (expected one of: name, defaults, hosts, nodes, links, tests)",
     ],
     'unlinked_interface.yaml': [
         '7:9: nodes.h1.interfaces[1]: interface h1:eth2 is on no link (add it to a link or remove it)',

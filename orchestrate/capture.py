@@ -91,39 +91,8 @@ def capture(lab: Lab, node: str, ifname: str, path: Path) -> Iterator[Path]:
     on_host = hasattr(backend, "capture_file")
     if nic is not None and nic.kind == "lan" and not on_host:
         assert nic.netns and nic.tap
-        record.intend("capture", key, method="tcpdump", node=node, path=str(path),
-                      netns=nic.netns, tap=nic.tap)
-        proc = subprocess.Popen(
-            ["ip", "netns", "exec", nic.netns, "tcpdump", "--immediate-mode", "-i", nic.tap,
-             "-U", "-s", "0",
-             "-w", str(path)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        )
-        from orchestrate.backends.qemu import process_start_time
-
-        record.created("capture", key, pid=proc.pid, start_time=process_start_time(proc.pid))
-        # tcpdump writes the pcap header once it listens: wait for it, bounded.
-        deadline = time.monotonic() + 10.0
-        while time.monotonic() < deadline and not (path.exists() and path.stat().st_size):
-            if proc.poll() is not None:
-                err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-                record.removed("capture", key)
-                raise CaptureError(f"tcpdump on {nic.netns}/{nic.tap} failed: {err.strip()}")
-            time.sleep(0.05)
-        try:
+        with _tcpdump(record, key, node, path, nic.tap, netns=nic.netns):
             yield path
-        finally:
-            # Give tcpdump a moment to write what the kernel already queued, then stop it.
-            time.sleep(0.2)
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            if proc.stderr:
-                proc.stderr.close()
-            record.removed("capture", key)
         return
     netdev = backend_netdev(lab, spec, index)
     record.intend("capture", key, method="filter-dump", node=node, path=str(path),
@@ -146,6 +115,79 @@ def capture(lab: Lab, node: str, ifname: str, path: Path) -> Iterator[Path]:
             with contextlib.suppress(BackendError):
                 backend.fetch_capture(record, spec, ifname, path)
         record.removed("capture", key)
+
+
+@contextlib.contextmanager
+def _tcpdump(record: Record, key: str, node: str, path: Path, iface: str, *,
+             netns: str | None = None, bpf: str | None = None) -> Iterator[Path]:
+    """tcpdump on `iface` (in `netns`) into `path`, journaled, for the `with` block."""
+    record.intend("capture", key, method="tcpdump", node=node, path=str(path), netns=netns,
+                  tap=iface)
+    argv = ["tcpdump", "--immediate-mode", "-i", iface, "-U", "-s", "0", "-w", str(path)]
+    if netns is not None:
+        argv = ["ip", "netns", "exec", netns, *argv]
+    if bpf is not None:
+        argv.append(bpf)
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    from orchestrate.backends.qemu import process_start_time
+
+    record.created("capture", key, pid=proc.pid, start_time=process_start_time(proc.pid))
+    # tcpdump writes the pcap header once it listens: wait for it, bounded.
+    deadline = time.monotonic() + 10.0
+    while time.monotonic() < deadline and not (path.exists() and path.stat().st_size):
+        if proc.poll() is not None:
+            err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+            record.removed("capture", key)
+            where = f"{netns}/{iface}" if netns else iface
+            raise CaptureError(f"tcpdump on {where} failed: {err.strip()}")
+        time.sleep(0.05)
+    try:
+        yield path
+    finally:
+        # Give tcpdump a moment to write what the kernel already queued, then stop it.
+        time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stderr:
+            proc.stderr.close()
+        record.removed("capture", key)
+
+
+@contextlib.contextmanager
+def capture_udp_links(lab: Lab, ports: list[int], path: Path) -> Iterator[Path]:
+    """Every point-to-point link at once, on the host's loopback: the UDP datagrams QEMU
+    sends between the two ends of each link (each carries one Ethernet frame) from the
+    `ports` given (the links' local ports). One tcpdump, the host's clock for every frame:
+    timestamps comparable across links and VMs, unlike `filter-dump`'s, which come from each
+    VM's own virtual clock. Needs the right to capture on `lo` (root or CAP_NET_RAW)."""
+    if not ports:
+        raise CaptureError("no point-to-point link to capture")
+    path = path.resolve()
+    path.unlink(missing_ok=True)
+    key = "udp-links"
+    existing = lab.record.find("capture", key)
+    if existing is not None and existing["state"] != "removed":
+        raise CaptureError("the point-to-point links are already being captured")
+    bpf = "udp and (" + " or ".join(f"src port {p}" for p in sorted(ports)) + ")"
+    with _tcpdump(lab.record, key, "*", path, "lo", bpf=bpf):
+        yield path
+
+
+def udp_payload(frame: bytes) -> tuple[int, bytes] | None:
+    """(UDP source port, payload) of an IPv4 UDP datagram captured on loopback (an Ethernet
+    header with zero MACs), or None."""
+    if len(frame) < 42 or frame[12:14] != b"\x08\x00" or frame[23] != 17:
+        return None
+    ihl = (frame[14] & 0x0F) * 4
+    udp = 14 + ihl
+    if len(frame) < udp + 8:
+        return None
+    return int.from_bytes(frame[udp:udp + 2], "big"), frame[udp + 8:]
 
 
 def backend_netdev(lab: Lab, spec: NodeSpec, index: int) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"vrlab ui: lab {lab.name} at\n    {url}\n(Ctrl-C to stop)", file=sys.stderr,
               flush=True)
 
+    def stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt  # SIGTERM ends the server as Ctrl-C does (captures stopped)
+
+    signal.signal(signal.SIGTERM, stop)
     try:
         asyncio.run(serve(view, args.host, args.port, token, ready))
     except KeyboardInterrupt:

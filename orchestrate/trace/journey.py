@@ -52,6 +52,8 @@ class Port:
     link: int
     kind: str
     """"udp" (point-to-point), "lan" (a bridge port) or "none"."""
+    local_port: int | None = None
+    """For "udp": the 127.0.0.1 port this end sends from (QEMU's socket netdev)."""
 
 
 @dataclass
@@ -74,7 +76,7 @@ class LabMap:
             roles[node] = str(data["role"])
             for nic in data.get("nics", []):
                 ports.append(Port(node, nic["ifname"], nic["mac"].lower(), int(nic["link"]),
-                                  nic["kind"]))
+                                  nic["kind"], nic.get("local_port")))
             entries = []
             for text in data.get("addresses", []):
                 ifname, _, addr = str(text).partition(" ")
@@ -176,13 +178,23 @@ class Flow:
 
     def loosely_related(self, summary: dict[str, Any]) -> bool:
         """A router record's packet (from its flow summary, which has no quote): the probe,
-        its reply, or an ICMP error on its way to either end."""
+        its reply, or an ICMP error on its way to either end. Other traffic between the same
+        two ends (another ping's identifier, other ports) is not."""
         pair = (summary.get("src"), summary.get("dst"))
         ends = {self.src, self.dst}
-        if pair in ((self.src, self.dst), (self.dst, self.src)):
-            return True
         icmp = 1 if self.family == 4 else 58
-        return summary.get("proto") == icmp and summary.get("dst") in ends
+        errors = (3, 4, 5, 11, 12) if self.family == 4 else (1, 2, 3, 4, 137)
+        if summary.get("proto") == icmp and summary.get("icmp_type") in errors:
+            return summary.get("dst") in ends
+        if pair not in ((self.src, self.dst), (self.dst, self.src)):
+            return False
+        if summary.get("proto") not in (None, self.proto_number) or self.ident is None:
+            return summary.get("proto") in (None, self.proto_number)
+        if self.proto == "icmp":
+            return summary.get("icmp_id") in (None, self.ident)
+        forward = pair == (self.src, self.dst)
+        port = summary.get("sport" if forward else "dport")
+        return port in (None, self.ident)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -407,12 +419,15 @@ def assemble(labmap: LabMap, flow: Flow, wires: list[WireEvent],
             record = next((r for r in pending if r.node == receiver.node
                            and _record_matches(r, receiver.ifname, w.frame)), None)
             # It left this router with the next wire event it sent (if any).
+            # It left this router with the next frame of the same packet it sent, or else
+            # the ICMP error it sent about it.
             out_port = None
-            for w2, _ in related[index + 1:]:
-                p = labmap.port_by_mac(w2.frame.src_mac)
-                if p is not None and p.node == receiver.node:
-                    out_port = p
-                    break
+            for wanted in (rel, "error"):
+                for w2, rel2 in related[index + 1:]:
+                    p = labmap.port_by_mac(w2.frame.src_mac)
+                    if p is not None and p.node == receiver.node and rel2 == wanted:
+                        out_port = out_port or p
+                        break
             hop = Hop("router", receiver.node, rel, w.frame.summary(), at_ms=ms(w.time),
                       interface_in=receiver.ifname,
                       interface_out=out_port.ifname if out_port else None)

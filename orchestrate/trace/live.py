@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from orchestrate.capture import CaptureError
 from orchestrate.packets import PcapReader, decode
 from orchestrate.trace.journey import (
     Flow,
@@ -73,7 +74,9 @@ def lab_map(lab: Any) -> LabMap:
             from orchestrate.topology import load_topology
 
             topology = load_topology(path)
-            names = {i: str(link.name) for i, link in enumerate(topology.links) if link.name}
+            names = {i: str(link.name) if link.name else
+                     " -- ".join(f"{e.node}:{e.ifname}" for e in link.endpoints)
+                     for i, link in enumerate(topology.links)}
     return LabMap.from_record(lab.name, lab.record.data["nodes"], names)
 
 
@@ -131,13 +134,30 @@ def resolve_endpoints(labmap: LabMap, request: TraceRequest) -> Flow:
                 None if request.proto == "icmp" else DEFAULT_DPORT[request.proto])
 
 
-def capture_points(labmap: LabMap) -> list[tuple[str, str, int]]:
-    """(node, ifname, link) to capture: one end of each point-to-point link, every LAN port."""
+def capture_points(labmap: LabMap, udp_on_host: bool = True) -> list[tuple[str, str, int]]:
+    """(node, ifname, link) to capture one by one: every LAN port (tcpdump on its tap), and,
+    unless the point-to-point links are captured together on the host's loopback
+    (`udp_on_host`), one end of each point-to-point link."""
     points = []
     for link, ports in sorted(labmap.links().items()):
-        chosen = ports if any(p.kind == "lan" for p in ports) else ports[:1]
-        points += [(p.node, p.ifname, link) for p in chosen]
+        if any(p.kind == "lan" for p in ports):
+            points += [(p.node, p.ifname, link) for p in ports]
+        elif not udp_on_host:
+            points.append((ports[0].node, ports[0].ifname, link))
     return points
+
+
+def udp_ports(labmap: LabMap) -> dict[int, tuple[str, str, int]]:
+    """Source port -> (node, ifname, link) of every point-to-point link end."""
+    return {p.local_port: (p.node, p.ifname, p.link) for p in labmap.ports
+            if p.kind == "udp" and p.local_port and p.link >= 0}
+
+
+def capture_udp_links(lab: Any, ports: list[int], path: Path
+                      ) -> contextlib.AbstractContextManager[Path]:
+    from orchestrate.capture import capture_udp_links as on_loopback
+
+    return on_loopback(lab, ports, path)
 
 
 def _routers(labmap: LabMap) -> list[str]:
@@ -188,13 +208,27 @@ def collect_router_traces(lab: Any, sessions: dict[str, int]) -> tuple[list[Rout
     return [r for records in found.values() for r in records], problems
 
 
-def _read_wires(readers: dict[tuple[str, str, int], PcapReader],
-                into: list[WireEvent]) -> int:
+UDP_LINKS = ("*", "udp", -1)
+"""The reader key of the loopback capture of every point-to-point link."""
+
+
+def _read_wires(readers: dict[tuple[str, str, int], PcapReader], into: list[WireEvent],
+                ports: dict[int, tuple[str, str, int]] | None = None) -> int:
+    from orchestrate.capture import udp_payload
+
     new = 0
-    for (node, ifname, link), reader in readers.items():
+    for key, reader in readers.items():
         for record in reader.read():
-            into.append(WireEvent(record.time, link, f"{node}:{ifname}", decode(record.frame),
-                                  record.frame))
+            if key == UDP_LINKS:
+                found = udp_payload(record.frame)
+                if found is None or ports is None or found[0] not in ports:
+                    continue
+                node, ifname, link = ports[found[0]]
+                frame = found[1]
+            else:
+                node, ifname, link = key
+                frame = record.frame
+            into.append(WireEvent(record.time, link, f"{node}:{ifname}", decode(frame), frame))
             new += 1
     return new
 
@@ -226,19 +260,30 @@ def trace_lab(lab: Any, request: TraceRequest, log: Callable[[str], None] = lamb
     report: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="vrlab-trace-") as tmp:
         readers: dict[tuple[str, str, int], PcapReader] = {}
+        ports = udp_ports(labmap)
         with contextlib.ExitStack() as captures:
-            for node, ifname, link in capture_points(labmap):
+            on_host = bool(ports)
+            if ports:
+                path = Path(tmp) / "udp-links.pcap"
+                try:
+                    captures.enter_context(capture_udp_links(lab, sorted(ports), path))
+                    readers[UDP_LINKS] = PcapReader(path)
+                except CaptureError as exc:
+                    on_host = False
+                    log(f"cannot capture the point-to-point links on the host ({exc}); "
+                        "capturing them in QEMU, whose timestamps come from each VM's clock")
+            for node, ifname, link in capture_points(labmap, on_host):
                 path = Path(tmp) / f"{node}-{ifname}.pcap"
                 captures.enter_context(lab.capture(node, ifname, path))
                 readers[(node, ifname, link)] = PcapReader(path)
-            log(f"capturing {len(readers)} link end(s)")
+            log(f"capturing {len(labmap.links())} link(s)")
             if watch is None:
                 assert flow is not None
                 report = _send_probe(lab, request, flow, log)
                 time.sleep(SETTLE)
             else:
-                flow = _watch(watch, readers, wires, request.timeout, log)
-        _read_wires(readers, wires)  # the rest, written as the captures stopped
+                flow = _watch(watch, readers, wires, request.timeout, log, ports)
+        _read_wires(readers, wires, ports)  # the rest, written as the captures stopped
     records, problems = collect_router_traces(lab, sessions)
     journey = assemble(labmap, flow, wires, records)
     report["problems"] = problems
@@ -263,7 +308,8 @@ def _send_probe(lab: Any, request: TraceRequest, flow: Flow, log: Callable[[str]
 
 
 def _watch(watch: WatchFilter, readers: dict[tuple[str, str, int], PcapReader],
-           wires: list[WireEvent], timeout: float, log: Callable[[str], None]) -> Flow:
+           wires: list[WireEvent], timeout: float, log: Callable[[str], None],
+           ports: dict[int, tuple[str, str, int]]) -> Flow:
     log(f"watching for {watch.text!r} (up to {timeout:g} s)")
     deadline = time.monotonic() + timeout
     flow: Flow | None = None
@@ -271,7 +317,7 @@ def _watch(watch: WatchFilter, readers: dict[tuple[str, str, int], PcapReader],
         if time.monotonic() > deadline:
             raise TraceError(f"no packet matching {watch.text!r} was seen on any link within "
                              f"{timeout:g} s")
-        _read_wires(readers, wires)
+        _read_wires(readers, wires, ports)
         first = next((w for w in sorted(wires, key=lambda w: w.time)
                       if watch.matches(w.frame)), None)
         if first is not None:
@@ -283,7 +329,7 @@ def _watch(watch: WatchFilter, readers: dict[tuple[str, str, int], PcapReader],
     hard_stop = time.monotonic() + timeout
     while time.monotonic() - quiet_since < QUIET and time.monotonic() < hard_stop:
         before = len(wires)
-        _read_wires(readers, wires)
+        _read_wires(readers, wires, ports)
         if any(flow.relation(w.frame) for w in wires[before:]):
             quiet_since = time.monotonic()
         time.sleep(0.1)

@@ -207,10 +207,13 @@ class LabView:
             if result.exit_status != 0:
                 out[key] = {"error": result.stderr.strip() or f"exit {result.exit_status}"}
                 continue
-            docs = []
-            for chunk in result.stdout.strip().splitlines():
-                with contextlib.suppress(ValueError):
-                    docs.append(json.loads(chunk))
+            try:  # one document (routerctl ... --json), or one per line (ip -j; ip -j -6)
+                docs = [json.loads(result.stdout)]
+            except ValueError:
+                docs = []
+                for chunk in result.stdout.strip().splitlines():
+                    with contextlib.suppress(ValueError):
+                        docs.append(json.loads(chunk))
             value: Any = docs[0] if len(docs) == 1 else [x for d in docs for x in
                                                          (d if isinstance(d, list) else [d])]
             if key == "counters" and isinstance(value, dict):

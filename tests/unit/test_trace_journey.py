@@ -82,6 +82,9 @@ def test_forwarded_ping_every_hop_in_order_with_latency() -> None:
         record("r1-h2", [("rx", ""), ("verify", ""), ("fib", ""), ("neighbor", ""),
                          ("ttl", "ttl 64 -> 63"), ("tx", "r1-h1")],
                {"family": 4, "src": H2, "dst": H1, "ttl": 64, "proto": 1}, path="fast"),
+        # another ping between the same hosts, traced by r1 too: not part of this journey
+        record("r1-h1", FORWARD, {"family": 4, "src": H1, "dst": H2, "ttl": 64, "proto": 1,
+                                  "icmp_type": 8, "icmp_id": 7}, path="fast"),
     ]
     journey = assemble(line_map(), flow, wires, records)
     kinds = [(h.kind, h.node, h.leg) for h in journey.hops]

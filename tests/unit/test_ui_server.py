@@ -66,8 +66,10 @@ class FakeLab:
                     names = re.findall(r"echo (\S+) ", cmd)
                     n = lab.reads
                     return Result(0, "".join(f"{i} {10 * n} {1000 * n}\n" for i in names))
-                if cmd == "routerctl show routes --json":
-                    return Result(0, json.dumps([{"destination": "198.51.100.0/26"}]))
+                if cmd == "routerctl show routes --json":  # indented, as routerctl prints
+                    return Result(0, json.dumps([{"destination": "198.51.100.0/26"}], indent=2))
+                if cmd.startswith("ip -j route"):  # one document per line
+                    return Result(0, '[{"dst": "default"}]\n[{"dst": "2001:db8:1::/64"}]\n')
                 if cmd == "routerctl show stats --json":
                     return Result(0, json.dumps({"counters": {"ip.forward": 5, "ip.badsum": 0}}))
                 return Result(0, "[]")
@@ -132,6 +134,8 @@ def test_topology_counters_and_node_tables(view: LabView) -> None:
         r1 = await (await client.get("/api/node/r1")).json()
         assert r1["routes"] == [{"destination": "198.51.100.0/26"}]
         assert r1["counters"] == {"ip.forward": 5}  # zero counters left out
+        h1 = await (await client.get("/api/node/h1")).json()
+        assert h1["routes"] == [{"dst": "default"}, {"dst": "2001:db8:1::/64"}]
         assert (await client.get("/api/node/nope")).status == 404
 
     run_client(view, body)

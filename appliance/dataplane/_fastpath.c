@@ -389,8 +389,9 @@ typedef struct {
     int next_ring;
     ring_t rings[MAX_RINGS];
     int trace_on; /* 0 off, 1 frames from or to trace_addrs, 2 every IP frame */
-    int n_trace_addrs;
-    uint8_t trace_addrs[TRACE_MAX_ADDRS][TRACE_ADDRESS_SIZE];
+    int n_trace4, n_trace6;
+    uint32_t trace4[TRACE_MAX_ADDRS]; /* as rd32 reads them */
+    uint64_t trace6[TRACE_MAX_ADDRS][2];
     uint32_t trace_head, trace_len;
     trace_rec_t trace[TRACE_CAPACITY];
 } FastPath;
@@ -594,22 +595,22 @@ static int trace_match(const FastPath *fp, const uint8_t *f, size_t n) {
     if (n < 14)
         return 0;
     uint16_t et = rd16(f + 12);
-    const uint8_t *s, *d;
-    uint8_t family;
-    size_t len;
     if (et == 0x0800 && n >= 34) {
-        family = 4, len = 4, s = f + 26, d = f + 30;
-    } else if (et == 0x86dd && n >= 54) {
-        family = 6, len = 16, s = f + 22, d = f + 38;
-    } else {
-        return 0;
-    }
-    if (fp->trace_on == 2)
-        return 1;
-    for (int i = 0; i < fp->n_trace_addrs; i++) {
-        const uint8_t *a = fp->trace_addrs[i];
-        if (a[0] == family && (!memcmp(a + 1, s, len) || !memcmp(a + 1, d, len)))
+        if (fp->trace_on == 2)
             return 1;
+        uint32_t s = rd32(f + 26), d = rd32(f + 30);
+        for (int i = 0; i < fp->n_trace4; i++)
+            if (fp->trace4[i] == s || fp->trace4[i] == d)
+                return 1;
+    } else if (et == 0x86dd && n >= 54) {
+        if (fp->trace_on == 2)
+            return 1;
+        uint64_t sh = rd64(f + 22), sl = rd64(f + 30), dh = rd64(f + 38), dl = rd64(f + 46);
+        for (int i = 0; i < fp->n_trace6; i++) {
+            const uint64_t *a = fp->trace6[i];
+            if ((a[0] == sh && a[1] == sl) || (a[0] == dh && a[1] == dl))
+                return 1;
+        }
     }
     return 0;
 }
@@ -1371,9 +1372,16 @@ static PyObject *FastPath_set_trace(FastPath *self, PyObject *args, PyObject *kw
             return PyErr_Format(FastPathError, "trace address family %d is not 4 or 6", p[i]);
         }
     }
-    memcpy(self->trace_addrs, p, len);
-    self->n_trace_addrs = (int)(len / TRACE_ADDRESS_SIZE);
-    self->trace_on = match_all ? 2 : self->n_trace_addrs ? 1 : 0;
+    self->n_trace4 = self->n_trace6 = 0;
+    for (size_t i = 0; i < len; i += TRACE_ADDRESS_SIZE) {
+        if (p[i] == 4) {
+            self->trace4[self->n_trace4++] = rd32(p + i + 1);
+        } else {
+            self->trace6[self->n_trace6][0] = rd64(p + i + 1);
+            self->trace6[self->n_trace6++][1] = rd64(p + i + 9);
+        }
+    }
+    self->trace_on = match_all ? 2 : len ? 1 : 0;
     PyBuffer_Release(&view);
     Py_RETURN_NONE;
 }

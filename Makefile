@@ -53,13 +53,18 @@ soak: deps build
 	$(PY) -m bench soak
 
 # 1,000,000 fuzzed frames through the C fast path built with ASan+UBSan (build/fuzz/), fuzzed
-# ring descriptors, and 1,000,000 through the Python router: `N frames, 0 crashes`.
+# ring descriptors, and 1,000,000 through the Python router: `N frames, 0 crashes`; then a
+# minute of coverage-guided fuzzing (atheris) each of the YAML loading and Router.receive.
 fuzz: deps build
 	$(PY) -m fuzz
+	$(PY) -m fuzz.coverage yaml -max_total_time=60 -rss_limit_mb=2048
+	$(PY) -m fuzz.coverage router -max_total_time=60 -rss_limit_mb=2048
 
-# The short pass CI runs (about a minute).
+# The short pass CI runs (under a minute).
 fuzz-ci: build
 	$(PY) -m fuzz --frames 100000 --router-frames 20000 --ring-slots 20000
+	$(PY) -m fuzz.coverage yaml -max_total_time=10 -rss_limit_mb=2048
+	$(PY) -m fuzz.coverage router -max_total_time=10 -rss_limit_mb=2048
 
 lint:
 	ruff check appliance orchestrate tests bench fuzz

@@ -13,23 +13,32 @@ Otherwise only the difference is applied, in place, without touching the rings:
   not change keep their running values (`routerctl sysctl -w` survives a reload);
 - the hostname.
 
-What cannot change without a restart is refused with "restart needed": the set of
-interfaces (rings are opened at start), an interface's MTU (the ring slot size follows it)
-and its link-local address (the routes and neighbors learned through it). Routes added with
-`routerctl route add` are not in the file and are left alone.
+- interfaces added (the caller gives their links and opens their rings; their addresses,
+  routes and neighbors follow) or removed (every route out of them withdrawn, their
+  neighbors flushed; the caller closes their rings).
 
-    plan = plan_reload(router, old_config, new_config)   # ReloadRefused(problems) if not
+What cannot change without a restart is refused with "restart needed": an interface's MTU
+(the ring slot size follows it) and its link-local address (the routes and neighbors learned
+through it). Routes added with `routerctl route add` are not in the file and are left alone.
+
+    plan = plan_reload(router, old_config, new_config, new_links)  # ReloadRefused if not
     result = apply_reload(router, plan, now)              # frames to send, lines to log
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from ipaddress import IPv4Interface, IPv6Interface
 
-from appliance.config import ConfigError, NeighborConfig, RouteConfig, RouterConfig
+from appliance.config import (
+    ConfigError,
+    InterfaceConfig,
+    NeighborConfig,
+    RouteConfig,
+    RouterConfig,
+)
 from appliance.core.router import Action, LinkInfo, Router
 from appliance.core.sysctl import KNOBS, SysctlError
 
@@ -54,6 +63,8 @@ class ReloadPlan:
 
     new: RouterConfig
     hostname: str | None = None
+    interfaces_removed: list[str] = field(default_factory=list)
+    interfaces_added: list[tuple[InterfaceConfig, LinkInfo]] = field(default_factory=list)
     addresses_removed: list[tuple[str, Address]] = field(default_factory=list)
     addresses_added: list[tuple[str, Address]] = field(default_factory=list)
     routes_removed: list[RouteConfig] = field(default_factory=list)
@@ -65,7 +76,8 @@ class ReloadPlan:
 
     @property
     def empty(self) -> bool:
-        return not (self.hostname is not None or self.addresses_removed
+        return not (self.hostname is not None or self.interfaces_removed
+                    or self.interfaces_added or self.addresses_removed
                     or self.addresses_added or self.routes_removed or self.routes_added
                     or self.neighbors_removed or self.neighbors_added or self.sysctl)
 
@@ -96,10 +108,6 @@ def _restart_needed(old: RouterConfig, new: RouterConfig) -> list[str]:
     problems = []
     old_ifs = {i.name: i for i in old.interfaces}
     new_ifs = {i.name: i for i in new.interfaces}
-    for name in sorted(set(new_ifs) - set(old_ifs)):
-        problems.append(f"interface {name} added: restart needed (rings are opened at start)")
-    for name in sorted(set(old_ifs) - set(new_ifs)):
-        problems.append(f"interface {name} removed: restart needed (rings are opened at start)")
     for name in sorted(set(old_ifs) & set(new_ifs)):
         a, b = old_ifs[name], new_ifs[name]
         if a.mtu != b.mtu:
@@ -111,17 +119,27 @@ def _restart_needed(old: RouterConfig, new: RouterConfig) -> list[str]:
     return problems
 
 
-def plan_reload(router: Router, old: RouterConfig, new: RouterConfig) -> ReloadPlan:
+def plan_reload(router: Router, old: RouterConfig, new: RouterConfig,
+                new_links: Mapping[str, LinkInfo] | None = None) -> ReloadPlan:
     """What applying `new` over `old` would change on `router`; raises ReloadRefused with
-    every problem when it cannot be applied (a restart needed, or a route/neighbor the new
-    configuration itself makes impossible: a gateway off every subnet, ...)."""
+    every problem when it cannot be applied (a restart needed, an added interface with no
+    link in `new_links`, or a route/neighbor the new configuration itself makes impossible:
+    a gateway off every subnet, ...)."""
     restart = _restart_needed(old, new)
     if restart:
         raise ReloadRefused(restart, restart=True)
+    old_ifs = {i.name: i for i in old.interfaces}
+    new_links = new_links or {}
+    added = [ic for ic in new.interfaces if ic.name not in old_ifs]
+    missing = [f"interface {ic.name} added: no such interface" for ic in added
+               if ic.name not in new_links]
+    if missing:
+        raise ReloadRefused(missing)
     # Check the new configuration as a whole the way start-up does: a Router built from it
     # on the same links (never used, never sends anything).
     links = {iface.name: LinkInfo(iface.ifindex, iface.mac, iface.mtu)
              for iface in router.interfaces.values()}
+    links.update((ic.name, new_links[ic.name]) for ic in added)
     try:
         Router(new, links)
     except ConfigError as e:
@@ -130,8 +148,12 @@ def plan_reload(router: Router, old: RouterConfig, new: RouterConfig) -> ReloadP
     plan = ReloadPlan(new)
     if new.hostname != old.hostname:
         plan.hostname = new.hostname
-    old_ifs = {i.name: i for i in old.interfaces}
+    new_names = {i.name for i in new.interfaces}
+    plan.interfaces_removed = [i.name for i in old.interfaces if i.name not in new_names]
+    plan.interfaces_added = [(ic, new_links[ic.name]) for ic in added]
     for iface in new.interfaces:
+        if iface.name not in old_ifs:
+            continue  # its addresses come with it
         before = old_ifs[iface.name].addresses
         plan.addresses_removed += [(iface.name, a) for a in before if a not in iface.addresses]
         plan.addresses_added += [(iface.name, a) for a in iface.addresses if a not in before]
@@ -166,6 +188,12 @@ def apply_reload(router: Router, plan: ReloadPlan, now: float) -> ReloadResult:
     for nc in plan.neighbors_removed:
         if router.delete_static_neighbor(nc):
             changes.append(f"neighbor -{nc.address} on {nc.interface}")
+    for name in plan.interfaces_removed:
+        change = router.remove_interface(name)
+        changes.append(f"interface -{name}")
+        result.warnings.append(f"{name} removed: {change.routes} routes withdrawn, "
+                               f"{change.neighbors} neighbors flushed, {change.dropped} "
+                               "queued packets dropped")
     for name, address in plan.addresses_removed:
         try:
             gone = router.remove_address(router.by_name[name].ifindex, address)
@@ -185,6 +213,8 @@ def apply_reload(router: Router, plan: ReloadPlan, now: float) -> ReloadResult:
         result.actions += actions or []
         changes.append(what)
 
+    for ic, link in plan.interfaces_added:
+        add(f"interface +{ic.name}", partial(router.add_interface, ic, link, now))
     for name, address in plan.addresses_added:
         add(f"address +{address} on {name}",
             partial(router.add_address, router.by_name[name].ifindex, address, now))

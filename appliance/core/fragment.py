@@ -208,6 +208,7 @@ class _Datagram:
     """One datagram in progress: the RFC 815 hole list and the pieces received."""
 
     __slots__ = (
+        "created",
         "deadline",
         "first",
         "fragments",
@@ -224,11 +225,15 @@ class _Datagram:
         "version",
     )
 
-    def __init__(self, version: int, key: tuple[object, ...], ident: int, deadline: float) -> None:
+    def __init__(self, version: int, key: tuple[object, ...], ident: int, created: float,
+                 deadline: float) -> None:
         self.version = version
         self.key = key
         self.ident = ident
+        self.created = created
         self.deadline = deadline
+        """When this queue expires: its creation plus the timeout at that moment (per queue,
+        as BSD's ipq_ttl; a later change of the timeout applies to new queues only)."""
         self.holes: list[tuple[int, int]] = [(0, _INFINITY)]
         self.pieces: dict[int, tuple[bytes, bool]] = {}
         self.total: int | None = None
@@ -319,7 +324,7 @@ class Reassembler:
         key: tuple[object, ...] = (header.src, header.dst, header.proto, header.ident)
         dgram = self._v4.get(key)
         if dgram is None:
-            dgram = self._create(self._v4, 4, key, header.ident, now + self.timeout_v4, counters)
+            dgram = self._create(self._v4, 4, key, header.ident, now, self.timeout_v4, counters)
         first = packet if start == 0 else None
         outcome = self._insert(dgram, start, data, more, first, counters)
         if outcome is not None:
@@ -411,7 +416,7 @@ class Reassembler:
         key: tuple[object, ...] = (header.src, header.dst, frag.ident)
         dgram = self._v6.get(key)
         if dgram is None:
-            dgram = self._create(self._v6, 6, key, frag.ident, now + self.timeout_v6, counters)
+            dgram = self._create(self._v6, 6, key, frag.ident, now, self.timeout_v6, counters)
         first = packet if start == 0 else None
         outcome = self._insert(dgram, start, data, frag.more, first, counters)
         if outcome is not None:
@@ -490,10 +495,7 @@ class Reassembler:
         ]
         if not candidates:
             return None
-        return min(candidates, key=lambda d: d.deadline - self._timeout(d.version))
-
-    def _timeout(self, version: int) -> float:
-        return self.timeout_v4 if version == 4 else self.timeout_v6
+        return min(candidates, key=lambda d: d.created)
 
     def _create(
         self,
@@ -501,7 +503,8 @@ class Reassembler:
         version: int,
         key: tuple[object, ...],
         ident: int,
-        deadline: float,
+        now: float,
+        timeout: float,
         counters: dict[str, int],
     ) -> _Datagram:
         if self.max_datagrams > 0:
@@ -510,7 +513,7 @@ class Reassembler:
                 if oldest is None:
                     break
                 self._evict(oldest, self._overflow_key(oldest), counters)
-        dgram = _Datagram(version, key, ident, deadline)
+        dgram = _Datagram(version, key, ident, now, now + timeout)
         table[key] = dgram
         return dgram
 

@@ -282,15 +282,20 @@ def should_suppress_v6(
         return SUPPRESS_LINK_MULTICAST if link_multicast else SUPPRESS_MULTICAST_DST
     if ipv6_is_unspecified(header.src) or ipv6_is_multicast(header.src):
         return SUPPRESS_BAD_SOURCE
+    # RFC 7112 §5: Parameter Problem code 3 is about a first fragment whose header chain is
+    # cut short, so a chain that cannot be walked to its end is what it reports, not a
+    # reason to stay silent.
+    incomplete_chain = (icmp_type, code) == (Icmp6Type.PARAM_PROBLEM,
+                                             ParamProblem6Code.INCOMPLETE_CHAIN)
     try:
         walk = walk_extension_headers(header.next_header, original, 40)
     except ValueError:
-        return SUPPRESS_OLD_SHORT
+        return None if incomplete_chain else SUPPRESS_OLD_SHORT
     if walk.upper_protocol == IPProto.ICMPV6 and (
         walk.fragment is None or walk.fragment.offset == 0
     ):
         if len(original) <= walk.upper_offset:
-            return SUPPRESS_OLD_SHORT
+            return None if incomplete_chain else SUPPRESS_OLD_SHORT
         quoted_type = original[walk.upper_offset]
         if is_error_type6(quoted_type) or quoted_type == Icmp6Type.REDIRECT:
             return SUPPRESS_OLD_ICMP

@@ -20,8 +20,14 @@ from typing import TYPE_CHECKING
 from appliance.core.actions import Action, Drop, Hold, Transmit
 from appliance.core.egress import ZERO4, Egress, route_text
 from appliance.core.fib import RouteOrigin, RouteType
+from appliance.core.tcp_reset import closed_port_reset, with_checksum
 from appliance.packet.arp import Arp, ArpOp
-from appliance.packet.checksum import incremental_update, internet_checksum, ones_complement_sum
+from appliance.packet.checksum import (
+    incremental_update,
+    internet_checksum,
+    ones_complement_sum,
+    pseudo_header_v4,
+)
 from appliance.packet.errors import PacketError
 from appliance.packet.icmp import (
     IcmpType,
@@ -208,7 +214,9 @@ class IPv4Input(Egress):
             rec.add("local", f"proto {proto}{' (broadcast)' if bcast else ''}")
         if proto == IPProto.ICMP:
             return self._icmp4_input(iface, pkt, hlen, l2_mcast or bcast, now, rec)
-        if proto in (IPProto.UDP, IPProto.TCP):
+        if proto == IPProto.TCP:
+            return self._tcp4_input(pkt, hlen, l2_mcast or bcast, now, rec)
+        if proto == IPProto.UDP:
             # No transport listens on the router: port unreachable (suppressed for
             # broadcasts by the error rules).
             acts = self._icmp4_error(iface, pkt, l2_mcast or bcast, IcmpType.DEST_UNREACH,
@@ -219,6 +227,30 @@ class IPv4Input(Egress):
                                  UnreachCode.PROTOCOL, ZERO4, now, rec)
         acts.append(Drop("ip.noproto"))
         return acts
+
+    def _tcp4_input(self, pkt: bytes, hlen: int, mcast: bool, now: float,
+                    rec: TraceRecord | None) -> list[Action]:
+        """TCP to one of our addresses: every port is closed, so a reset (`tcp_reset`)."""
+        self.stats.bump("tcp.rcvtotal")
+        if mcast:
+            return self._drop("tcp.noport", rec)  # tcp_input: no reset to a broadcast
+        src, dst = pkt[12:16], pkt[16:20]
+        segment = pkt[hlen:]
+        answer = closed_port_reset(segment, pseudo_header_v4(src, dst, IPProto.TCP,
+                                                             len(segment)))
+        if answer.segment is None:
+            return self._drop(answer.counter, rec)
+        self.stats.bump("tcp.noport")
+        if not self._bucket4.allow(now):
+            return self._drop("tcp.rstlimited", rec)
+        self.stats.bump("tcp.sndrst")
+        reset = with_checksum(answer.segment,
+                              pseudo_header_v4(dst, src, IPProto.TCP, len(answer.segment)))
+        if rec is not None:
+            rec.add("tcp", f"closed port: reset to {IPv4Address(src)}")
+        acts = self._output4(self._ip4_header(dst, src, IPProto.TCP, len(reset)) + reset, now,
+                             rec)
+        return self._deliver("ip.delivered", rec, acts, bump=False)
 
     def _icmp4_input(self, iface: Interface, pkt: bytes, hlen: int, mcast: bool, now: float,
                      rec: TraceRecord | None) -> list[Action]:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from appliance.core.actions import Action, Deliver, Drop, Hold, Transmit
 from appliance.core.egress import ETHER_IPV6, HLIM, ND_HOP_LIMIT, ZERO4, Egress, route_text
 from appliance.core.fib import RouteOrigin, RouteType
+from appliance.core.tcp_reset import closed_port_reset, with_checksum
 from appliance.packet.checksum import internet_checksum, ones_complement_sum, pseudo_header_v6
 from appliance.packet.errors import PacketError
 from appliance.packet.icmpv6 import Icmp6Type, ParamProblem6Code, TimeExceeded6Code, Unreach6Code
@@ -135,7 +136,12 @@ class IPv6Input(Egress):
         try:
             walk = walk_extension_headers(pkt[6], pkt, 40)
         except PacketError:
+            if _holds_first_fragment_header(pkt):
+                return self._incomplete_chain(iface, pkt, l2_mcast or mcast, now, rec)
             return self._drop("ip6.tooshort", rec)
+        if (walk.fragment is not None and walk.fragment.offset == 0
+                and walk.upper_offset + _UPPER_HEADER.get(walk.upper_protocol, 0) > len(pkt)):
+            return self._incomplete_chain(iface, pkt, l2_mcast or mcast, now, rec)
         for nh, off in walk.headers:
             if nh in (IPProto.HOPOPTS, IPProto.IPV6_DSTOPTS):
                 where, action = self._ip6_options(pkt, off)
@@ -191,7 +197,9 @@ class IPv6Input(Egress):
         if proto == IPProto.ICMPV6:
             return self._icmp6_input(iface, pkt, walk.upper_offset, src_mac, l2_mcast, mcast,
                                      now, rec)
-        if proto in (IPProto.UDP, IPProto.TCP):
+        if proto == IPProto.TCP:
+            return self._tcp6_input(iface, pkt, walk.upper_offset, l2_mcast or mcast, now, rec)
+        if proto == IPProto.UDP:
             acts = self._icmp6_error(iface, pkt, l2_mcast or mcast, Icmp6Type.DEST_UNREACH,
                                      Unreach6Code.PORT, ZERO4, now, rec)
             return [*acts, Deliver("ip6.delivered")]
@@ -205,6 +213,42 @@ class IPv6Input(Egress):
                                  rec)
         acts.append(Drop("ip6.noproto"))
         return acts
+
+    def _incomplete_chain(self, iface: Interface, pkt: bytes, mcast: bool, now: float,
+                          rec: TraceRecord | None) -> list[Action]:
+        """RFC 7112 §5: a first fragment addressed to us that does not hold every header up
+        to and including the upper-layer header is dropped with Parameter Problem code 3
+        (pointer 0). Transit first fragments are forwarded untouched (`_ip6_forward` never
+        looks past the fixed header), as the issue asks and RFC 7112 §5 allows."""
+        self.stats.bump("ip6.fragments")
+        if rec is not None:
+            rec.add("reassembly", "first fragment without the whole header chain (RFC 7112)")
+        acts = self._icmp6_error(iface, pkt, mcast, Icmp6Type.PARAM_PROBLEM,
+                                 ParamProblem6Code.INCOMPLETE_CHAIN, ZERO4, now, rec)
+        return self._drop("ip6.fragdropped", rec, acts)
+
+    def _tcp6_input(self, iface: Interface, pkt: bytes, off: int, mcast: bool, now: float,
+                    rec: TraceRecord | None) -> list[Action]:
+        """TCP to one of our addresses: every port is closed, so a reset (`tcp_reset`)."""
+        self.stats.bump("tcp.rcvtotal")
+        if mcast:
+            return self._drop("tcp.noport", rec)  # tcp_input: no reset to a multicast
+        src, dst = pkt[8:24], pkt[24:40]
+        segment = pkt[off:]
+        answer = closed_port_reset(segment, pseudo_header_v6(src, dst, IPProto.TCP,
+                                                             len(segment)))
+        if answer.segment is None:
+            return self._drop(answer.counter, rec)
+        self.stats.bump("tcp.noport")
+        if not self._bucket6.allow(now):
+            return self._drop("tcp.rstlimited", rec)
+        self.stats.bump("tcp.sndrst")
+        reset = with_checksum(answer.segment,
+                              pseudo_header_v6(dst, src, IPProto.TCP, len(answer.segment)))
+        if rec is not None:
+            rec.add("tcp", f"closed port: reset to {IPv6Address(src)}")
+        hdr = IPv6Header(0, 0, len(reset), IPProto.TCP, self._sysctl_v[HLIM], dst, src).pack()
+        return [*self._output6(hdr + reset, iface, now, rec), Deliver("ip6.delivered")]
 
     def _icmp6_input(self, iface: Interface, pkt: bytes, off: int, src_mac: bytes,
                      l2_mcast: bool, mcast: bool, now: float, rec: TraceRecord | None
@@ -401,3 +445,21 @@ class IPv6Input(Egress):
             rec.add("icmp", f"redirect {IPv6Address(dst)} via {IPv6Address(target)}")
         return [Transmit(iface.ifindex, src_mac + iface.mac + ETHER_IPV6 + hdr + msg)]
 
+
+# The upper-layer headers RFC 7112 asks the first fragment to hold whole: the bytes each
+# needs (Linux ipv6_frag_thdr_truncated counts the same: tcphdr, udphdr, icmp6hdr).
+_UPPER_HEADER: dict[int, int] = {IPProto.TCP: 20, IPProto.UDP: 8, IPProto.ICMPV6: 8}
+
+
+def _holds_first_fragment_header(pkt: bytes) -> bool:
+    """Whether the header chain of `pkt` (which runs past the packet somewhere) has a
+    Fragment header with offset 0 before the point where it breaks off: a first fragment
+    whose chain is incomplete (RFC 7112), rather than a packet that is merely short."""
+    nh, off, n = pkt[6], 40, len(pkt)
+    while off + 8 <= n:
+        if nh == IPProto.IPV6_FRAG:
+            return (pkt[off + 2] << 8 | pkt[off + 3]) & 0xFFF8 == 0
+        if nh not in (IPProto.HOPOPTS, IPProto.IPV6_ROUTE, IPProto.IPV6_DSTOPTS):
+            return False
+        nh, off = pkt[off], off + (pkt[off + 1] + 1) * 8
+    return False

@@ -39,7 +39,13 @@ from ipaddress import (
     ip_network,
 )
 
-from appliance.config import ConfigError, NeighborConfig, RouteConfig, RouterConfig
+from appliance.config import (
+    ConfigError,
+    InterfaceConfig,
+    NeighborConfig,
+    RouteConfig,
+    RouterConfig,
+)
 from appliance.core import fragment
 from appliance.core.actions import Action, Deliver, Drop, Hold, Transmit
 from appliance.core.egress import ETHER_ARP, ETHER_IPV4, ETHER_IPV6, ZERO4, ZERO_MAC
@@ -98,6 +104,8 @@ class LinkChange:
 _ICMPLIM = "net.inet.icmp.icmplim"
 _ERRPPS = "net.inet6.icmp6.errppslimit"
 _MAXFRAG = "net.inet.ip.maxfragpackets"
+_FRAGTTL = "net.inet.ip.fragttl"
+_FRAGTTL6 = "net.inet6.ip6.fragttl"
 
 _TIMER_KNOBS = {
     "net.link.ether.inet.max_age": ("reachable_time", 1.0),
@@ -170,7 +178,9 @@ class Router(IPv4Input, IPv6Input):
 
         self._bucket4 = TokenBucket(self._sysctl_v[_ICMPLIM])
         self._bucket6 = TokenBucket(self._sysctl_v[_ERRPPS])
-        self.reassembly = fragment.Reassembler(max_datagrams=self._sysctl_v[_MAXFRAG])
+        self.reassembly = fragment.Reassembler(max_datagrams=self._sysctl_v[_MAXFRAG],
+                                               timeout_v4=self._sysctl_v[_FRAGTTL],
+                                               timeout_v6=self._sysctl_v[_FRAGTTL6])
         for name in _TIMER_KNOBS:
             self._apply_timer(name, self._sysctl_v[name])
         self.sysctl.subscribe(self._sysctl_changed)
@@ -334,6 +344,55 @@ class Router(IPv4Input, IPv6Input):
 
     # --- run-time configuration changes (SIGHUP reload, appliance.control.reload) -----------------
 
+    def add_interface(self, ic: InterfaceConfig, link: LinkInfo, now: float) -> list[Action]:
+        """Take a data interface at run time (a reload naming a new one): its connected and
+        local routes enter the FIB and it announces itself as at start; the caller opens its
+        ring. Its static routes and neighbors are added afterwards like any other."""
+        if ic.name in self.by_name or link.ifindex in self.interfaces:
+            raise ConfigError([f"interface {ic.name!r}: already one of the router's"])
+        mtu = ic.mtu if ic.mtu is not None else link.mtu
+        iface = make_interface(link.ifindex, ic.name, link.mac, mtu, list(ic.addresses),
+                               ic.link_local)
+        for packed in [*iface.v4_addrs, *(a for a in iface.v6_addrs
+                                          if not ipv6_is_link_local(a))]:
+            other = self.local4.get(packed) or self.local6.get(packed)
+            if other is not None:
+                raise ConfigError([f"interface {ic.name!r}: an address is already on "
+                                   f"{other.name}"])
+        self.interfaces[link.ifindex] = iface
+        self.by_name[ic.name] = iface
+        self._rebuild_local()
+        addresses: list[IPv4Interface | IPv6Interface] = [*iface.ipv4, *iface.ipv6]
+        for address in addresses:
+            for route in self._address_routes(iface, address):
+                if self.fib.get(route.prefix) is None or route.origin is RouteOrigin.LOCAL:
+                    self.fib.add(route)
+        return self._announce(iface)
+
+    def remove_interface(self, name: str) -> LinkChange:
+        """Give a data interface up at run time: every route out of it (connected, local,
+        static; used or kept aside while its link was down) is withdrawn, its neighbors are
+        flushed (queued packets dropped and counted), its addresses stop being ours."""
+        iface = self.by_name.get(name)
+        if iface is None:
+            raise ConfigError([f"interface {name!r}: not one of the router's"])
+        ifindex = iface.ifindex
+        change = self.set_link(ifindex, False, 0.0) if iface.up else LinkChange(
+            name, False, False, 0, 0, 0, [])
+        gone = [route for _net, _len, route in [*self.fib.iter_v4(), *self.fib.iter_v6()]
+                if route.ifindex == ifindex]
+        for route in gone:
+            self.fib.delete(route.prefix)
+        parked = [prefix for prefix, route in self._linkdown.items() if route.ifindex == ifindex]
+        for prefix in parked:
+            del self._linkdown[prefix]
+        self.neighbors.flush(ifindex, include_static=True)
+        del self.interfaces[ifindex]
+        del self.by_name[name]
+        self._rebuild_local()
+        return LinkChange(name, False, True, len(gone) + len(parked), change.neighbors,
+                          change.dropped, [])
+
     def add_address(self, ifindex: int, address: IPv4Interface | IPv6Interface, now: float
                     ) -> list[Action]:
         """Add an address to an interface: its connected and local routes (the connected one
@@ -423,6 +482,10 @@ class Router(IPv4Input, IPv6Input):
             self._bucket6.set_rate(value)
         elif name == _MAXFRAG:
             self.reassembly.max_datagrams = value
+        elif name == _FRAGTTL:
+            self.reassembly.timeout_v4 = value
+        elif name == _FRAGTTL6:
+            self.reassembly.timeout_v6 = value
         elif name in _TIMER_KNOBS:
             self._apply_timer(name, value)
             self._generation += 1

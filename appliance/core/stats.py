@@ -122,6 +122,16 @@ _ICMP6_END = (
     ("pmtuchg", "{n} path MTU change{s}"),
 )
 
+_TCP = (
+    ("rcvtotal", "{n} packet{s} received"),
+    ("rcvbadsum", "{n} discarded for bad checksum{s}"),
+    ("rcvbadoff", "{n} discarded for bad header offset field{s}"),
+    ("rcvshort", "{n} discarded because packet too short"),
+    ("noport", "{n} packet{s} for a closed port"),
+    ("sndrst", "{n} reset{s} sent"),
+    ("rstlimited", "{n} reset{s} not sent because of rate limitation"),
+)
+
 _ARP = (
     ("txrequests", "{n} ARP request{s} sent"),
     ("txreplies", "{n} ARP repl{ies} sent"),
@@ -182,6 +192,7 @@ _GROUPS: tuple[tuple[str, tuple[tuple[str, str | None], ...]], ...] = (
     ("icmp", _ICMP_BEFORE + _ICMP_AFTER + _ICMP_END),
     ("ip6", _IP6),
     ("icmp6", _ICMP6_BEFORE + _ICMP6_AFTER + _ICMP6_END),
+    ("tcp", _TCP),
     ("arp", _ARP),
     ("nd", _ND),
 )

@@ -14,6 +14,9 @@ the packet path (plain dict lookups) and listens for changes that must reach oth
 - ``net.inet.icmp.bmcastecho``: answer echo requests sent to broadcast/multicast.
 - ``net.inet.ip.maxfragpackets``: datagrams held in reassembly at once (-1 unlimited,
   0 refuses all fragments, as on FreeBSD).
+- ``net.inet.ip.fragttl`` / ``net.inet6.ip6.fragttl``: seconds a datagram waits for its
+  fragments (30 and 60, FreeBSD's IPFRAGTTL and RFC 8200 §4.5's 60 s). Each queue takes the
+  value when its first fragment arrives (BSD ipq_ttl): a change applies to new queues.
 - neighbor timers (one cache serves ARP and ND, so each timer applies to both):
   ``net.link.ether.inet.max_age`` (REACHABLE lifetime, RFC 4861 ReachableTime),
   ``net.link.ether.inet.maxhold`` (packets queued per unresolved neighbor),
@@ -59,7 +62,15 @@ KNOBS: dict[str, Knob] = {
             "net.inet.ip.maxfragpackets", 436, -1, 1_000_000,
             "datagrams in reassembly (-1 = unlimited, 0 = drop all fragments)",
         ),
+        Knob(
+            "net.inet.ip.fragttl", 30, 1, 3600,
+            "seconds a datagram may wait for its fragments (per queue, set when it starts)",
+        ),
         Knob("net.inet6.ip6.forwarding", 1, 0, 1, "forward IPv6 packets", forwarding=True),
+        Knob(
+            "net.inet6.ip6.fragttl", 60, 1, 3600,
+            "seconds an IPv6 datagram may wait for its fragments (per queue, RFC 8200 §4.5)",
+        ),
         Knob("net.inet6.ip6.redirect", 1, 0, 1, "send ND redirects", forwarding=True),
         Knob("net.inet6.ip6.hlim", 64, 1, 255, "hop limit of IPv6 packets the router originates"),
         Knob(

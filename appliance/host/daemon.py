@@ -41,9 +41,10 @@ flushed, the fast path's tables re-synced at once; when it comes back the routes
 the interface announces itself again. Each change is one log line.
 
 SIGHUP: re-read the configuration file. If it has problems, each is logged (with its place)
-and the running configuration stays as it was; if it needs a restart (interfaces added or
-removed, an MTU changed) that is logged and nothing changes; otherwise the difference is
-applied in place (`appliance.control.reload`) and one line sums it up.
+and the running configuration stays as it was; if it needs a restart (an MTU or link-local
+address changed) that is logged and nothing changes; otherwise the difference is applied in
+place (`appliance.control.reload`, interfaces added and removed included: their rings are
+opened and closed by `appliance.host.reconfigure`) and one line sums it up.
 
 SIGTERM / SIGINT: detach and close the rings, close and remove the control socket, exit 0.
 Kernel settings are not restored: the interfaces stay the router's until the machine or
@@ -66,7 +67,6 @@ from types import FrameType
 from typing import Any
 
 from appliance.config import ConfigError, RouterConfig, load_router_config
-from appliance.control.reload import ReloadRefused, apply_reload, plan_reload
 from appliance.control.server import DEFAULT_SOCKET, ControlCommands, ControlError, ControlServer
 from appliance.core.router import Action, LinkInfo, Router, Transmit
 from appliance.core.trace import Tracer
@@ -76,6 +76,7 @@ from appliance.dataplane.tablesync import FastPathLike, TableSync, have_c, new_f
 from appliance.dataplane.tracering import fast_records, trace_addresses
 from appliance.host import kernel
 from appliance.host.linkwatch import LinkEvent, LinkWatch
+from appliance.host.reconfigure import Reconfigure
 
 TICK = 0.1
 """Seconds between Router.tick calls (neighbor retransmissions are 1 s apart by default)."""
@@ -111,7 +112,7 @@ def load_fastpath(mode: str) -> tuple[FastPathLike | None, str]:
 # ---------------------------------------------------------------------------- the daemon
 
 
-class Daemon:
+class Daemon(Reconfigure):
     """One router: its rings, its Router, its fast path and its control socket."""
 
     def __init__(self, config: RouterConfig, control_path: str, fastpath_mode: str,
@@ -131,6 +132,8 @@ class Daemon:
         self.control_path = control_path
         self.fastpath_mode = fastpath_mode
         self.rings: dict[int, RingSocket] = {}
+        self.ring_fds: set[int] = set()
+        self.log = log
         self.router: Router | None = None
         self.fp: FastPathLike | None = None
         self.fastpath_text = ""
@@ -194,7 +197,7 @@ class Daemon:
             except (RingError, OSError) as e:
                 raise SystemExit(f"vrlab-router: {name}: cannot open the packet rings: {e}"
                                  ) from None
-            self.rings[ring.ifindex] = ring
+            self.add_ring(ring)
             if ring.ifindex != links[name].ifindex:
                 raise SystemExit(f"vrlab-router: {name}: replaced while the router started "
                                  f"(ifindex {links[name].ifindex}, now {ring.ifindex})")
@@ -222,8 +225,6 @@ class Daemon:
             self.tables = TableSync(self.fp, router)  # loads every table once
             self.attach()
 
-        for ring in self.rings.values():
-            self.poller.register(ring.fd, select.POLLIN)
         self.poller.register(self._wake_r.fileno(), select.POLLIN)
         if self.linkwatch is not None:
             self.poller.register(self.linkwatch.fileno(), select.POLLIN)
@@ -418,8 +419,8 @@ class Daemon:
             if iface is None:
                 continue
             if event.deleted:
-                log(f"{iface.name}: interface removed from the system; restart the router "
-                    "once it is back (its rings cannot be reopened in place)")
+                log(f"{iface.name}: interface removed from the system; drop it from the "
+                    "configuration and reload (add it back the same way once it returns)")
             change = self.router.set_link(event.ifindex, event.up, now)
             if not change.changed:
                 continue
@@ -445,46 +446,6 @@ class Daemon:
 
     def request_reload(self, signum: int, frame: FrameType | None) -> None:
         self.reload_requested = True
-
-    def reload(self, now: float) -> dict[str, Any]:
-        """Re-read the configuration file and apply the difference. On any problem the
-        running configuration is left exactly as it was. Everything is logged; the answer
-        (for `routerctl reload`) is ``{applied, summary, problems, restart}``."""
-        assert self.router is not None
-        path = self.config_path
-
-        def refused(problems: list[str], why: str, restart: bool = False) -> dict[str, Any]:
-            for problem in problems:
-                log(f"reload: {problem}")
-            log(f"reload refused: {why}; the running configuration is unchanged")
-            return {"applied": False, "summary": f"reload refused: {why}",
-                    "problems": problems, "restart": restart}
-
-        if path is None:
-            return refused([], "no configuration file to re-read")
-        log(f"reload: reading {path}")
-        try:
-            new = load_router_config(path)
-        except ConfigError as e:  # each problem already says file:line:col
-            return refused(e.problems, f"{len(e.problems)} problem(s) in {path}")
-        try:
-            plan = plan_reload(self.router, self.config, new)
-        except ReloadRefused as e:
-            problems = [f"{path}: {problem}" for problem in e.problems]
-            if e.restart:
-                return refused(problems, "restart needed for this change", restart=True)
-            return refused(problems, f"{len(e.problems)} problem(s) in {path}")
-        result = apply_reload(self.router, plan, now)
-        self.config = new
-        for warning in result.warnings:
-            log(f"reload: {warning}")
-        self.send(result.actions)
-        self.flush()
-        self.sync_tables()
-        summary = f"reload applied ({path}): {result.summary()}"
-        log(summary)
-        return {"applied": True, "summary": summary, "problems": result.warnings,
-                "restart": False}
 
     # --- the loop --------------------------------------------------------------------
 
@@ -514,7 +475,7 @@ class Daemon:
         router = self.router
         wake_fd = self._wake_r.fileno()
         link_fd = self.linkwatch.fileno() if self.linkwatch is not None else -1
-        ring_fds = {ring.fd for ring in self.rings.values()}
+        ring_fds = self.ring_fds  # grows and shrinks with reload (Reconfigure)
         next_tick = time.monotonic() + TICK
         last_fold = time.monotonic()
         last_check = time.monotonic()

@@ -62,11 +62,13 @@ class TimeExceeded6Code(enum.IntEnum):
 
 
 class ParamProblem6Code(enum.IntEnum):
-    """Parameter Problem codes (RFC 4443 §3.4)."""
+    """Parameter Problem codes (RFC 4443 §3.4, RFC 7112 §5)."""
 
     HEADER = 0
     NEXT_HEADER = 1
     OPTION = 2
+    INCOMPLETE_CHAIN = 3
+    """IPv6 First Fragment has incomplete IPv6 Header Chain (RFC 7112 §5)."""
 
 
 def is_error_type6(icmp6_type: int) -> bool:

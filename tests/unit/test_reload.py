@@ -13,7 +13,7 @@ from scapy.all import ARP, Ether  # type: ignore[attr-defined]
 from appliance.config import RouterConfig, parse_router_config
 from appliance.control.reload import ReloadRefused, apply_reload, plan_reload
 from appliance.control.server import ControlCommands, ControlError
-from appliance.core.router import Router
+from appliance.core.router import LinkInfo, Router
 
 from routerkit import ROUTER_YAML, Clock, make_router, transmits
 
@@ -122,18 +122,12 @@ def test_problems_refuse_the_whole_reload(router: Router, clock: Clock) -> None:
 
 
 @pytest.mark.parametrize("change, message", [
-    ("add", "interface r1-c added: restart needed"),
-    ("remove", "interface r1-b removed: restart needed"),
     ("mtu", "interface r1-a: mtu default -> 1400: restart needed"),
     ("link_local", "interface r1-b: link_local EUI-64 -> fe80::1: restart needed"),
 ])
 def test_restart_needed(router: Router, change: str, message: str) -> None:
     interfaces = copy.deepcopy(ROUTER_YAML["interfaces"])
-    if change == "add":
-        interfaces.append({"name": "r1-c", "addresses": ["192.0.2.1/26"]})
-    elif change == "remove":
-        interfaces.pop()
-    elif change == "mtu":
+    if change == "mtu":
         interfaces[0]["mtu"] = 1400
     else:
         interfaces[1]["link_local"] = "fe80::1"
@@ -166,3 +160,52 @@ def test_control_reload_op(router: Router) -> None:
         commands({"op": "reload"})
     with pytest.raises(ControlError, match="cannot reload"):
         ControlCommands(router)({"op": "reload"})
+
+
+R_MAC3 = "02:00:00:00:01:03"
+LINK_C = LinkInfo(7, bytes.fromhex(R_MAC3.replace(":", "")), 1500)
+
+
+def test_an_interface_added_at_run_time(router: Router, clock: Clock) -> None:
+    """Issue 10: a reload naming a new interface takes it (the daemon opens its ring); its
+    connected and local routes, a static route through it and its announcements follow."""
+    interfaces = [*copy.deepcopy(ROUTER_YAML["interfaces"]),
+                  {"name": "r1-c", "addresses": ["192.0.2.1/26", "2001:db8:c::1/64"]}]
+    routes = [*ROUTER_YAML["routes"], {"prefix": "2001:db8:c:1::/64", "via": "2001:db8:c::2"}]
+    new = config(interfaces=interfaces, routes=routes)
+    with pytest.raises(ReloadRefused, match="interface r1-c added: no such interface"):
+        plan_reload(router, router.config, new)
+    plan = plan_reload(router, router.config, new, {"r1-c": LINK_C})
+    assert [(ic.name, link.ifindex) for ic, link in plan.interfaces_added] == [("r1-c", 7)]
+    generation = router.generation
+    result = apply_reload(router, plan, clock.now)
+    assert result.changes[:2] == ["interface +r1-c", "route +2001:db8:c:1::/64 via 2001:db8:c::2"]
+    assert router.by_name["r1-c"].ifindex == 7 and router.generation > generation
+    assert {"192.0.2.0/26", "192.0.2.1/32", "2001:db8:c::/64", "2001:db8:c:1::/64"} <= \
+        prefixes(router)
+    route = router.fib.get("2001:db8:c:1::/64")
+    assert route is not None and route.ifindex == 7
+    # announced like at start: a gratuitous ARP on the new interface
+    frames = [Ether(t.frame) for t in transmits(result.actions, 7)]
+    assert any(ARP in f and f[ARP].psrc == f[ARP].pdst == "192.0.2.1" for f in frames)
+    assert router.config is new
+
+
+def test_an_interface_removed_at_run_time(r: Router, clock: Clock) -> None:
+    """Every route out of it goes (connected, local, static through its gateway), its
+    neighbors are flushed, its addresses stop being the router's."""
+    assert any(e.ifindex == 2 for e in r.neighbors.entries())
+    interfaces = copy.deepcopy(ROUTER_YAML["interfaces"])[:1]
+    routes = [rc for rc in ROUTER_YAML["routes"]
+              if "%" not in str(rc.get("via")) and "203.0.113" not in str(rc.get("via"))
+              and rc.get("interface") != "r1-b"]
+    neighbors = [n for n in ROUTER_YAML.get("neighbors", []) if n["interface"] != "r1-b"]
+    new = config(interfaces=interfaces, routes=routes, neighbors=neighbors)
+    plan = plan_reload(r, r.config, new)
+    assert plan.interfaces_removed == ["r1-b"]
+    result = apply_reload(r, plan, clock.now)
+    assert "interface -r1-b" in result.changes
+    assert all(route.ifindex != 2 for route in r.fib.routes())
+    assert not any(e.ifindex == 2 for e in r.neighbors.entries())
+    assert 2 not in r.interfaces and "r1-b" not in r.by_name
+    assert not any(p.startswith("203.0.113.") for p in prefixes(r))

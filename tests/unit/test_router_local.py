@@ -9,7 +9,6 @@ import pytest
 from scapy.all import (  # type: ignore[attr-defined]
     ICMP,
     IP,
-    TCP,
     UDP,
     Ether,
     HBHOptUnknown,
@@ -17,7 +16,6 @@ from scapy.all import (  # type: ignore[attr-defined]
     ICMPv6EchoReply,
     ICMPv6EchoRequest,
     ICMPv6ParamProblem,
-    IPerror,
     IPv6,
     IPv6ExtHdrDestOpt,
     IPv6ExtHdrFragment,
@@ -109,13 +107,6 @@ def test_udp_to_router_port_unreachable(r: Router, clock: Clock) -> None:
     assert_frame(transmits(acts)[0].frame, want)
     assert len(got[IP]) == 576
     assert "ip.delivered" in ends(acts)
-
-
-def test_tcp_to_router_port_unreachable(r: Router, clock: Clock) -> None:
-    req = Ether(dst=R_MAC1, src=H1_MAC) / IP(src=H1.ip4, dst=R1) / TCP(sport=1, dport=22)
-    got = only_frame(r.receive(1, raw(req), clock.now), 1)
-    assert (got[ICMP].type, got[ICMP].code) == (3, 3)
-    assert got[IPerror].proto == 6
 
 
 def test_unknown_protocol_v4(r: Router, clock: Clock) -> None:

@@ -52,10 +52,14 @@ LAB_NAMES = shtab.cmd('ls "${VRLAB_HOME:-$HOME/.local/share/vrlab}/labs" 2>/dev/
 """Shell completion of lab names: the directories under $VRLAB_HOME/labs (record.labs_dir)."""
 
 
+def completes_lab_names(action: argparse.Action) -> None:
+    """Let the shell complete this argument with the names of the labs (shtab)."""
+    setattr(action, "complete", LAB_NAMES)  # noqa: B010 (argparse.Action has no such field)
+
+
 def add_lab_option(parser: argparse.ArgumentParser) -> None:
-    action = parser.add_argument(
-        "--lab", help="lab name or topology file (default: the only lab up)")
-    action.complete = LAB_NAMES  # type: ignore[attr-defined]
+    completes_lab_names(parser.add_argument(
+        "--lab", help="lab name or topology file (default: the only lab up)"))
 
 
 def add_topology_argument(parser: argparse.ArgumentParser, *, optional: bool = False,
@@ -63,7 +67,7 @@ def add_topology_argument(parser: argparse.ArgumentParser, *, optional: bool = F
     action = parser.add_argument(
         "file", nargs="?" if optional else None, default=default, metavar="FILE",
         help=f"topology YAML file{help_default}")
-    action.complete = shtab.FILE  # type: ignore[attr-defined]
+    setattr(action, "complete", shtab.FILE)  # noqa: B010 (argparse.Action has no such field)
 
 
 def print_json(data: Any) -> None:

@@ -9,15 +9,15 @@ import argparse
 import sys
 from typing import Any
 
-from orchestrate.commands import LAB_NAMES, Exit, add_json_option, fail, print_json
+from orchestrate.commands import Exit, add_json_option, completes_lab_names, fail, print_json
 
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("down", aliases=["destroy"],
                                    help="stop a lab and remove everything it created")
-    parser.add_argument("labs", nargs="*", metavar="LAB",
-                        help="lab name or topology file (default: the only lab)"
-                        ).complete = LAB_NAMES
+    completes_lab_names(parser.add_argument(
+        "labs", nargs="*", metavar="LAB",
+        help="lab name or topology file (default: the only lab)"))
     parser.add_argument("--all", action="store_true", help="every lab under $VRLAB_HOME")
     add_json_option(parser)
     parser.set_defaults(func=run)

@@ -6,7 +6,7 @@ import argparse
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
-from orchestrate.commands import LAB_NAMES, Exit, add_json_option, fail, print_json
+from orchestrate.commands import Exit, add_json_option, completes_lab_names, fail, print_json
 
 if TYPE_CHECKING:
     from orchestrate.lab import Lab
@@ -15,9 +15,8 @@ if TYPE_CHECKING:
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("status", aliases=["inspect"],
                                    help="show the nodes of running labs")
-    parser.add_argument("lab", nargs="?", metavar="LAB",
-                        help="lab name or topology file (default: every lab)"
-                        ).complete = LAB_NAMES
+    completes_lab_names(parser.add_argument(
+        "lab", nargs="?", metavar="LAB", help="lab name or topology file (default: every lab)"))
     add_json_option(parser)
     parser.set_defaults(func=run)
 

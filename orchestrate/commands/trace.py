@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from orchestrate.commands import Exit, add_json_option, fail
+from orchestrate.commands import Exit, add_json_option, completes_lab_names, fail
 
 
 def register(subparsers: Any) -> None:
@@ -26,7 +26,8 @@ def register(subparsers: Any) -> None:
         "trace", help="follow one packet through the lab (wires and routers)",
         description="Send one marked probe (or follow the next packet matching --watch) and "
                     "show its journey: every link it crossed and every router's stages.")
-    parser.add_argument("lab", nargs="?", help="lab name (default: the only lab)")
+    completes_lab_names(parser.add_argument("lab", nargs="?",
+                                            help="lab name (default: the only lab)"))
     parser.add_argument("--from", dest="src", metavar="NODE", help="host that sends the probe")
     parser.add_argument("--to", dest="dst", metavar="NODE|ADDR", help="destination")
     parser.add_argument("--family", type=int, choices=(4, 6), help="IPv4 or IPv6")

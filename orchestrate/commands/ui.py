@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from orchestrate.commands import Exit, fail
+from orchestrate.commands import Exit, completes_lab_names, fail
 
 
 def register(subparsers: Any) -> None:
@@ -25,7 +25,8 @@ def register(subparsers: Any) -> None:
         description="Serve a local web page showing LAB: topology with node states, live "
                     "per-link packet and byte rates, router tables, traces and captures. "
                     "Loopback only; the URL carries a secret token.")
-    parser.add_argument("lab", nargs="?", help="lab name (default: the only lab up)")
+    completes_lab_names(parser.add_argument("lab", nargs="?",
+                                            help="lab name (default: the only lab up)"))
     parser.add_argument("--port", type=int, default=0, help="TCP port (default: any free one)")
     parser.add_argument("--host", default="127.0.0.1",
                         help="loopback address to listen on: 127.0.0.1 (default) or ::1")

@@ -131,7 +131,8 @@ def test_bash_completes_commands_aliases_and_lab_names(tmp_path: Path,
         return sorted(done.stdout.split())
 
     assert complete("vrlab de") == ["demo", "deploy", "destroy"]
-    assert complete("vrlab down ") == ["alpha", "beta"]
+    for command in ("down", "status", "trace", "ui"):
+        assert complete(f"vrlab {command} ") == ["alpha", "beta"], command
     assert complete("vrlab exec --lab b") == ["beta"]
     assert complete("vrlab image l") == ["list", "ls"]
 

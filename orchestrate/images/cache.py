@@ -30,8 +30,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from appliance.yamlsource import YamlSourceError, load_file
 from orchestrate.record import lab_home
 
 BUILD_FORMAT = 2
@@ -120,9 +119,9 @@ def images_dir(home: Path | None = None) -> Path:
 def load_recipe(recipe_dir: Path = RECIPE_DIR) -> dict[str, Any]:
     path = recipe_dir / "recipe.yaml"
     try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise ImageError(f"{path}: {exc}") from None
+        data = load_file(path).data
+    except YamlSourceError as exc:
+        raise ImageError(str(exc)) from None
     if not isinstance(data, dict):
         raise ImageError(f"{path}: expected a mapping")
     for key in ("suite", "variant", "packages", "cmdline"):

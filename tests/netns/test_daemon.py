@@ -314,7 +314,7 @@ def test_refuses_missing_interface(fresh_line: Line) -> None:
 
 def test_refuses_bad_config(fresh_line: Line) -> None:
     config = line_config(sysctl={"net.inet.ip.nonsense": 1})
-    with pytest.raises(AssertionError, match=r"sysctl\.net\.inet\.ip\.nonsense"):
+    with pytest.raises(AssertionError, match=r"sysctl\['net\.inet\.ip\.nonsense'\]"):
         fresh_line.lab.start_router(fresh_line.r, config, MODE_ARGS[fresh_line.mode])
 
 

@@ -191,7 +191,7 @@ def test_reload_refuses_broken_and_restart_needing_configs(fresh_line: Line) -> 
     out = reload(router, broken)
     path = re.escape(str(router.config_path))
     assert re.search(rf"reload: {path}:\d+:\d+: routes\[0\]\.via: ", out), out
-    assert re.search(rf"reload: {path}:\d+:\d+: sysctl\.net\.inet\.ip\.ttl: ", out), out
+    assert re.search(rf"reload: {path}:\d+:\d+: sysctl\['net\.inet\.ip\.ttl'\]: ", out), out
     assert "reload refused: 2 problem(s)" in out
     assert router.proc.poll() is None
     assert routes(router) == before

@@ -213,3 +213,29 @@ def test_watch_filter() -> None:
         with pytest.raises(Exception, match=words) as info:
             parse_watch(bad)
         assert getattr(info.value, "status", None) == 2
+
+
+def test_lab_down_and_bad_endpoints_say_what_is_missing() -> None:
+    from types import SimpleNamespace
+
+    from orchestrate.trace.journey import TraceError
+    from orchestrate.trace.live import TraceRequest, check_running, resolve_endpoints
+
+    nodes = [SimpleNamespace(name="h1", state="running"),
+             SimpleNamespace(name="r1", state="stopped")]
+    lab = SimpleNamespace(name="line", status=lambda: nodes)
+    with pytest.raises(TraceError, match="lab line is not running: r1 is stopped") as down:
+        check_running(lab)
+    assert down.value.status == 1
+    labmap = line_map()
+    for src, dst, family, words in [
+            ("h9", "h2", None, "has no node 'h9'"), ("r1", "h2", None, "r1 is a router"),
+            ("h1", "nowhere", None, "not an address and lab line has no such node"),
+            ("h1", "2001:db8:2::2", 4, "is IPv6 but --family 4")]:
+        with pytest.raises(TraceError, match=words) as bad:
+            resolve_endpoints(labmap, TraceRequest("line", src, dst, family))
+        assert bad.value.status == 2
+    flow = resolve_endpoints(labmap, TraceRequest("line", "h1", "h2", 6, "udp"))
+    assert (flow.src, flow.dst, flow.proto, flow.dport) == ("2001:db8:1::2", "2001:db8:2::2",
+                                                             "udp", 33434)
+    assert flow.ident is not None and 0x4000 <= flow.ident <= 0xEFFF

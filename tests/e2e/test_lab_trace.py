@@ -105,6 +105,33 @@ def test_ttl_expiry_is_named_at_r1(line: Lab) -> None:
     assert journey.explanation.startswith("r1 sent an ICMP error (time exceeded) at stage ttl")
 
 
+def test_watch_follows_the_next_matching_packet(line: Lab) -> None:
+    """--watch sends nothing: it follows the first packet matching the filter that a
+    capture sees (here h1's own `ping -t 1`, sent until the watch has found one)."""
+    found: dict[str, Any] = {}
+
+    def watch() -> None:
+        try:
+            found["journey"] = trace_lab(line, TraceRequest(
+                LAB, None, None, watch=f"icmp and src {H1} and dst {H2}", timeout=90))[0]
+        except Exception as exc:  # reported below
+            found["error"] = exc
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    for _ in range(40):  # bounded: one ping every ~2 s until the watch has its packet
+        if not watcher.is_alive():
+            break
+        line.node("h1").exec(f"ping -n -c 1 -W 1 -t 1 {H2}", timeout=30)
+        time.sleep(1)
+    watcher.join(120)
+    assert "error" not in found, found.get("error")
+    journey = found["journey"]
+    assert (journey.flow.src, journey.flow.dst) == (H1, H2)
+    assert journey.outcome == "error"
+    assert journey.router_hops()[0].failing_stage == "ttl"
+
+
 def test_cli_json_svg_and_ipv6(line: Lab, tmp_path: Path) -> None:
     svg = tmp_path / "trace.svg"
     done = vrlab("trace", LAB, "--from", "h1", "--to", "h2", "--family", "6", "--json",

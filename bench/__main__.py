@@ -12,7 +12,7 @@ import importlib
 import sys
 import time
 
-BENCHMARKS = ("fib", "fastpath", "forward", "boot", "up", "multihost")
+BENCHMARKS = ("fib", "fastpath", "forward", "boot", "up", "multihost", "topo")
 ON_REQUEST = ("soak",)  # ten minutes of mixed load: `python3 -m bench soak` (`make soak`)
 
 

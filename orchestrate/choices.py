@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-Role = Literal["router", "host"]
-ROLES: tuple[Role, ...] = ("router", "host")
-"""What a node is: a `vrlab-router` VM or a plain Linux host."""
+Role = Literal["router", "host", "kernel-router"]
+ROLES: tuple[Role, ...] = ("router", "host", "kernel-router")
+"""What a node is: a `vrlab-router` VM, a plain Linux host, or a Linux host that forwards
+(the reference router, configured like a host plus forwarding sysctls)."""
 
 BACKENDS = ("qemu", "libvirt")
 """VM backends, by the module name under orchestrate/backends/."""

@@ -30,6 +30,7 @@ COMMANDS = (
     "test",
     "graph",
     "validate",
+    "expand",
     "image",
     "demo",
     "completion",

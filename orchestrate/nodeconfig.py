@@ -11,7 +11,8 @@ file               content
 =================  ===========================================================================
 format             ``vrlab-config 1``
 hostname           the node name
-role               ``router`` or ``host``
+role               ``router``, ``host`` or ``kernel-router`` (a host that forwards: the
+                   init treats it as a host; its sysctls turn forwarding on)
 interfaces         ``MAC NAME MTU`` per line (MTU ``-`` when unset); the management NIC first,
                    named ``mgmt0``. The init renames each NIC found by MAC to NAME.
 sysctl             ``KEY VALUE`` per line, KEY a path under /proc/sys, written after renaming
@@ -32,9 +33,10 @@ documentation subnet 203.0.113.248/29 (gateway .249, DNS .250); the guest takes
 203.0.113.254/29 statically (no DHCP wait), and a host-forward maps 127.0.0.1:PORT to its
 port 22. See `mgmt_netdev_arg` and `mgmt_device_arg`.
 
-Hosts get sysctls that save boot time and surprises (no IPv6 DAD wait). Routers get kernel
-forwarding off, and on their data interfaces kernel IPv6 disabled, no kernel addresses and
-ARP answers off (arp_ignore=8), so that only the appliance answers there.
+Hosts get sysctls that save boot time and surprises (no IPv6 DAD wait); a kernel-router is
+configured as a host plus ip_forward and IPv6 forwarding, then its own (Linux) sysctls.
+Routers get kernel forwarding off, and on their data interfaces kernel IPv6 disabled, no
+kernel addresses and ARP answers off (arp_ignore=8), so that only the appliance answers there.
 """
 
 from __future__ import annotations
@@ -136,21 +138,24 @@ class NodeBootSpec:
         mtus = interface_mtus or {}
         interfaces: list[DataInterface] = []
         sysctls: dict[str, str | int] = {}
+        kernel = node.role != "router"  # the Linux kernel has the addresses and routes
+        if node.role == "kernel-router":
+            sysctls.update(node.sysctl)  # Linux names, checked by the topology
         for iface in node.interfaces:
             if iface.name not in interface_macs:
                 raise NodeConfigError(f"{node.name}: interface {iface.name} has no MAC")
             addresses = [str(a) for a in iface.addresses]
-            if node.role == "host" and iface.link_local is not None:
+            if kernel and iface.link_local is not None:
                 addresses.insert(0, f"{iface.link_local}/64")
                 sysctls[f"net/ipv6/conf/{iface.name}/addr_gen_mode"] = 1
             interfaces.append(DataInterface(
                 name=iface.name,
                 mac=interface_macs[iface.name],
-                addresses=tuple(addresses) if node.role == "host" else (),
+                addresses=tuple(addresses) if kernel else (),
                 mtu=iface.mtu if iface.mtu is not None else mtus.get(iface.name),
             ))
         routes: list[KernelRoute] = []
-        if node.role == "host":
+        if kernel:
             for route in node.routes:
                 routes.append(KernelRoute(
                     prefix=str(route.prefix),
@@ -347,6 +352,9 @@ def _sysctls(spec: NodeBootSpec) -> dict[str, str]:
             values[f"net/ipv6/conf/{iface.name}/disable_ipv6"] = 1
             values[f"net/ipv4/conf/{iface.name}/arp_ignore"] = 8
     else:
+        if spec.role == "kernel-router":  # the reference router: Linux forwards
+            values["net/ipv4/ip_forward"] = 1
+            values["net/ipv6/conf/all/forwarding"] = 1
         # Addresses are given with nodad too; this also covers addresses added by hand later.
         values["net/ipv6/conf/all/accept_dad"] = 0
         values["net/ipv6/conf/default/accept_dad"] = 0

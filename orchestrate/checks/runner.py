@@ -118,6 +118,7 @@ ALL_ERRORS_RE = re.compile("|".join(
 ) + r"|Destination [A-Za-z ]*Unreachable|Destination unreachable|Parameter problem|Redirect")
 SUMMARY_RE = re.compile(r"(\d+) packets transmitted, (\d+) (?:packets )?received")
 HOP_RE = re.compile(r"^\s*(\d+)\s+(\S+)")
+RTT_RE = re.compile(r"rtt min/avg/max/mdev = [\d.]+/([\d.]+)/")
 
 
 def parse_ping(command: str, result: ExecResultLike) -> PingResult:
@@ -282,7 +283,7 @@ class CheckRunner:
         attempt = 0
         for attempt in range(1, attempts + 1):
             try:
-                outcome = getattr(self, f"_{spec.kind}")(spec.params)
+                outcome = getattr(self, f"_{spec.kind.replace('-', '_')}")(spec.params)
             except CheckError as e:
                 outcome = Outcome(False, str(e))
             except Exception as e:  # a lab error (SSH dropped...) fails this check only
@@ -361,6 +362,68 @@ class CheckRunner:
             return Outcome(False, f"expected {len(expected)} hops {expected}, got {len(hops)}: "
                            f"{names}", detail)
         return Outcome(True, " -> ".join(names), detail)
+
+    def _ping_stats(self, p: dict[str, Any]) -> Outcome:
+        """Many echoes, `gap` seconds apart: the average RTT and the loss must be in range."""
+        timeout = p.get("timeout", DEFAULT_TIMEOUT)
+        address, family = resolve_target(self.lab, self.topology, p["from"], p["to"],
+                                         p.get("family"), timeout)
+        count, gap = p.get("count", 20), p.get("gap", 0.2)
+        argv = ["ping", f"-{family}", "-n", "-q", "-c", str(count), "-i", f"{gap:g}",
+                "-W", "2"]
+        if "size" in p:
+            argv += ["-s", str(p["size"])]
+        command = shlex.join([*argv, address])
+        result = self.lab.node(p["from"]).exec(command, count * gap + 15 + timeout)
+        output = _text(result.stdout) + _text(result.stderr)
+        detail = f"$ {command}\n{excerpt(output)}"
+        m = SUMMARY_RE.search(output)
+        if m is None or int(m.group(1)) == 0:
+            return Outcome(False, "ping printed no summary", detail)
+        sent, got = int(m.group(1)), int(m.group(2))
+        loss = 100.0 * (sent - got) / sent
+        rtt = RTT_RE.search(output)
+        avg = float(rtt.group(1)) if rtt else None
+        seen = f"loss {loss:.1f}% ({sent - got}/{sent})" + (f", rtt avg {avg:.1f} ms"
+                                                            if avg is not None else "")
+        if "loss" in p and not p["loss"][0] <= loss <= p["loss"][1]:
+            return Outcome(False, f"{seen}: loss outside {p['loss']}", detail)
+        if "rtt" in p and (avg is None or not p["rtt"][0] <= avg <= p["rtt"][1]):
+            return Outcome(False, f"{seen}: rtt outside {p['rtt']} ms", detail)
+        return Outcome(True, seen, detail)
+
+    def _transfer(self, p: dict[str, Any]) -> Outcome:
+        """`bytes` of random data over TCP (netcat) from `from` to `to`, checksums compared."""
+        timeout = p.get("timeout", DEFAULT_TIMEOUT)
+        address, _ = resolve_target(self.lab, self.topology, p["from"], p["to"],
+                                    p.get("family"), timeout)
+        size, port = p.get("bytes", 2 << 20), p.get("port", 5201)
+        receiver = p["to"].partition(":")[0] if literal_address(p["to"]) is None \
+            else self.topology.node_of_address(literal_address(p["to"]))  # type: ignore[arg-type]
+        if receiver is None:
+            raise CheckError(f"no node of the lab has {p['to']} to receive the transfer")
+        rx, tx = "/tmp/vrlab-transfer.rx", "/tmp/vrlab-transfer.tx"
+        listen = (f"rm -f {rx}; (timeout {timeout:g} nc -l {port} > {rx} 2>/dev/null &) "
+                  "; sleep 0.5")
+        self.lab.node(receiver).exec(listen, timeout)
+        send = (f"head -c {size} /dev/urandom > {tx} && timeout {timeout:g} nc -N -w 5 "
+                f"{shlex.quote(address.split('%')[0])} {port} < {tx}; echo status=$?; "
+                f"sha256sum < {tx}")
+        sent = self.lab.node(p["from"]).exec(send, timeout + 10)
+        out = _text(sent.stdout)
+        # the receiver's file is complete once nc there has exited (the sender closed)
+        check = (f"for i in $(seq 50); do pgrep -x nc >/dev/null || break; sleep 0.2; done; "
+                 f"stat -c %s {rx}; sha256sum < {rx}")
+        got = self.lab.node(receiver).exec(check, timeout)
+        detail = f"$ {send}\n{excerpt(out)}\n$ {check}\n{excerpt(_text(got.stdout))}"
+        want = out.split()[-2] if len(out.split()) >= 2 else ""
+        lines = _text(got.stdout).split()
+        if "status=0" not in out or len(lines) < 2:
+            return Outcome(False, "the transfer did not complete", detail)
+        if lines[1] != want:
+            return Outcome(False, f"checksums differ: sent {want[:16]}, got {lines[1][:16]} "
+                           f"({lines[0]} of {size} bytes)", detail)
+        return Outcome(True, f"{size} bytes, sha256 {want[:16]} identical", detail)
 
     def _describe(self, hop: str | None) -> str:
         if hop is None:

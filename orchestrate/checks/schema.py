@@ -256,6 +256,36 @@ def _counter_key(value: Any, topology: Topology) -> tuple[Any, str, str]:
     return value, "", ""
 
 
+def _range(low: float, high: float) -> Callable[[Any, Topology], tuple[Any, str, str]]:
+    """`[low, high]`: a measured value must lie in it (ms for rtt, percent for loss)."""
+    def check(value: Any, topology: Topology) -> tuple[Any, str, str]:
+        ok = isinstance(value, list) and len(value) == 2 and all(
+            isinstance(x, int | float) and not isinstance(x, bool) and low <= x <= high
+            for x in value) and value[0] <= value[1]
+        if not ok:
+            return None, f"expected [min, max] within {low:g}..{high:g}, got {value!r}", \
+                "e.g. [35, 60]"
+        return [float(value[0]), float(value[1])], "", ""
+    return check
+
+
+def _families(value: Any, topology: Topology) -> tuple[Any, str, str]:
+    if not isinstance(value, list) or not value or any(f not in (4, 6) for f in value) \
+            or any(isinstance(f, bool) for f in value):
+        return None, f"expected a list of 4 and/or 6, got {value!r}", ""
+    return sorted(set(value)), "", ""
+
+
+def _hosts(value: Any, topology: Topology) -> tuple[Any, str, str]:
+    if not isinstance(value, list) or len(value) < 2:
+        return None, f"expected a list of at least two hosts, got {value!r}", ""
+    for name in value:
+        _, error, hint = _node(name, topology)
+        if error:
+            return None, error, hint
+    return list(value), "", ""
+
+
 KINDS: dict[str, tuple[Param, ...]] = {
     "ping": (
         Param("from", _node, True), Param("to", _target, True), Param("family", _choice(4, 6)),
@@ -280,6 +310,20 @@ KINDS: dict[str, tuple[Param, ...]] = {
         Param("command", _command, True), Param("on", _node, True),
         Param("expect", _choice(*CAPTURE_EXPECT)),
     ),
+    "reachability": (
+        Param("families", _families), Param("nodes", _hosts), Param("traceroute", _bool),
+        Param("count", _int(1, 100)),
+    ),
+    "ping-stats": (
+        Param("from", _node, True), Param("to", _target, True), Param("family", _choice(4, 6)),
+        Param("count", _int(1, 10_000)), Param("gap", _number(0.002, 10)),
+        Param("size", _int(0, 65000)), Param("rtt", _range(0, 60_000)),
+        Param("loss", _range(0, 100)),
+    ),
+    "transfer": (
+        Param("from", _node, True), Param("to", _target, True), Param("family", _choice(4, 6)),
+        Param("bytes", _int(1, 1 << 30)), Param("port", _int(1024, 65535)),
+    ),
 }
 COMMON: tuple[Param, ...] = (
     Param("name", _string), Param("attempts", _int(1, 100)),
@@ -303,6 +347,12 @@ def default_name(kind: str, params: dict[str, Any]) -> str:
         return f"{kind}{family} {params['from']} -> {params['to']}{tail}"
     if kind == "exec":
         return f"exec on {params['node']}: {params['command']}"
+    if kind == "reachability":
+        return "reachability"
+    if kind in ("ping-stats", "transfer"):
+        family = f" IPv{params['family']}" if "family" in params else ""
+        what = " ".join(f"{k} {params[k]}" for k in ("rtt", "loss", "bytes") if k in params)
+        return f"{kind}{family} {params['from']} -> {params['to']} {what}".rstrip()
     if kind == "counter":
         return f"counter {params['node']} {params['key']} >= +{params.get('at_least', 1)}"
     return f"capture {params['endpoint']} {params['filter']!r} {params.get('expect', 'present')}"
@@ -382,7 +432,7 @@ def _validate_check(item: dict[Any, Any], topology: Topology
     if kind == "counter" and "command" in params and "on" not in params:
         issues.append(_Issue((), "a counter check with command: needs on: (the node to "
                                      "run it on)"))
-    if kind in ("ping", "traceroute") and not issues:
+    if kind in ("ping", "traceroute", "ping-stats", "transfer") and not issues:
         issues.extend(_family_problems(kind, params, topology))
     if issues:
         return issues, None

@@ -153,7 +153,13 @@ class Node:
 
     @property
     def is_router(self) -> bool:
+        """A vrlab router (the appliance); see `forwards` for any node that routes."""
         return self.role == "router"
+
+    @property
+    def forwards(self) -> bool:
+        """A router: a vrlab router or a `kernel-router` (Linux forwarding)."""
+        return self.role != "host"
 
     def interface(self, name: str) -> NodeInterface | None:
         return next((i for i in self.interfaces if i.name == name), None)
@@ -201,11 +207,65 @@ class Endpoint:
         return f"{self.node}:{self.ifname}"
 
 
+@dataclass(frozen=True, slots=True)
+class Impairment:
+    """What Linux netem (tc-netem(8)) does to the packets a link delivers at one endpoint.
+
+    Each field is None when not set. Values are as netem takes them: times in milliseconds,
+    probabilities in percent, rate in bit/s.
+    """
+
+    delay: float | None = None
+    jitter: float | None = None
+    loss: float | None = None
+    reorder: float | None = None
+    """Percent of packets sent at once, the others delayed (needs delay, as in netem)."""
+    duplicate: float | None = None
+    corrupt: float | None = None
+    rate: int | None = None
+
+    def merged(self, other: Impairment | None) -> Impairment:
+        """These values, overridden by the ones `other` sets."""
+        if other is None:
+            return self
+        def pick(mine: float | None, theirs: float | None) -> float | None:
+            return theirs if theirs is not None else mine
+
+        return Impairment(
+            pick(self.delay, other.delay), pick(self.jitter, other.jitter),
+            pick(self.loss, other.loss), pick(self.reorder, other.reorder),
+            pick(self.duplicate, other.duplicate), pick(self.corrupt, other.corrupt),
+            other.rate if other.rate is not None else self.rate)
+
+    def values(self) -> tuple[float | int | None, ...]:
+        return (self.delay, self.jitter, self.loss, self.reorder, self.duplicate, self.corrupt,
+                self.rate)
+
+    def __bool__(self) -> bool:
+        return any(v is not None for v in self.values())
+
+
 @dataclass(slots=True)
 class Link:
     endpoints: list[Endpoint]
     mtu: int | None = None
     name: str | None = None
+    cost: int = 1
+    """The link's cost for automatic routing (`routing: auto`)."""
+    impairment: Impairment | None = None
+    """Applied to what the link delivers at every endpoint (so in both directions)."""
+    endpoint_impairments: dict[str, Impairment] = field(default_factory=dict)
+    """Per endpoint node: what the link delivers to that node, over the link's own values."""
+
+    def impairment_at(self, node: str) -> Impairment | None:
+        """What netem does on this link to the packets arriving at `node`; None: nothing."""
+        base = self.impairment or Impairment()
+        merged = base.merged(self.endpoint_impairments.get(node))
+        return merged if merged else None
+
+    @property
+    def impaired(self) -> bool:
+        return any(self.impairment_at(e.node) for e in self.endpoints)
 
     @property
     def is_lan(self) -> bool:
@@ -234,6 +294,8 @@ class Topology:
     tests: list[CheckSpec] = field(default_factory=list)
     inventory: dict[str, Host] = field(default_factory=dict)
     """The machines of the `hosts:` section (orchestrate.hosts); empty: one machine."""
+    routing: str = "static"
+    """`auto`: vrlab computed routes (orchestrate.topology.routing); `static`: as written."""
 
     def routers(self) -> list[Node]:
         return [n for n in self.nodes.values() if n.is_router]

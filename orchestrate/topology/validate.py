@@ -28,6 +28,8 @@ from appliance.core.sysctl import KNOBS, SysctlError, parse_value
 from appliance.yamlsource import Document, KeyPath, YamlSourceError, load_file, load_text
 from orchestrate.hosts import HOST_NAME_RE, Host, validate_inventory
 from orchestrate.names import NAME_MAX, name_problem
+from orchestrate.topology import derive
+from orchestrate.topology.impairment import KEYS as IMPAIRMENT_KEYS
 from orchestrate.topology.model import (
     ACCELS,
     BACKENDS,
@@ -40,15 +42,16 @@ from orchestrate.topology.model import (
     MIN_MEMORY,
     ROLES,
     ROUTE_TYPES,
-    CheckSpec,
     Defaults,
     Endpoint,
+    Impairment,
     IPAddress,
     IPInterface,
     IPNetwork,
     Link,
     Node,
     NodeInterface,
+    Role,
     Route,
     Topology,
     address_problem,
@@ -56,17 +59,18 @@ from orchestrate.topology.model import (
 )
 from orchestrate.topology.problems import Reporter, TopologyError, is_int
 
-TOP_KEYS = ("name", "defaults", "hosts", "nodes", "links", "tests")
+TOP_KEYS = ("name", "defaults", "hosts", "nodes", "links", "tests", "addressing", "routing")
 DEFAULT_KEYS = ("memory", "cpus", "image", "backend", "accel")
 NODE_KEYS = ("role", "interfaces", "routes", "sysctl", "neighbors", "memory", "cpus", "host")
 NEIGHBOR_KEYS = ("address", "mac", "interface")
 INTERFACE_KEYS = ("name", "addresses", "mtu", "link_local")
 ROUTE_KEYS = ("prefix", "via", "interface", "type")
-LINK_KEYS = ("endpoints", "mtu", "name")
+LINK_KEYS = ("endpoints", "mtu", "name", "cost", *IMPAIRMENT_KEYS)
 
-MAX_NODES = 256
-"""A lab of more nodes is refused: 256 is six times the largest lab measured (40 nodes under
-TCG), and far more VMs than one machine can run; the memory check at `up` is the real bound."""
+MAX_NODES = 2048
+"""A lab of more nodes is refused. It bounds what validating costs: addressing and routes for
+1,000 routers take 2.6 s of CPU (`python3 -m bench topo`) and grow with the square of the
+routers. Far fewer VMs fit on one machine; the memory check at `up` is the bound there."""
 IFNAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,14}$")  # Linux IFNAMSIZ is 16 with the NUL
 MEMORY_RE = re.compile(r"^\s*(\d+)\s*([MG])?(i?B)?\s*$", re.IGNORECASE)
 
@@ -151,9 +155,12 @@ class _Validator(Reporter):
         if "hosts" in data:
             topology.inventory = self.inventory(data["hosts"], data.get("defaults"), nodes)
         self.topology = topology
+        auto_links = derive.name_interfaces(self, topology, self.endpoint_paths)
         self.wire(topology)
+        derive.address(self, topology, data.get("addressing"), auto_links)
         self.routes_and_addresses(topology)
-        topology.tests = self.tests(data.get("tests"), topology)
+        derive.route(self, topology, data.get("routing"))
+        topology.tests = derive.checks(self, data.get("tests"), topology)
         return topology
 
     def inventory(self, raw: Any, defaults: Any, nodes: dict[str, Node]) -> dict[str, Host]:
@@ -241,17 +248,17 @@ class _Validator(Reporter):
                        "e.g. {role: host, interfaces: [...]}")
             return None
         self.unknown_keys(body, NODE_KEYS, path, "node")
-        role = body.get("role")
-        if role not in ROLES:
-            self.error((*path, "role"), f"role must be router or host, got {role!r}")
-            role = "host"
+        role: Role = next((r for r in ROLES if r == body.get("role")), "host")
+        if body.get("role") not in ROLES:
+            self.error((*path, "role"), "role must be router, host or kernel-router, got "
+                       f"{body.get('role')!r}")
         memory = defaults.memory
         if "memory" in body:
             memory = self.memory(body["memory"], (*path, "memory")) or defaults.memory
         cpus = defaults.cpus
         if "cpus" in body:
             cpus = self.integer(body["cpus"], (*path, "cpus"), 1, MAX_CPUS, "cpus") or cpus
-        node = Node(name, "router" if role == "router" else "host", memory=memory, cpus=cpus)
+        node = Node(name, role, memory=memory, cpus=cpus)
         if "host" in body:
             host = body["host"]
             if isinstance(host, str) and HOST_NAME_RE.match(host):
@@ -265,9 +272,11 @@ class _Validator(Reporter):
         return node
 
     def interfaces(self, raw: Any, path: KeyPath) -> list[NodeInterface]:
-        if raw is None or raw == []:
+        if raw == []:
             self.error(path, "a node needs interfaces", "e.g. interfaces: [{name: eth1}]")
             return []
+        if raw is None:
+            return []  # named on links as bare nodes (generated), else derive reports it
         if not isinstance(raw, list):
             self.error(path, "interfaces must be a list of {name, addresses, mtu}")
             return []
@@ -356,6 +365,8 @@ class _Validator(Reporter):
     def sysctl(self, node: Node, raw: Any, path: KeyPath) -> dict[str, int]:
         if raw is None:
             return {}
+        if node.role == "kernel-router":
+            return derive.linux_sysctl(self, raw, path)
         if not node.is_router:
             self.error(path, "sysctl applies to router nodes only",
                        "hosts run stock Linux; use an exec check to change its settings",
@@ -434,6 +445,9 @@ class _Validator(Reporter):
             epath: KeyPath = path
             mtu: int | None = None
             name: str | None = None
+            cost: int | None = 1
+            impairment: Impairment | None = None
+            per_endpoint: dict[str, Impairment] = {}
             if isinstance(item, dict):
                 self.unknown_keys(item, LINK_KEYS, path, "link")
                 ends = item.get("endpoints")
@@ -446,6 +460,8 @@ class _Validator(Reporter):
                         name = item["name"]
                     else:
                         self.error((*path, "name"), "link name must be a non-empty string")
+                cost = self.integer(item.get("cost", 1), (*path, "cost"), 1, 1 << 24, "cost")
+                impairment = derive.link_impairment(self, item, path)
             else:
                 ends = item
             if not isinstance(ends, list):
@@ -455,7 +471,13 @@ class _Validator(Reporter):
                 continue
             endpoints: list[Endpoint] = []
             for j, text in enumerate(ends):
-                endpoint = self.endpoint(text, (*epath, j))
+                if isinstance(text, dict):
+                    endpoint, own = derive.endpoint_with_impairment(self, text, (*epath, j),
+                                                                    impairment)
+                    if endpoint is not None and own is not None:
+                        per_endpoint[endpoint.node] = own
+                else:
+                    endpoint = self.endpoint(text, (*epath, j))
                 if endpoint is None:
                     continue
                 if any(e.node == endpoint.node for e in endpoints):
@@ -466,12 +488,14 @@ class _Validator(Reporter):
             if len(ends) < 2:
                 self.error(epath, f"a link needs at least two endpoints, got {len(ends)}",
                            "two for point-to-point, three or more for a LAN segment")
-            out.append(Link(endpoints, mtu, name))
+            out.append(Link(endpoints, mtu, name, cost or 1, impairment, per_endpoint))
         return out
 
     def endpoint(self, text: Any, path: KeyPath) -> Endpoint | None:
+        if isinstance(text, str) and ":" not in text and text.strip():
+            return Endpoint(text.strip(), "")  # a bare node: its interface is generated
         if not isinstance(text, str) or text.count(":") != 1:
-            self.error(path, f"expected an endpoint \"node:ifname\", got {text!r}")
+            self.error(path, f"expected an endpoint \"node:ifname\" or \"node\", got {text!r}")
             return None
         node, ifname = text.split(":")
         return Endpoint(node.strip(), ifname.strip())
@@ -688,26 +712,3 @@ class _Validator(Reporter):
                                f"{via}", f"the neighbours there: {others}")
                     return None, None, False
         return via, None, True
-
-    def tests(self, raw: Any, topology: Topology) -> list[CheckSpec]:
-        from orchestrate.checks import validate_check  # checks imports this module
-
-        if raw is None:
-            return []
-        if not isinstance(raw, list):
-            self.error(("tests",), "tests must be a list of checks",
-                       "e.g. - {kind: ping, from: h1, to: h2}")
-            return []
-        out: list[CheckSpec] = []
-        for i, item in enumerate(raw):
-            path: KeyPath = ("tests", i)
-            if not isinstance(item, dict):
-                self.error(path, "a check must be a mapping with kind:")
-                continue
-            problems, valid = validate_check(item, topology, self.doc, path)
-            self.problems.extend(problems)
-            if valid is not None and not problems:
-                mark = self.doc.mark(path)
-                out.append(CheckSpec(valid.kind, valid.name, valid.params, self.source,
-                                     mark.line, mark.col))
-        return out

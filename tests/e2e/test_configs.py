@@ -29,7 +29,7 @@ from _helpers_e2e import CONFIGS, lab_names, needs_vms, vrlab_cli
 pytestmark = needs_vms
 
 # Every file in configs/ must have a test_vrlab_test_passes_* below.
-COVERED = {"duo", "line", "pmtu", "redirect"}
+COVERED = {"duo", "line", "pmtu", "redirect", "ring"}
 
 
 def qemu_processes_of(lab_name: str) -> list[str]:
@@ -152,4 +152,10 @@ def test_vrlab_test_passes_pmtu(lab: LabSession) -> None:
 
 @pytest.mark.vrlab_topology("configs/redirect.yaml")
 def test_vrlab_test_passes_redirect(lab: LabSession) -> None:
+    vrlab_test_passes(lab)
+
+
+@pytest.mark.vrlab_topology("configs/ring.yaml")
+def test_vrlab_test_passes_ring(lab: LabSession) -> None:
+    # no addresses or routes in the file: the generated reachability checks, both families
     vrlab_test_passes(lab)

@@ -98,7 +98,7 @@ def test_graph_writes_svg(tmp_path: Path) -> None:
 
 def test_graph_bad_file_and_format(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert run(graph_command, "graph", str(BAD / "bad_role.yaml")) == 2
-    assert "role must be router or host" in capsys.readouterr().err
+    assert "role must be router, host or kernel-router" in capsys.readouterr().err
     assert run(graph_command, "graph", str(CONFIGS / "line.yaml"), "-o",
                str(tmp_path / "x.gif")) == 2
     assert not (tmp_path / "x.gif").exists()

@@ -199,7 +199,7 @@ def test_bad(lab):
     result.assert_outcomes(errors=2)
     result.stdout.fnmatch_lines([
         "*the `lab` fixture needs a topology*",
-        "*bad.yaml:1:20: nodes.h1.role: role must be router or host, got 'hub'*",
+        "*bad.yaml:1:20: nodes.h1.role: role must be router, host or kernel-router, got 'hub'*",
     ])
     assert "During handling" not in result.stdout.str()
     assert not (inner.path / "lab.log").exists()  # nothing was brought up

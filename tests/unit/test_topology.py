@@ -131,7 +131,7 @@ def test_all_problems_are_reported_together() -> None:
     assert got == [
         "many.yaml:11:39: nodes.r1.routes[0].via: gateway 192.0.2.99 is not on any subnet of "
         "r1 (its subnets: 192.0.2.0/30, 192.0.2.4/30)",
-        "many.yaml:15:14: nodes.h1.role: role must be router or host, got 'hots'",
+        "many.yaml:15:14: nodes.h1.role: role must be router, host or kernel-router, got 'hots'",
         "many.yaml:20:6: links[2][0]: node h1 has no interface 'x' (list it under "
         "nodes.h1.interfaces; it has: e)",
         "many.yaml:20:12: links[2][1]: interface h2:e is already on links[1] (an interface "

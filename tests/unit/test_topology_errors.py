@@ -67,7 +67,7 @@ EXPECTED: dict[str, list[str]] = {
         '7:1: yaml: a second document in the file (one document per file: remove the second `---`)',
     ],
     'bad_role.yaml': [
-        "3:14: nodes.h1.role: role must be router or host, got 'switch'",
+        "3:14: nodes.h1.role: role must be router, host or kernel-router, got 'switch'",
     ],
     'capture_bad_filters.yaml': [
         '8:85: tests[0].filter: filter \'icmp and ((\' does not compile: can\'t parse filter expression: syntax error (a pcap-filter(7) expression, e.g. "icmp and src host 198.51.100.2")',
@@ -131,7 +131,7 @@ EXPECTED: dict[str, list[str]] = {
         '7:5: nodes.h1.sysctl: sysctl applies to router nodes only (hosts run stock Linux; use an exec check to change its settings)',
     ],
     'unknown_check_kind.yaml': [
-        "9:12: tests[1].kind: unknown check kind 'iperf' (one of: ping, traceroute, exec, counter, capture)",
+        "9:12: tests[1].kind: unknown check kind 'iperf' (one of: ping, traceroute, exec, counter, capture, reachability, ping-stats, transfer)",
     ],
     'unknown_endpoint_node.yaml': [
         "7:6: links[1][0]: node h1 has no interface 'eth2' (list it under nodes.h1.interfaces; it has: eth1)",
@@ -152,7 +152,7 @@ EXPECTED: dict[str, list[str]] = {
         "7:7: nodes.r1.sysctl['net.inet.ip.redirects']: unknown sysctl 'net.inet.ip.redirects' (did you mean net.inet.ip.redirect?)",
     ],
     'unknown_top_key.yaml': [
-        "7:1: checks: unknown top-level key 'checks' (expected one of: name, defaults, hosts, nodes, links, tests)",
+        "7:1: checks: unknown top-level key 'checks' (expected one of: name, defaults, hosts, nodes, links, tests, addressing, routing)",
     ],
     'unlinked_interface.yaml': [
         '7:9: nodes.h1.interfaces[1]: interface h1:eth2 is on no link (add it to a link or remove it)',

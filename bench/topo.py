@@ -1,0 +1,59 @@
+"""Topology computation at scale: `python3 -m bench topo [--routers N]`.
+
+Writes a generated topology (N routers in a ring with a chord every 10 routers, one host per
+50 routers, no addresses and no routes: `addressing` IPv6 only, `routing: auto`), then times
+`load_topology` (validation, addressing, shortest paths, summarization) and `vrlab expand`
+(the same plus writing every route as YAML). Nothing boots. The issue's targets for 1,000
+routers are 10 s to validate and 30 s to expand; the figures are reported, not asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+
+def generate(routers: int, *, chord_every: int = 10, host_every: int = 50) -> str:
+    """The YAML text of a generated lab: a ring of routers with chords, and some hosts."""
+    lines = ["name: scale", "addressing: {ipv4: false}", "routing: auto", "nodes:"]
+    names = [f"r{i}" for i in range(1, routers + 1)]
+    hosts = [f"h{i}" for i in range(1, routers + 1, host_every)]
+    lines += [f"  {n}: {{role: router}}" for n in names]
+    lines += [f"  {h}: {{role: host}}" for h in hosts]
+    lines.append("links:")
+    lines += [f"  - [{names[i]}, {names[(i + 1) % routers]}]" for i in range(routers)]
+    for i in range(0, routers, chord_every):
+        j = (i + routers // 3) % routers
+        if abs(i - j) > 1:
+            lines.append(f"  - {{endpoints: [{names[i]}, {names[j]}], cost: 3}}")
+    lines += [f"  - [{h}, r{h[1:]}]" for h in hosts]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    from orchestrate.topology import load_topology
+    from orchestrate.topology.expand import dump
+
+    parser = argparse.ArgumentParser(prog="python3 -m bench topo")
+    parser.add_argument("--routers", type=int, default=1000)
+    parser.add_argument("--quick", action="store_true", help="200 routers")
+    args = parser.parse_args(argv)
+    routers = 200 if args.quick else args.routers
+    with tempfile.TemporaryDirectory(prefix="vrlab-topo-") as tmp:
+        path = Path(tmp) / "scale.yaml"
+        path.write_text(generate(routers))
+        start = time.monotonic()
+        topology = load_topology(path)
+        validated = time.monotonic() - start
+        start = time.monotonic()
+        text = dump(load_topology(path), str(path))
+        expanded = time.monotonic() - start
+    routes = [len(n.routes) for n in topology.routers()]
+    print(f"{routers} routers, {len(topology.hosts())} hosts, {len(topology.links)} links")
+    print(f"validate (load_topology):  {validated:7.2f} s")
+    print(f"expand (load + YAML):      {expanded:7.2f} s  ({len(text) / 1e6:.1f} MB of YAML)")
+    print(f"routes per router: min {min(routes)}, mean {sum(routes) / len(routes):.1f}, "
+          f"max {max(routes)} (summarized; {len(topology.links)} subnets unsummarized)")
+    return 0

@@ -8,7 +8,8 @@ on one bridge in 203.0.113.0/26) stand in for two machines. Measured:
   crosses). The image is already on both hosts (copied once, by a warm-up); the first copy is
   timed separately.
 - round-trip time (ping, 20 echoes) and TCP throughput (iperf3, 5 s) from one node to a node
-  on the same host and to a node on the other host, in one lab (a - b on alpha, a - c across).
+  on the same host and to a node on the other host, in one lab (a - b on alpha, a - c across),
+  in three interleaved rounds (medians).
 
 On one machine the "network" between the hosts is a veth pair and a bridge, so a crossing link
 costs the extra UDP encapsulation and namespace hops, not a real wire: read the ratios, not the
@@ -117,29 +118,40 @@ def main(argv: list[str] | None = None) -> int:
         print(f"image already on alpha (second lab): {time.monotonic() - started:5.2f} s")
 
         if not args.quick:
-            for label, pins in (("6 nodes, 1 host", ["alpha"] * CHAIN),
-                                ("6 nodes, 2 hosts", ["alpha", "beta"] * (CHAIN // 2))):
-                path = Path(tmp) / "chain.yaml"
-                path.write_text(chain_yaml(inventory, pins))
-                seconds, lab = timed_up(path, image, args.timeout)
-                lab.down()
-                print(f"up, {label:18} {seconds:6.1f} s", flush=True)
+            times: dict[str, list[float]] = {}
+            for _ in range(2):  # interleaved: 1 host, 2 hosts, 1 host, 2 hosts
+                for label, pins in (("6 nodes, 1 host", ["alpha"] * CHAIN),
+                                    ("6 nodes, 2 hosts", ["alpha", "beta"] * (CHAIN // 2))):
+                    path = Path(tmp) / "chain.yaml"
+                    path.write_text(chain_yaml(inventory, pins))
+                    seconds, lab = timed_up(path, image, args.timeout)
+                    lab.down()
+                    times.setdefault(label, []).append(seconds)
+                    print(f"up, {label:18} {seconds:6.1f} s", flush=True)
+            one, two = (statistics.median(v) for v in times.values())
+            print(f"up, 2 hosts / 1 host: x{two / one:.2f} (medians)")
 
         path = Path(tmp) / "paths.yaml"
         path.write_text(triangle_yaml(inventory))
         _, lab = timed_up(path, image, args.timeout)
         try:
-            rows = []
-            for label, server, target in (("same host", "b", "198.51.100.2"),
-                                          ("across hosts", "c", "198.51.100.66")):
-                rtt = rtt_ms(lab, target)
-                rates = [throughput_mbit(lab, server, target, 5) for _ in range(2)]
-                rows.append((label, rtt, statistics.mean(rates)))
-                print(f"{label:13} RTT {rtt:7.2f} ms   TCP {statistics.mean(rates):7.1f} Mbit/s",
-                      flush=True)
-            (_, rtt_same, tcp_same), (_, rtt_cross, tcp_cross) = rows
-            print(f"across/same: RTT x{rtt_cross / rtt_same:.2f}, "
-                  f"TCP x{tcp_cross / tcp_same:.2f}")
+            paths = {"same host": ("b", "198.51.100.2"), "across hosts": ("c", "198.51.100.66")}
+            rtts: dict[str, list[float]] = {label: [] for label in paths}
+            rates: dict[str, list[float]] = {label: [] for label in paths}
+            # Interleaved rounds, so load that comes and goes hits both paths alike.
+            for _ in range(1 if args.quick else 3):
+                for label, (server, target) in paths.items():
+                    rtts[label].append(rtt_ms(lab, target))
+                    rates[label].append(throughput_mbit(lab, server, target, 5))
+            for label in paths:
+                print(f"{label:13} RTT {statistics.median(rtts[label]):7.2f} ms   TCP "
+                      f"{statistics.median(rates[label]):7.1f} Mbit/s   (medians of "
+                      f"{len(rtts[label])} rounds: RTT {rtts[label]}, TCP "
+                      f"{[round(r, 1) for r in rates[label]]})", flush=True)
+            rtt = {label: statistics.median(values) for label, values in rtts.items()}
+            tcp = {label: statistics.median(values) for label, values in rates.items()}
+            print(f"across/same: RTT x{rtt['across hosts'] / rtt['same host']:.2f}, "
+                  f"TCP x{tcp['across hosts'] / tcp['same host']:.2f}")
         finally:
             lab.down()
     print(f"load average at the end: {os.getloadavg()[0]:.1f} (on {os.cpu_count()} CPUs)")

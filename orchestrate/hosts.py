@@ -11,8 +11,12 @@ runs anywhere:
 - `uri`: the libvirt connection URI; vrlab drives the host only through it.
 - `tunnel`: the host's own address that its UDP links and VXLAN segments use (each host must
   reach every other host's tunnel address, UDP, the link ports and 4789).
-- `netns` (optional): the host is a network namespace on this machine (the simulation of
-  orchestrate.simhosts); vrlab reaches its loopback and creates VXLAN devices there directly.
+- `ssh` (optional): `user@host`, how vrlab reaches the host itself: the SSH jump to each
+  node's management forward on the host's loopback, and `ip link` for VXLAN devices. With
+  `ssh_key` (default: the agent and ~/.ssh keys) and `known_hosts` (default ~/.ssh/known_hosts;
+  the host's key must be in it: nothing is accepted unseen).
+- `netns` (optional, instead of `ssh`): the host is a network namespace on this machine (the
+  simulation of orchestrate.simhosts); vrlab reaches its loopback and kernel directly.
 - `memory` (MiB or "32G") and `vcpus` (optional): cap what vrlab places there, below what the
   host reports.
 
@@ -33,10 +37,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-HOST_KEYS = ("uri", "tunnel", "netns", "memory", "vcpus")
+HOST_KEYS = ("uri", "tunnel", "netns", "ssh", "ssh_key", "known_hosts", "memory", "vcpus")
 HOST_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")
 URI_RE = re.compile(r"^[a-z0-9+]+://[^\s]*/(system|session)(\?[^\s]*)?$")
 NETNS_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+SSH_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}@[A-Za-z0-9.-]+$")
 MEMORY_RE = re.compile(r"^\s*(\d+)\s*([MG])?(i?B)?\s*$", re.IGNORECASE)
 VCPU_OVERCOMMIT = 8
 MEMORY_RESERVE_MIB = 1024  # left to the host: libvirtd, QEMU's own overhead, page cache
@@ -60,6 +65,9 @@ class Host:
     netns: str | None = None
     memory: int | None = None  # MiB cap
     vcpus: int | None = None
+    ssh: str | None = None  # user@host: reach the host itself over SSH
+    ssh_key: str | None = None
+    known_hosts: str | None = None
 
     @property
     def tunnel_ip(self) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
@@ -67,7 +75,7 @@ class Host:
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {"uri": self.uri, "tunnel": self.tunnel}
-        for key in ("netns", "memory", "vcpus"):
+        for key in ("netns", "memory", "vcpus", "ssh", "ssh_key", "known_hosts"):
             if getattr(self, key) is not None:
                 data[key] = getattr(self, key)
         return data
@@ -75,7 +83,9 @@ class Host:
     @classmethod
     def from_json(cls, name: str, data: dict[str, Any]) -> Host:
         return cls(name=name, uri=str(data["uri"]), tunnel=str(data["tunnel"]),
-                   netns=data.get("netns"), memory=data.get("memory"), vcpus=data.get("vcpus"))
+                   netns=data.get("netns"), memory=data.get("memory"), vcpus=data.get("vcpus"),
+                   ssh=data.get("ssh"), ssh_key=data.get("ssh_key"),
+                   known_hosts=data.get("known_hosts"))
 
 
 def inventory_to_json(hosts: dict[str, Host]) -> dict[str, dict[str, Any]]:
@@ -143,6 +153,22 @@ def validate_inventory(raw: Any, path: tuple[Any, ...], report: Report) -> dict[
             report((*where, "netns"), f"netns must be a network namespace name, got {netns!r}",
                    "", False)
             ok = False
+        ssh = body.get("ssh")
+        if ssh is not None and (not isinstance(ssh, str) or not SSH_RE.match(ssh)):
+            report((*where, "ssh"), f"ssh must be user@host, got {ssh!r}", "e.g. root@alpha",
+                   False)
+            ok = False
+        if ssh is not None and netns is not None:
+            report((*where, "ssh"), "a host is reached by ssh: or is a netns:, not both", "",
+                   False)
+            ok = False
+        files = {}
+        for key in ("ssh_key", "known_hosts"):
+            value = body.get(key)
+            if value is not None and (not isinstance(value, str) or not value):
+                report((*where, key), f"{key} must be a file path, got {value!r}", "", False)
+                ok = False
+            files[key] = value
         memory = None
         if "memory" in body:
             memory = _memory_mib(body["memory"])
@@ -159,7 +185,8 @@ def validate_inventory(raw: Any, path: tuple[Any, ...], report: Report) -> dict[
         if ok:
             assert address is not None and isinstance(uri, str)
             tunnels[str(address)] = name
-            hosts[name] = Host(name, uri, str(address), netns, memory, vcpus)
+            hosts[name] = Host(name, uri, str(address), netns, memory, vcpus, ssh,
+                               files["ssh_key"], files["known_hosts"])
     return hosts
 
 

@@ -501,7 +501,7 @@ class Lab:
         return {name: multihost.proxy_command(Host.from_json(spec.host, inventory[spec.host]))
                 for name, spec in specs.items()
                 if spec.host is not None and spec.host in inventory
-                and inventory[spec.host].get("netns")}
+                and (inventory[spec.host].get("netns") or inventory[spec.host].get("ssh"))}
 
     # -- readiness -----------------------------------------------------------------------------
 
@@ -546,7 +546,13 @@ class Lab:
     def down(self) -> list[str]:
         """Remove everything the journal lists; return problems (empty when all went)."""
         self.close()
-        return teardown(self.record)
+        try:
+            return teardown(self.record)
+        finally:
+            if self.record.data.get("backend_options", {}).get("hosts"):
+                from orchestrate import multihost
+
+                multihost.close_jumps()
 
 
 def teardown(record: Record) -> list[str]:

@@ -10,23 +10,28 @@
   host (RFC 7348, unicast, one VNI per segment, UDP 4789 between the tunnel addresses) on that
   host's bridge, with one all-zeros FDB entry per other host (head-end replication of
   broadcast and unknown unicast; known unicast is learned). libvirt has no VXLAN, so the device
-  is made in the host's kernel: through pyroute2 in the host's network namespace when the host
-  is one (`netns:` in the inventory, the simulation); a real remote host is refused (see
-  docs/DESIGN.md, "Multi-host": it needs an agent or SSH on the host, not built here).
+  is made in the host's kernel: over SSH (`ssh:` in the inventory: `ip link add ... type
+  vxlan`, `bridge fdb append`), or through pyroute2 in the host's network namespace when the
+  host is one (`netns:`, the simulation). A host with neither is refused for such a segment.
 - **MTU**: a guest keeps its link MTU (1500 stays 1500). The tunnels carry the overhead
   instead: a UDP link adds an IP and a UDP header around the guest's Ethernet frame, VXLAN also
   its own header; `check_underlay` refuses a lab whose hosts' tunnel interfaces cannot carry
   the largest crossing frame unfragmented, saying the MTU they need.
 - **Management**: each node's SSH forward listens on its host's loopback (never on the
-  network). `open_tcp` reaches it through the host: a socket created inside the host's network
-  namespace. The pinned host keys are the same as on one machine.
+  network). `open_tcp` reaches it through the host: an SSH jump (a `direct-tcpip` channel from
+  a session to `ssh:`, whose own host key must already be known) or a socket created inside
+  the host's network namespace. The nodes' pinned host keys are the same as on one machine.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import ipaddress
+import json
+import os
+import shlex
 import socket
 import threading
 from typing import Any
@@ -154,16 +159,14 @@ def crossing_frames(nics: dict[str, list[NicSpec]], placement: dict[str, str],
     return largest
 
 
-# -- a host's kernel, reached through its network namespace (the simulation) ------------------
+# -- a host itself: through its network namespace (simulation) or over SSH (a real machine) --
 
 
-def _require_netns(host: Host, what: str) -> str:
-    if host.netns is None:
+def _require_access(host: Host, what: str) -> None:
+    if host.netns is None and host.ssh is None:
         raise MultiHostError(
-            f"host {host.name}: {what} needs the host's kernel; vrlab reaches it only for "
-            f"hosts that are network namespaces here (netns: in the inventory). See "
-            f"docs/DESIGN.md, Multi-host")
-    return host.netns
+            f"host {host.name}: {what} needs the host itself, and the inventory gives no way "
+            f"to reach it: add ssh: user@host (or netns: for a simulated host)")
 
 
 def _in_netns(netns: str, work: Any) -> Any:
@@ -187,15 +190,68 @@ def _in_netns(netns: str, work: Any) -> Any:
     return result["value"]
 
 
-def open_tcp(host: Host, port: int, timeout: float) -> socket.socket:
-    """A TCP connection to `port` on the host's loopback, made through the host."""
-    netns = _require_netns(host, "reaching the management forward")
+_jumps: dict[str, Any] = {}
+_jumps_lock = threading.Lock()
 
-    def make() -> socket.socket:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        return sock
 
-    sock: socket.socket = _in_netns(netns, make)
+def _jump(host: Host) -> Any:
+    """A paramiko client logged in to the host (one per host and process), host key pinned."""
+    import paramiko
+
+    assert host.ssh is not None
+    with _jumps_lock:
+        client = _jumps.get(host.name)
+        transport = client.get_transport() if client is not None else None
+        if transport is not None and transport.is_active():
+            return client
+        user, _, address = host.ssh.partition("@")
+        client = paramiko.SSHClient()
+        known = host.known_hosts or os.path.expanduser("~/.ssh/known_hosts")
+        with contextlib.suppress(FileNotFoundError):
+            client.load_host_keys(known)
+        client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        try:
+            client.connect(address, username=user, key_filename=host.ssh_key,
+                           look_for_keys=host.ssh_key is None,
+                           allow_agent=host.ssh_key is None, timeout=15, banner_timeout=15,
+                           auth_timeout=30)
+        except (paramiko.SSHException, OSError) as exc:
+            client.close()
+            raise MultiHostError(f"host {host.name}: ssh {host.ssh}: {exc}") from exc
+        _jumps[host.name] = client
+        return client
+
+
+def close_jumps() -> None:
+    """Log out of every host reached over SSH (`down` does, once a lab is gone)."""
+    with _jumps_lock:
+        for client in _jumps.values():
+            client.close()
+        _jumps.clear()
+
+
+def run_on_host(host: Host, command: str, timeout: float = 60.0) -> str:
+    """Run a shell command on a host reached over SSH; its stdout, or MultiHostError."""
+    from orchestrate import ssh
+
+    result = ssh.run(_jump(host), command, timeout=timeout)
+    if not result.ok:
+        raise MultiHostError(f"host {host.name}: {command}: exit {result.exit_status}: "
+                             f"{result.stderr.strip()}")
+    return result.stdout
+
+
+def open_tcp(host: Host, port: int, timeout: float) -> Any:
+    """A connection to `port` on the host's loopback, made through the host: a socket from
+    inside its network namespace, or an SSH `direct-tcpip` channel (RFC 4254 §7.2)."""
+    _require_access(host, "reaching the management forward")
+    if host.netns is None:
+        transport = _jump(host).get_transport()
+        return transport.open_channel("direct-tcpip", (LOOPBACK, port), (LOOPBACK, 0),
+                                      timeout=timeout)
+    netns = host.netns
+    sock: socket.socket = _in_netns(netns, lambda: socket.socket(socket.AF_INET,
+                                                                 socket.SOCK_STREAM))
     sock.settimeout(timeout)
     try:
         sock.connect((LOOPBACK, port))
@@ -207,20 +263,32 @@ def open_tcp(host: Host, port: int, timeout: float) -> socket.socket:
 
 def proxy_command(host: Host) -> str:
     """An OpenSSH ProxyCommand that reaches the host's loopback (`%p`: the node's port)."""
-    netns = _require_netns(host, "reaching the management forward")
-    return f"ip netns exec {netns} nc {LOOPBACK} %p"
+    _require_access(host, "reaching the management forward")
+    if host.netns is not None:
+        return f"ip netns exec {host.netns} nc {LOOPBACK} %p"
+    assert host.ssh is not None
+    options = ["-o StrictHostKeyChecking=yes", "-o BatchMode=yes"]
+    if host.known_hosts:
+        options.append(f"-o UserKnownHostsFile={shlex.quote(host.known_hosts)}")
+    if host.ssh_key:
+        options += [f"-i {shlex.quote(host.ssh_key)}", "-o IdentitiesOnly=yes"]
+    return f"ssh {' '.join(options)} -W {LOOPBACK}:%p {shlex.quote(host.ssh)}"
 
 
 def underlay_mtu(host: Host) -> int:
     """The MTU of the host's interface that holds its tunnel address."""
-    from pyroute2 import NetNS
+    _require_access(host, "reading the tunnel interface's MTU")
+    if host.netns is None:
+        for link in json.loads(run_on_host(host, "ip -j address show")):
+            if any(a.get("local") == host.tunnel for a in link.get("addr_info", [])):
+                return int(link["mtu"])
+    else:
+        from pyroute2 import NetNS
 
-    netns = _require_netns(host, "reading the tunnel interface's MTU")
-    with NetNS(netns) as ns:
-        for addr in ns.get_addr():
-            if addr.get_attr("IFA_ADDRESS") == host.tunnel:
-                link = ns.get_links(addr["index"])[0]
-                return int(link.get_attr("IFLA_MTU"))
+        with NetNS(host.netns) as ns:
+            for addr in ns.get_addr():
+                if addr.get_attr("IFA_ADDRESS") == host.tunnel:
+                    return int(ns.get_links(addr["index"])[0].get_attr("IFLA_MTU"))
     raise MultiHostError(f"host {host.name}: no interface holds its tunnel address "
                          f"{host.tunnel}")
 
@@ -241,10 +309,20 @@ def check_underlay(hosts: dict[str, Host], largest: dict[str, tuple[int, str]]) 
 def create_vxlan(host: Host, name: str, vni_id: int, bridge: str, peers: list[str],
                  mtu: int) -> None:
     """A VXLAN device on the host's bridge, flooding to every peer tunnel address."""
+    _require_access(host, "a LAN segment across hosts (VXLAN)")
+    if host.netns is None:
+        commands = [
+            f"ip link add {name} type vxlan id {vni_id} local {host.tunnel} "
+            f"dstport {VXLAN_PORT} learning",
+            f"ip link set {name} mtu {mtu} master {bridge} up",
+            *[f"bridge fdb append 00:00:00:00:00:00 dev {name} dst {shlex.quote(peer)}"
+              for peer in peers],
+        ]
+        run_on_host(host, " && ".join(commands))
+        return
     from pyroute2 import NetNS
 
-    netns = _require_netns(host, "a LAN segment across hosts (VXLAN)")
-    with NetNS(netns) as ns:
+    with NetNS(host.netns) as ns:
         ns.link("add", ifname=name, kind="vxlan", vxlan_id=vni_id, vxlan_local=host.tunnel,
                 vxlan_port=VXLAN_PORT, vxlan_learning=1)
         index = ns.link_lookup(ifname=name)[0]
@@ -258,22 +336,15 @@ def create_vxlan(host: Host, name: str, vni_id: int, bridge: str, peers: list[st
 
 def remove_vxlan(host: Host, name: str) -> None:
     """Delete the device; missing is fine (the namespace or the host already lost it)."""
+    _require_access(host, "removing a VXLAN device")
+    if host.netns is None:
+        run_on_host(host, f"! ip link show {name} >/dev/null 2>&1 || ip link del {name}")
+        return
     from pyroute2 import NetNS, netns
 
-    ns_name = _require_netns(host, "removing a VXLAN device")
-    if ns_name not in netns.listnetns():
+    if host.netns not in netns.listnetns():
         return
-    with NetNS(ns_name) as ns:
+    with NetNS(host.netns) as ns:
         found = ns.link_lookup(ifname=name)
         if found:
             ns.link("del", index=found[0])
-
-
-def vxlan_exists(host: Host, name: str) -> bool:
-    from pyroute2 import NetNS, netns
-
-    if host.netns is None or host.netns not in netns.listnetns():
-        return False
-    with NetNS(host.netns) as ns:
-        return bool(ns.link_lookup(ifname=name))
-

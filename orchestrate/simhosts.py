@@ -121,9 +121,41 @@ class SimHost:
     def veth(self) -> str:
         return f"vrs-{self.name}"[:15]
 
-    def inventory(self) -> dict[str, str]:
-        """This host as an entry of a vrlab `hosts:` inventory."""
-        return {"uri": self.uri, "tunnel": self.address, "netns": self.netns}
+    def inventory(self, reach: str = "netns") -> dict[str, str]:
+        """This host as an entry of a vrlab `hosts:` inventory, reached through its network
+        namespace ("netns") or, as a real machine would be, over SSH ("ssh": needs
+        `start_sshd` first)."""
+        entry = {"uri": self.uri, "tunnel": self.address}
+        if reach == "ssh":
+            keys = self.workdir / "ssh"
+            entry.update(ssh=f"root@{self.address}", ssh_key=str(keys / "id_ed25519"),
+                         known_hosts=str(keys / "known_hosts"))
+        else:
+            entry["netns"] = self.netns
+        return entry
+
+    def start_sshd(self) -> None:
+        """An sshd on the host's address (its own host key, pinned in workdir/ssh/known_hosts;
+        only workdir/ssh/id_ed25519 may log in), as a real host offers for `ssh:`."""
+        keys = self.workdir / "ssh"
+        host_key = self.root / "ssh_host_ed25519_key"
+        _run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(host_key))
+        config = self.root / "sshd_config"
+        config.write_text(
+            f"ListenAddress {self.address}\nHostKey {host_key}\n"
+            f"PidFile {self.run_dir / 'sshd.pid'}\n"
+            f"AuthorizedKeysFile {keys / 'id_ed25519.pub'}\nStrictModes no\nUsePAM no\n"
+            "PasswordAuthentication no\nKbdInteractiveAuthentication no\n"
+            "PermitRootLogin prohibit-password\nAllowTcpForwarding local\n"
+            "X11Forwarding no\n")
+        public = (host_key.with_name(host_key.name + ".pub")).read_text().split()
+        with (keys / "known_hosts").open("a") as handle:
+            handle.write(f"{self.address} {public[0]} {public[1]}\n")
+        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation
+        try:
+            _run("ip", "netns", "exec", self.netns, "/usr/sbin/sshd", "-f", str(config))
+        except subprocess.CalledProcessError as exc:
+            raise SimHostError(f"{self.name}: sshd did not start: {exc.stderr}") from exc
 
     # -- network -------------------------------------------------------------------------------
 
@@ -241,10 +273,15 @@ class SimHost:
                                    capture_output=True, timeout=30, check=False)
         for pid in self.qemu_pids():
             _kill(pid)
-        for daemon in ("libvirtd", "virtlogd"):
+        for daemon in ("libvirtd", "virtlogd", "sshd"):
             daemon_pid = self.pid(daemon)
             if daemon_pid is not None:
                 _kill(daemon_pid)
+        # Anything else still in the host's namespace (an sshd session outlives its listener).
+        listed = subprocess.run(["ip", "netns", "pids", self.netns], capture_output=True,
+                                text=True, timeout=30, check=False)
+        for leftover in listed.stdout.split():
+            _kill(int(leftover))
 
     def save_capabilities(self) -> None:
         """Keep the filled capabilities cache for the next host (and the next run)."""
@@ -258,8 +295,9 @@ class SimHost:
 class SimHosts:
     """`with SimHosts(["alpha", "beta"], workdir) as hosts:` — hosts up, always removed."""
 
-    def __init__(self, names: list[str], workdir: Path) -> None:
+    def __init__(self, names: list[str], workdir: Path, ssh: bool = False) -> None:
         self.workdir = workdir
+        self.ssh = ssh
         self.hosts = [SimHost(name, index + 1, workdir) for index, name in enumerate(names)]
 
     def __getitem__(self, name: str) -> SimHost:
@@ -268,8 +306,11 @@ class SimHosts:
                 return host
         raise KeyError(name)
 
-    def inventory(self) -> dict[str, dict[str, str]]:
-        return {host.name: host.inventory() for host in self.hosts}
+    def inventory(self, reach: dict[str, str] | None = None) -> dict[str, dict[str, str]]:
+        """The hosts as a vrlab inventory; `reach`: host -> "ssh" for those to reach over
+        SSH (SimHosts(ssh=True)), the others through their namespace."""
+        return {host.name: host.inventory((reach or {}).get(host.name, "netns"))
+                for host in self.hosts}
 
     def __enter__(self) -> SimHosts:
         try:
@@ -294,11 +335,17 @@ class SimHosts:
             index = ip.link_lookup(ifname=BRIDGE)[0]
             ip.link("set", index=index, mtu=UNDERLAY_MTU, state="up")
             ip.addr("add", index=index, address=GATEWAY, prefixlen=NETWORK.prefixlen)
+        if self.ssh:
+            keys = self.workdir / "ssh"
+            keys.mkdir(mode=0o700)
+            _run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(keys / "id_ed25519"))
         for host in self.hosts:
             host.create_network()
             host.prepare()
             host.start()
             host.save_capabilities()
+            if self.ssh:
+                host.start_sshd()
 
     def remove(self) -> None:
         for host in self.hosts:
@@ -316,9 +363,12 @@ def remove_stale() -> None:
         if name.startswith(NETNS_PREFIX):
             netns.remove(name)
     with IPRoute() as ip:
-        index = ip.link_lookup(ifname=BRIDGE)
-        if index:
-            ip.link("del", index=index[0])
+        for link in ip.get_links():
+            name = str(link.get_attr("IFLA_IFNAME"))
+            # A veth whose namespace outlives its name (a reference the kernel drops later)
+            # would block the next run's veth of the same name.
+            if name == BRIDGE or name.startswith("vrs-"):
+                ip.link("del", index=link["index"])
 
 
 def main(argv: list[str] | None = None) -> int:

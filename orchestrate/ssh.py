@@ -26,12 +26,13 @@ logging.getLogger("paramiko").propagate = False
 SSH_USER = "root"
 MGMT_HOST = "127.0.0.1"
 
-Opener = Callable[[int, float], socket.socket]
+Opener = Callable[[int, float], "socket.socket | paramiko.Channel"]
 """opener(port, timeout): a connected socket to MGMT_HOST:port on the node's host (a node on
 another libvirt host, orchestrate.multihost.open_tcp); None means connect here."""
 
 
-def _open(port: int, timeout: float, opener: Opener | None) -> socket.socket:
+def _open(port: int, timeout: float, opener: Opener | None
+          ) -> socket.socket | paramiko.Channel:
     if opener is not None:
         return opener(port, timeout)
     return socket.create_connection((MGMT_HOST, port), timeout=timeout)

@@ -474,8 +474,8 @@ class LibvirtBackend:
             for segment in multihost.lan_segments(routed, placement):
                 if len(segment.hosts) > 1:
                     for name in segment.hosts:
-                        multihost._require_netns(self.hosts[name],
-                                                 "a LAN segment across hosts (VXLAN)")
+                        multihost._require_access(self.hosts[name],
+                                                  "a LAN segment across hosts (VXLAN)")
         except multihost.MultiHostError as exc:
             raise BackendError(str(exc)) from exc
         return routed

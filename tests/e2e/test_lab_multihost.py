@@ -2,7 +2,9 @@
 namespace, an address on 203.0.113.0/26 and its own libvirtd per host).
 
 configs/multihost.yaml puts r1 and h2 on alpha, h1 and h3 on beta: the h1-r1 link is a UDP
-tunnel between the hosts and the r1/h2/h3 LAN segment spans both over VXLAN. `vrlab test` on
+tunnel between the hosts and the r1/h2/h3 LAN segment spans both over VXLAN. alpha is reached
+through its namespace; beta, as a real machine would be, over SSH (its own sshd, host key
+pinned): the jump to its nodes' SSH forwards and its VXLAN device go that way. `vrlab test` on
 it (reusing the lab) passes pings, traceroutes, a 2 MiB transfer with its checksum and a
 capture on the crossing link. `down` removes everything from both hosts; when one host's
 libvirtd was killed mid-lab, `down` says so, keeps that host's objects in the journal, and a
@@ -37,7 +39,7 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimHosts]:
-    with SimHosts(["alpha", "beta"], tmp_path_factory.mktemp("simhosts")) as made:
+    with SimHosts(["alpha", "beta"], tmp_path_factory.mktemp("simhosts"), ssh=True) as made:
         yield made
 
 
@@ -65,7 +67,8 @@ def leftovers(hosts: SimHosts, lab: str) -> list[str]:
 @pytest.fixture(scope="module")
 def lab(hosts: SimHosts, e2e: SimpleNamespace) -> Iterator[Lab]:
     topology = load_topology(TOPOLOGY)
-    up = e2e.boot(topology, topology.name, backend="libvirt")
+    up = e2e.boot(topology, topology.name, backend="libvirt",
+                  backend_options={"hosts": hosts.inventory(reach={"beta": "ssh"})})
     try:
         yield up
     finally:
@@ -100,6 +103,11 @@ def test_links_cross_between_tunnel_addresses(lab: Lab, hosts: SimHosts) -> None
     sockets = subprocess.run(["ip", "netns", "exec", hosts["beta"].netns, "ss", "-uan"],
                              capture_output=True, text=True, timeout=30, check=True)
     assert f"{hosts['beta'].address}:{h1.local_port}" in sockets.stdout
+    # OpenSSH with the lab's ssh_config: through alpha's namespace, and jumping via beta's sshd.
+    for node in ("h2", "h3"):
+        login = subprocess.run(["ssh", "-F", str(lab.ssh_config), node, "hostname"],
+                               capture_output=True, text=True, timeout=90, check=False)
+        assert login.stdout.strip() == node, (node, login.stderr)
 
 
 def test_console_and_serial_log_come_from_the_host(lab: Lab) -> None:

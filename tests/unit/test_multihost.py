@@ -135,3 +135,22 @@ def test_ssh_config_reaches_a_node_through_its_host(tmp_path: Path) -> None:
     assert "ProxyCommand ip netns exec vrsim-alpha nc 127.0.0.1 %p" in h1
     assert "StrictHostKeyChecking yes" in h1
     assert "ProxyCommand" not in h2
+
+
+def test_a_host_reached_over_ssh(tmp_path: Path) -> None:
+    far = Host("far", "qemu+ssh://root@far/system", "198.51.100.10", ssh="root@far",
+               ssh_key="/keys/id", known_hosts="/keys/known")
+    command = multihost.proxy_command(far)
+    assert command.startswith("ssh ") and command.endswith("-W 127.0.0.1:%p root@far")
+    assert "StrictHostKeyChecking=yes" in command and "UserKnownHostsFile=/keys/known" in command
+    assert "-i /keys/id" in command
+    inventory = tmp_path / "hosts.yaml"
+    inventory.write_text("hosts:\n  far: {uri: \"qemu+ssh://root@far/system\", "
+                         "tunnel: 198.51.100.10, ssh: root@far, netns: x}\n"
+                         "  near: {uri: \"qemu+ssh://root@near/system\", "
+                         "tunnel: 198.51.100.11, ssh: \"near; rm -rf /\"}\n")
+    with pytest.raises(TopologyError) as info:
+        load_inventory(str(inventory))
+    assert [p.message for p in info.value.problems] == [
+        "a host is reached by ssh: or is a netns:, not both",
+        "ssh must be user@host, got 'near; rm -rf /'"]

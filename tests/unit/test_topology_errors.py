@@ -23,7 +23,7 @@ EXPECTED: dict[str, list[str]] = {
     'bad_hosts.yaml': [  # a pin is checked only against an inventory without problems
         "4:15: hosts.beta.uri: uri must be a libvirt URI, got 'http://beta/' (e.g. qemu+ssh://root@alpha.example/system or qemu+tcp://ADDRESS/system)",
         "4:39: hosts.beta.tunnel: tunnel 203.0.113.11 is also host alpha's (every host needs its own address)",
-        "4:53: hosts.beta.cores: unknown host key 'cores' (expected one of: uri, tunnel, netns, memory, vcpus)",
+        "4:53: hosts.beta.cores: unknown host key 'cores' (expected one of: uri, tunnel, netns, ssh, ssh_key, known_hosts, memory, vcpus)",
         "5:3: hosts.Gamma: host name 'Gamma' is not a valid name (lowercase letters, digits and '-', at most 32 characters)",
         "8:26: nodes.h2.host: host must name a host of the inventory, got 7 (e.g. host: alpha)",
     ],

@@ -345,7 +345,8 @@ class CheckRunner:
         address, family = resolve_target(self.lab, self.topology, p["from"], p["to"],
                                          p.get("family"), timeout)
         max_hops = p.get("max_hops", 8)
-        command = shlex.join(["traceroute", f"-{family}", "-n", "-q", "1", "-w", "2",
+        probes = {"udp": [], "tcp": ["-T"], "icmp": ["-I"]}[p.get("proto", "udp")]
+        command = shlex.join(["traceroute", f"-{family}", *probes, "-n", "-q", "1", "-w", "2",
                               "-m", str(max_hops), address])
         result = self.lab.node(p["from"]).exec(command, timeout)
         output = _text(result.stdout) + _text(result.stderr)

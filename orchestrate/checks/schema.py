@@ -15,7 +15,9 @@ default 2): a check passes as soon as one attempt passes, within that bounded wi
   `mtu:` the reported MTU must match), `time-exceeded`, or `no-reply` (nothing at all).
 - `traceroute`: `from`, `to`, `family`, `hops`: the expected hops in order, each a node name
   (any of its addresses answers) or an address; the last hop is the destination.
-  `max_hops` (default 8).
+  `max_hops` (default 8). `proto`: the probes, `udp` (default, traceroute's own), `tcp`
+  (`traceroute -T`: SYNs to port 80, answered by the destination's RST or SYN-ACK) or `icmp`
+  (`traceroute -I`: echo requests).
 Commands (`exec`, `counter`, `capture`) may name addresses as `{node.4}` / `{node.6}`: the
 node's first IPv4 / global IPv6 address.
 
@@ -79,6 +81,7 @@ PING_EXPECT = (
     "admin-prohibited", "frag-needed", "time-exceeded", "no-reply",
 )
 CAPTURE_EXPECT = ("present", "absent")
+TRACEROUTE_PROTOS = ("udp", "tcp", "icmp")
 COUNTER_KEY_RE = re.compile(r"^[a-z][a-z0-9]*(\.[A-Za-z0-9_<>-]+)+$")
 
 
@@ -296,6 +299,7 @@ KINDS: dict[str, tuple[Param, ...]] = {
     "traceroute": (
         Param("from", _node, True), Param("to", _target, True), Param("hops", _hops, True),
         Param("family", _choice(4, 6)), Param("max_hops", _int(1, 64)),
+        Param("proto", _choice(*TRACEROUTE_PROTOS)),
     ),
     "exec": (
         Param("node", _node, True), Param("command", _command, True),
@@ -341,6 +345,8 @@ def default_name(kind: str, params: dict[str, Any]) -> str:
             tail += " DF" if params["df"] else " no-DF"
         if "ttl" in params:
             tail += f" ttl {params['ttl']}"
+        if "proto" in params:
+            tail += f" {params['proto']}"
         expect = params.get("expect", "success")
         if expect != "success":
             tail += f" expect {expect}"

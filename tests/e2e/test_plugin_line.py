@@ -57,4 +57,4 @@ def test_every_check_of_the_file(lab: LabSession) -> None:
     results = lab.runner.run_all(lab.topology.tests)
     failed = [f"{r.name}: {r.reason}\n{r.detail}" for r in results if not r.passed]
     assert not failed, "\n\n".join(failed)
-    assert len(results) == len(lab.topology.tests) == 13
+    assert len(results) == len(lab.topology.tests) == 15

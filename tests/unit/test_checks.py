@@ -153,6 +153,17 @@ def test_traceroute_hops_by_node_name(tmp_path: Path, line: Topology) -> None:
     assert lab.log == [("h1", "traceroute -4 -n -q 1 -w 2 -m 8 198.51.100.66")]
 
 
+@pytest.mark.parametrize("proto, flag", [("tcp", "-T "), ("icmp", "-I "), ("udp", "")])
+def test_traceroute_proto_picks_the_probes(tmp_path: Path, line: Topology, proto: str,
+                                           flag: str) -> None:
+    lab = FakeLab(tmp_path, {"h1": [(r"^traceroute ", (0, TRACE_OK, ""))]})
+    r, _ = runner(lab, line)
+    result = r.run(spec("traceroute", **{"from": "h1", "to": "h2", "hops": ["r1", "h2"],
+                                         "proto": proto}))
+    assert result.passed, result.reason
+    assert lab.log == [("h1", f"traceroute -4 {flag}-n -q 1 -w 2 -m 8 198.51.100.66")]
+
+
 def test_traceroute_wrong_hop_and_stars(tmp_path: Path, line: Topology) -> None:
     out = TRACE_OK.replace(" 1  198.51.100.1  0.812 ms", " 1  *")
     lab = FakeLab(tmp_path, {"h1": [(r"^traceroute ", (0, out, ""))]})
@@ -337,6 +348,8 @@ tests:
      "success, unreachable, net-unreachable, host-unreachable, port-unreachable, "
      "admin-prohibited, frag-needed, time-exceeded, no-reply, got 'lost'"),
     ("{kind: traceroute, from: h1, to: r1}", "tests[0]: a traceroute check needs hops:"),
+    ("{kind: traceroute, from: h1, to: r1, hops: [r1], proto: sctp}",
+     "tests[0].proto: expected one of udp, tcp, icmp, got 'sctp'"),
 ])
 def test_check_validation(check: str, message: str) -> None:
     with pytest.raises(TopologyError) as info:
@@ -423,6 +436,7 @@ LINE_RULES: dict[str, Any] = {
           (r"^ping -c 5", (0, "", "")),
           (r"^ping ", (0, ping_output("x", 1, 1), "")),
           (r"^traceroute -4", (0, TRACE_OK, "")),
+          (r"^traceroute -6 -T .* 2001:db8:1::1$", (0, " 1  2001:db8:1::1  1 ms\n", "")),
           (r"^traceroute -6", (0, " 1  2001:db8:1::1  1 ms\n 2  2001:db8:2::2  1 ms\n", "")),
           (r"routerctl show stats", lambda cmd: (0, stats_json(ip_forward=next(FORWARDS)), "")),
           (r"routerctl show routes", (0, "198.51.100.64/26 connected\n", ""))],
@@ -451,7 +465,7 @@ def test_vrlab_test_brings_up_runs_and_tears_down(tmp_path: Path,
     assert status == 0
     assert lab.up_args == ("qemu", "tcg")
     assert lab.downs == 1
-    assert junit.read_text().count("<testcase") == 13
+    assert junit.read_text().count("<testcase") == 15
 
 
 def test_vrlab_test_reuses_a_running_lab_and_fails(tmp_path: Path,
@@ -461,7 +475,7 @@ def test_vrlab_test_reuses_a_running_lab_and_fails(tmp_path: Path,
     status = run_test_command(monkeypatch, module, str(CONFIGS / "line.yaml"), "--keep")
     assert status == 1
     assert module.made == [] and existing.downs == 0  # not rebooted, not torn down
-    assert len(existing.log) == 13 * 3  # every check tried 3 times, failing at its first command
+    assert len(existing.log) == 15 * 3  # every check tried 3 times, failing at its first command
     assert ("h1", "ping -4 -n -c 1 -W 2 198.51.100.1") in existing.log
 
 
@@ -482,7 +496,7 @@ def test_vrlab_test_json_is_one_document_on_stdout(tmp_path: Path,
     out, err = capsys.readouterr()
     doc = json.loads(out)  # nothing else on stdout: the PASS/FAIL lines and table are on stderr
     assert status == 1 and doc["passed"] is False and doc["lab"] == "line"
-    assert len(doc["checks"]) == 13 and not any(c["passed"] for c in doc["checks"])
+    assert len(doc["checks"]) == 15 and not any(c["passed"] for c in doc["checks"])
     first = doc["checks"][0]
     assert (first["kind"], first["attempts"], first["file"]) == (
         "ping", 3, str(CONFIGS / "line.yaml"))

@@ -31,7 +31,9 @@ from appliance.core.neighbor import (
     ResolutionFailed,
     Solicit,
 )
+from appliance.core.tcp_reset import closed_port_reset, with_checksum
 from appliance.packet.arp import Arp, ArpOp
+from appliance.packet.checksum import pseudo_header_v4, pseudo_header_v6
 from appliance.packet.errors import PacketError
 from appliance.packet.ethernet import BROADCAST_MAC, EtherType, ipv6_multicast_mac
 from appliance.packet.icmp import IcmpType, UnreachCode
@@ -103,6 +105,27 @@ class Egress:
             return acts
         return [Deliver(reason)]
 
+
+    def _closed_port(self, src: bytes, dst: bytes, segment: bytes, mcast: bool, now: float,
+                     rec: TraceRecord | None) -> bytes | list[Action]:
+        """TCP to one of our addresses (`src` -> `dst`, either family): every port is
+        closed, so the reset to send, checksummed (`tcp_reset`), or the drop that ends the
+        segment instead (bad segment, a reset, a broadcast, the rate limit)."""
+        self.stats.bump("tcp.rcvtotal")
+        if mcast:
+            return self._drop("tcp.noport", rec)  # tcp_input: no reset to a broadcast
+        pseudo = pseudo_header_v4 if len(src) == 4 else pseudo_header_v6
+        answer = closed_port_reset(segment, pseudo(src, dst, IPProto.TCP, len(segment)))
+        if answer.segment is None:
+            return self._drop(answer.counter, rec)
+        self.stats.bump("tcp.noport")
+        if not (self._bucket4 if len(src) == 4 else self._bucket6).allow(now):
+            return self._drop("tcp.rstlimited", rec)
+        self.stats.bump("tcp.sndrst")
+        if rec is not None:
+            rec.add("tcp", f"closed port: reset to {addr_text(src)}")
+        return with_checksum(answer.segment,
+                             pseudo(dst, src, IPProto.TCP, len(answer.segment)))
 
     def _arp_frame(self, iface: Interface, op: ArpOp, dst_mac: bytes, sender_ip: bytes,
                    target_mac: bytes, target_ip: bytes) -> bytes:

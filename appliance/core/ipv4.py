@@ -20,13 +20,11 @@ from typing import TYPE_CHECKING
 from appliance.core.actions import Action, Drop, Hold, Transmit
 from appliance.core.egress import ZERO4, Egress, route_text
 from appliance.core.fib import RouteOrigin, RouteType
-from appliance.core.tcp_reset import closed_port_reset, with_checksum
 from appliance.packet.arp import Arp, ArpOp
 from appliance.packet.checksum import (
     incremental_update,
     internet_checksum,
     ones_complement_sum,
-    pseudo_header_v4,
 )
 from appliance.packet.errors import PacketError
 from appliance.packet.icmp import (
@@ -230,24 +228,10 @@ class IPv4Input(Egress):
 
     def _tcp4_input(self, pkt: bytes, hlen: int, mcast: bool, now: float,
                     rec: TraceRecord | None) -> list[Action]:
-        """TCP to one of our addresses: every port is closed, so a reset (`tcp_reset`)."""
-        self.stats.bump("tcp.rcvtotal")
-        if mcast:
-            return self._drop("tcp.noport", rec)  # tcp_input: no reset to a broadcast
         src, dst = pkt[12:16], pkt[16:20]
-        segment = pkt[hlen:]
-        answer = closed_port_reset(segment, pseudo_header_v4(src, dst, IPProto.TCP,
-                                                             len(segment)))
-        if answer.segment is None:
-            return self._drop(answer.counter, rec)
-        self.stats.bump("tcp.noport")
-        if not self._bucket4.allow(now):
-            return self._drop("tcp.rstlimited", rec)
-        self.stats.bump("tcp.sndrst")
-        reset = with_checksum(answer.segment,
-                              pseudo_header_v4(dst, src, IPProto.TCP, len(answer.segment)))
-        if rec is not None:
-            rec.add("tcp", f"closed port: reset to {IPv4Address(src)}")
+        reset = self._closed_port(src, dst, pkt[hlen:], mcast, now, rec)
+        if not isinstance(reset, bytes):
+            return reset
         acts = self._output4(self._ip4_header(dst, src, IPProto.TCP, len(reset)) + reset, now,
                              rec)
         return self._deliver("ip.delivered", rec, acts, bump=False)

@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING
 from appliance.core.actions import Action, Deliver, Drop, Hold, Transmit
 from appliance.core.egress import ETHER_IPV6, HLIM, ND_HOP_LIMIT, ZERO4, Egress, route_text
 from appliance.core.fib import RouteOrigin, RouteType
-from appliance.core.tcp_reset import closed_port_reset, with_checksum
 from appliance.packet.checksum import internet_checksum, ones_complement_sum, pseudo_header_v6
 from appliance.packet.errors import PacketError
 from appliance.packet.icmpv6 import Icmp6Type, ParamProblem6Code, TimeExceeded6Code, Unreach6Code
@@ -229,24 +228,10 @@ class IPv6Input(Egress):
 
     def _tcp6_input(self, iface: Interface, pkt: bytes, off: int, mcast: bool, now: float,
                     rec: TraceRecord | None) -> list[Action]:
-        """TCP to one of our addresses: every port is closed, so a reset (`tcp_reset`)."""
-        self.stats.bump("tcp.rcvtotal")
-        if mcast:
-            return self._drop("tcp.noport", rec)  # tcp_input: no reset to a multicast
         src, dst = pkt[8:24], pkt[24:40]
-        segment = pkt[off:]
-        answer = closed_port_reset(segment, pseudo_header_v6(src, dst, IPProto.TCP,
-                                                             len(segment)))
-        if answer.segment is None:
-            return self._drop(answer.counter, rec)
-        self.stats.bump("tcp.noport")
-        if not self._bucket6.allow(now):
-            return self._drop("tcp.rstlimited", rec)
-        self.stats.bump("tcp.sndrst")
-        reset = with_checksum(answer.segment,
-                              pseudo_header_v6(dst, src, IPProto.TCP, len(answer.segment)))
-        if rec is not None:
-            rec.add("tcp", f"closed port: reset to {IPv6Address(src)}")
+        reset = self._closed_port(src, dst, pkt[off:], mcast, now, rec)
+        if not isinstance(reset, bytes):
+            return reset
         hdr = IPv6Header(0, 0, len(reset), IPProto.TCP, self._sysctl_v[HLIM], dst, src).pack()
         return [*self._output6(hdr + reset, iface, now, rec), Deliver("ip6.delivered")]
 

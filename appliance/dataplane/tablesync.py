@@ -22,7 +22,7 @@ import importlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from ipaddress import IPv4Network, IPv6Network
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from appliance.dataplane import twin
 from appliance.dataplane.twin import (
@@ -39,6 +39,12 @@ from appliance.dataplane.twin import (
     NextHopKind,
     Verdict,
 )
+
+if TYPE_CHECKING:
+    from appliance.core.fib import Route
+    from appliance.core.router import Router
+    from appliance.core.stats import Stats
+    from appliance.dataplane.ring import RingSocket
 
 __all__ = [
     "FastPathError",
@@ -70,7 +76,7 @@ class FastPathLike(Protocol):
     def load_neighbors(self, records: bytes, generation: int) -> None: ...
     def process(self, ifindex: int, frame: bytes, csum_partial: bool = False
                 ) -> tuple[int, int, bytes]: ...
-    def attach(self, ring: Any) -> None: ...
+    def attach(self, ring: RingSocket) -> None: ...
     def detach(self, ifindex: int) -> None: ...
     def poll(self, budget: int, spin: float = 0.0) -> tuple[int, list[tuple[int, int, bytes]]]:
         ...
@@ -119,7 +125,7 @@ class Snapshot:
     generation: int
 
 
-def build_interfaces(router: Any) -> tuple[bytes, int]:
+def build_interfaces(router: Router) -> tuple[bytes, int]:
     """INTERFACE records of ``router.interfaces`` and the forwarding sysctls as flags."""
     records = b"".join(
         INTERFACE.pack(iface.ifindex, iface.mac, iface.mtu)
@@ -135,7 +141,7 @@ def build_interfaces(router: Any) -> tuple[bytes, int]:
     return records, flags
 
 
-def _own_addresses(router: Any) -> Iterable[IPv4Network | IPv6Network]:
+def _own_addresses(router: Router) -> Iterable[IPv4Network | IPv6Network]:
     """Host prefixes the router answers itself: its addresses (link-local included) and the
     directed broadcasts of its subnets (RFC 1812 §5.3.5.2: the slow path decides)."""
     for iface in router.interfaces.values():
@@ -147,7 +153,7 @@ def _own_addresses(router: Any) -> Iterable[IPv4Network | IPv6Network]:
             yield IPv6Network(a6.ip)
 
 
-def build_fib(routes: Iterable[Any], own: Iterable[IPv4Network | IPv6Network] = ()
+def build_fib(routes: Iterable[Route], own: Iterable[IPv4Network | IPv6Network] = ()
               ) -> tuple[bytes, bytes, bytes]:
     """NEXTHOP, ROUTE4 and ROUTE6 records for ``routes`` (``appliance.core.fib.Route``-like:
     prefix, type, ifindex, gateway, origin) plus LOCAL host routes for ``own``, which win over
@@ -194,7 +200,7 @@ def build_fib(routes: Iterable[Any], own: Iterable[IPv4Network | IPv6Network] = 
     return nexthops, b"".join(r4), b"".join(r6)
 
 
-def build_neighbors(router: Any) -> bytes:
+def build_neighbors(router: Router) -> bytes:
     """NEIGHBOR records for resolved, usable neighbors, each with its cached Ethernet header
     (neighbor MAC, our MAC on that interface, EtherType): the NCE "fastpath" header."""
     records = []
@@ -210,7 +216,7 @@ def build_neighbors(router: Any) -> bytes:
     return b"".join(records)
 
 
-def build_snapshot(router: Any) -> Snapshot:
+def build_snapshot(router: Router) -> Snapshot:
     """All table records for ``router`` as they are now."""
     interfaces, flags = build_interfaces(router)
     nexthops, routes4, routes6 = build_fib(router.fib.routes(), _own_addresses(router))
@@ -218,7 +224,7 @@ def build_snapshot(router: Any) -> Snapshot:
                     router.generation)
 
 
-def _address_key(router: Any) -> tuple[Any, ...]:
+def _address_key(router: Router) -> tuple[object, ...]:
     return tuple(
         (i.ifindex, i.mac, i.mtu, tuple(i.ipv4), tuple(i.ipv6))
         for i in router.interfaces.values()
@@ -228,13 +234,13 @@ def _address_key(router: Any) -> tuple[Any, ...]:
 class TableSync:
     """Keeps a fast path's tables equal to the router's (see the module docstring)."""
 
-    def __init__(self, fastpath: FastPathLike, router: Any) -> None:
+    def __init__(self, fastpath: FastPathLike, router: Router) -> None:
         self.fastpath = fastpath
         self.router = router
         self._generation: int | None = None
-        self._fib_key: tuple[Any, ...] | None = None
+        self._fib_key: tuple[object, ...] | None = None
         self._neighbor_generation: int | None = None
-        self._iface_key: tuple[Any, ...] | None = None
+        self._iface_key: tuple[object, ...] | None = None
         self._merged = {"forward4": 0, "forward6": 0}
         self.sync()
 
@@ -262,7 +268,7 @@ class TableSync:
         self._generation = generation
         return True
 
-    def merge_counters(self, stats: Any) -> dict[str, int]:
+    def merge_counters(self, stats: Stats) -> dict[str, int]:
         """Add forwarding done by the fast path since the last call to ``stats``; returns the
         fast path's counters."""
         counts = self.fastpath.counters()

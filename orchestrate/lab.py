@@ -13,17 +13,15 @@ works after `kill -9` of a VM, after `kill -9` of `vrlab up` itself, and twice i
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
-import ipaddress
 import os
-import shlex
 import shutil
 import stat
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,7 +30,9 @@ from orchestrate import links, ports, ssh
 from orchestrate.backends import Backend, BackendError, NodeSpec, get_backend
 from orchestrate.hosts import Host, inventory_to_json
 from orchestrate.images import ImageError, ImageInfo, ensure_image, image_overlay
+from orchestrate.memory import ensure_ksm, process_memory_kib
 from orchestrate.names import BadName, is_under, name_problem, path_under
+from orchestrate.node import NodeHandle, link_local_from_mac
 from orchestrate.readiness import wait_ready
 from orchestrate.record import (
     KINDS_TEARDOWN_ORDER,
@@ -41,6 +41,15 @@ from orchestrate.record import (
     RecordError,
     lab_dir,
     labs_dir,
+)
+from orchestrate.snapshot import (
+    BOOT_MODES,
+    Snapshot,
+    default_boot,
+    node_snapshots,
+    restore_macs,
+    restore_spec,
+    snapshot_overlay,
 )
 
 if TYPE_CHECKING:
@@ -108,85 +117,9 @@ class NodeStatus:
     serial_log: str
     interfaces: list[dict[str, Any]] = field(default_factory=list)
     host: str = "local"  # the libvirt host it runs on ("local": this machine)
-
-
-class NodeHandle:
-    """One node of a running lab: run commands over SSH, find its serial log."""
-
-    def __init__(self, lab: Lab, name: str) -> None:
-        self.lab = lab
-        self.name = name
-        self.spec = lab.spec(name)
-        self._client: Any = None
-        self._lock = threading.Lock()
-
-    @property
-    def serial_log(self) -> Path:
-        return self.spec.serial_log
-
-    @property
-    def ssh_port(self) -> int:
-        return self.spec.ssh_port
-
-    @property
-    def role(self) -> str:
-        return self.spec.role
-
-    def mac(self, ifname: str) -> str:
-        for nic in self.spec.nics:
-            if nic.ifname == ifname:
-                return nic.mac
-        raise LabError(f"{self.name} has no interface {ifname}")
-
-    def link_local(self, ifname: str) -> str:
-        """The modified EUI-64 link-local address (RFC 4291 appendix A) of `ifname`."""
-        return str(link_local_from_mac(self.mac(ifname)))
-
-    def exec(self, cmd: str | Sequence[str], timeout: float = 60.0,
-             on_output: ssh.OutputSink | None = None) -> ssh.ExecResult:
-        """Run `cmd` over SSH; with `on_output`, stream its output there (see `ssh.run`)."""
-        command = cmd if isinstance(cmd, str) else shlex.join(cmd)
-        streamed = False
-
-        def sink(stream: str, data: bytes) -> None:
-            nonlocal streamed
-            streamed = True
-            assert on_output is not None
-            on_output(stream, data)
-
-        with self._lock:
-            for attempt in (1, 2):
-                if self._client is None:
-                    self._client = ssh.connect(self.ssh_port, self.lab.client_key,
-                                               self.lab.known_hosts, timeout=min(timeout, 15.0),
-                                               opener=self.lab.management_opener(self.name))
-                try:
-                    return ssh.run(self._client, command, timeout=timeout,
-                                   on_output=sink if on_output is not None else None)
-                except Exception:
-                    # A dropped connection (e.g. the VM rebooted): reconnect once, unless
-                    # output was already streamed (running it again would repeat it).
-                    self.close_locked()
-                    if attempt == 2 or streamed:
-                        raise
-            raise AssertionError("unreachable")
-
-    def close_locked(self) -> None:
-        if self._client is not None:
-            with contextlib.suppress(Exception):
-                self._client.close()
-            self._client = None
-
-    def close(self) -> None:
-        with self._lock:
-            self.close_locked()
-
-
-def link_local_from_mac(mac: str) -> ipaddress.IPv6Address:
-    octets = bytearray(int(part, 16) for part in mac.split(":"))
-    octets[0] ^= 0x02
-    eui = bytes(octets[:3]) + b"\xff\xfe" + bytes(octets[3:])
-    return ipaddress.IPv6Address(b"\xfe\x80" + b"\x00" * 6 + eui)
+    boot: str = "cold"  # or "snapshot" (restored from its kind's saved state)
+    pss_mib: float | None = None  # the VM process's proportional set size (shared pages split)
+    rss_mib: float | None = None
 
 
 def run_dir_for(directory: Path) -> Path:
@@ -335,13 +268,18 @@ class Lab:
            image: ImageInfo | None = None, progress: bool = True,
            backend_options: dict[str, Any] | None = None,
            on_event: Callable[[str, str, str], None] | None = None,
-           force: bool = False) -> Lab:
+           force: bool = False, boot: str | None = None) -> Lab:
         """Build and boot `topology`; return when every node is ready (or raise LabError).
 
         `image` is an ImageInfo (default: `images.ensure_image()`); `name` overrides the
         topology's name so the same file can run twice side by side. A lab needing more
-        memory than the machine has available is refused unless `force`.
+        memory than the machine has available is refused unless `force`. `boot`: "snapshot"
+        (restore each node from its kind's saved state, orchestrate.snapshot; nodes whose
+        snapshot cannot be had boot cold) or "cold" (default: `VRLAB_BOOT`, else snapshot).
         """
+        boot = boot or default_boot()
+        if boot not in BOOT_MODES:
+            raise LabError(f"boot {boot!r}: choose from {', '.join(BOOT_MODES)}")
         lab_name = topology.name if name is None else name
         inventory = getattr(topology, "inventory", None)
         if inventory and not (backend_options or {}).get("hosts"):
@@ -374,11 +312,14 @@ class Lab:
             raise LabError(f"image: {exc}") from exc
         labs_dir().mkdir(parents=True, exist_ok=True)
         directory.mkdir(mode=0o700)
+        ksm_off = ensure_ksm()
+        if ksm_off and progress:
+            print(f"vrlab: {ksm_off}", file=sys.stderr, flush=True)
         record = Record.create(
-            directory / RECORD_NAME, lab_name, backend=backend,
+            directory / RECORD_NAME, lab_name, backend=backend, ksm=ksm_off or "on",
             backend_options=backend_options or {}, accel=choice.name,
             accel_reason=choice.reason, accel_requested=accel,
-            topology=str(topology.path) if topology.path else None,
+            topology=str(topology.path) if topology.path else None, boot=boot,
         )
         # The directory is journaled as vrlab's own: teardown removes it only then.
         record.intend("directory", str(directory), path=str(directory))
@@ -386,8 +327,9 @@ class Lab:
         lab = cls(record)
         lab._backend_impl = backend_impl
         try:
-            lab._build(topology, image, choice.name, backend_impl)
-            wait_ready(lab, timeout, progress, on_event)
+            lab._build(topology, image, choice.name, backend_impl, boot, progress)
+            wait_ready(lab, timeout, progress, on_event,
+                       start=lambda node: backend_impl.start(record, lab.spec(node)))
             record.set_fields(state="up", ready_at=time.time())
         except BaseException as exc:
             record.set_fields(state="failed")
@@ -408,7 +350,8 @@ class Lab:
         return lab
 
     def _build(self, topology: Topology, image: ImageInfo, accel: str,
-               backend: Backend) -> None:
+               backend: Backend, boot: str, progress: bool) -> None:
+        """Create everything the nodes need; `wait_ready` starts them (at an admitted rate)."""
         record = self.record
         run_dir = run_dir_for(self.dir)
         if run_dir != self.dir / "run":
@@ -449,6 +392,10 @@ class Lab:
                 ssh_port=port, mgmt_netdev=management_netdev(port), node_dir=node_dir,
                 run_dir=run_dir, nics=nics[node_name], host=placement.get(node_name),
             )
+        snapshots: dict[str, Snapshot] = {}
+        if boot == "snapshot" and backend.name == "qemu":
+            snapshots = node_snapshots(image, specs, progress)
+            specs.update({n: restore_spec(specs[n], snap) for n, snap in snapshots.items()})
         nodes_json = {n: s.to_json() for n, s in specs.items()}
         for node_name, node in topology.nodes.items():
             nodes_json[node_name]["addresses"] = [
@@ -465,7 +412,10 @@ class Lab:
         for node_name, spec in specs.items():
             if on_hosts is None:  # on hosts the overlay is a volume there (backends.libvirt)
                 record.intend("overlay", str(spec.overlay), path=str(spec.overlay))
-                image_overlay(image, spec.overlay)
+                if node_name in snapshots:
+                    snapshot_overlay(snapshots[node_name], spec.overlay)
+                else:
+                    image_overlay(image, spec.overlay)
                 spec.overlay.chmod(0o600)
                 record.created("overlay", str(spec.overlay))
             record.intend("config_disk", str(spec.config_disk), path=str(spec.config_disk))
@@ -491,8 +441,6 @@ class Lab:
         for spec in specs.values():
             backend.create(record, spec)
         record.set_fields(state="booting", boot_started=time.time())
-        for spec in specs.values():
-            backend.start(record, spec)
 
     def _proxy_commands(self, specs: dict[str, NodeSpec]) -> dict[str, str]:
         from orchestrate import multihost
@@ -526,8 +474,23 @@ class Lab:
                              "link_local": str(link_local_from_mac(nic.mac))}
                             for nic in spec.nics],
                 host=spec.host or "local",
+                boot="snapshot" if spec.incoming else "cold",
             ))
+            pid = self.vm_pid(name)
+            memory = process_memory_kib(pid) if pid is not None else None
+            if memory is not None:
+                result[-1].pss_mib, result[-1].rss_mib = memory[0] / 1024, memory[1] / 1024
         return result
+
+    def vm_pid(self, name: str) -> int | None:
+        """The pid of the node's QEMU process, when the journal has it and it still runs."""
+        from orchestrate.backends.qemu import process_start_time
+
+        obj = self.record.find("process", name)
+        if obj is None or obj.get("state") == "removed" or obj.get("pid") is None:
+            return None
+        pid = int(obj["pid"])
+        return pid if process_start_time(pid) == obj.get("start_time") else None
 
     # -- capture -------------------------------------------------------------------------------
 
@@ -660,6 +623,7 @@ def write_config_disk(topology: Topology, node: Node, spec: NodeSpec, client: ss
         host_key_private=host_key.private.read_text(),
         host_key_public=host_key.public_line(),
     )
+    boot = dataclasses.replace(boot, restore_macs=restore_macs(spec))
     try:
         nodeconfig.write_config_disk(boot, spec.config_disk)
     except nodeconfig.NodeConfigError as exc:

@@ -23,6 +23,8 @@ authorized_keys    the lab's public key(s) for root
 ssh_host_key       the node's pre-generated OpenSSH private host key (pinned by the lab)
 ssh_host_key.pub   its public half
 router.yaml        routers only: the appliance config of DESIGN.md "Running it"
+restore-macs       snapshot boot only: ``SNAPSHOT-MAC NODE-MAC`` per line; the init gives each
+                   NIC restored with the snapshot's MAC the node's (orchestrate/snapshot.py)
 node.json          the whole spec minus the private key, for people and tools
 =================  ===========================================================================
 
@@ -117,6 +119,8 @@ class NodeBootSpec:
     sysctls: Mapping[str, str | int] = field(default_factory=dict)  # Linux keys, extra
     router_config: Mapping[str, Any] | None = None  # routers: DESIGN.md router YAML
     mgmt_address: str = str(MGMT_GUEST)
+    # Snapshot boot: node MAC -> the MAC the NIC has in the saved state (orchestrate.snapshot)
+    restore_macs: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_node(
@@ -225,6 +229,10 @@ def render_files(spec: NodeBootSpec) -> dict[str, str]:
     }
     if spec.role == "router":
         files["router.yaml"] = yaml.safe_dump(dict(spec.router_config or {}), sort_keys=False)
+    if spec.restore_macs:
+        files["restore-macs"] = "".join(
+            f"{_check_mac(old, 'restore_macs')} {_check_mac(new, 'restore_macs')}\n"
+            for new, old in spec.restore_macs.items())
     return files
 
 

@@ -8,7 +8,9 @@ The init (images/overlay/usr/sbin/vrlab-init) writes one line per stage,
 
 from __future__ import annotations
 
+import os
 import re
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from orchestrate.backends import Backend
     from orchestrate.lab import Lab
 
 BOOT_MARKERS = ("Linux version", "\n")  # the banner, or any line (a `quiet` kernel)
@@ -25,8 +28,10 @@ ROUTER_PROBE = "routerctl show interfaces"
 ROUTER_UP_MARKER = "vrlab: router up"  # written by images/overlay/usr/sbin/vrlab-init
 ROUTER_FAILED_MARKER = "vrlab: router failed"
 
-STAGES_HOST = ("boot", "booted", "ssh", "ready")
-STAGES_ROUTER = ("boot", "booted", "ssh", "router", "ready")
+def stages(role: str, restored: bool) -> tuple[str, ...]:
+    """A node's stages in `vrlab up`'s table, in order ("queued": waiting for admission)."""
+    return ("queued", "boot", *(("restore", "restored") if restored else ()), "booted", "ssh",
+            *(("router",) if role == "router" else ()), "ready")
 
 # A marker starts a line, or follows the serial console's shell prompt ("root@r1:~# vrlab: ...")
 # when the init prints it after the console shell started; "vrlab-router: ..." is not one.
@@ -80,18 +85,35 @@ def poll_until(condition: Callable[[], bool], *, interval: float,
 
 
 def wait_ready(lab: Lab, timeout: float, progress: bool,
-               on_event: Callable[[str, str, str], None] | None) -> None:
+               on_event: Callable[[str, str, str], None] | None,
+               start: Callable[[str], None] | None = None, admit: int | None = None) -> None:
     """Return when every node of `lab` is ready; LabError naming the node and the stage it is
     stuck in, or why its VM failed. `progress` shows the live table on stderr."""
     from orchestrate.lab import LabError
 
     names = lab.nodes()
-    watch = _Watch(names, time.monotonic(), on_event)
+    watch = _Watch(names, time.monotonic(), on_event, "queued" if start else "boot")
     errors: dict[str, str] = {}
+    # Admission: at most `admit` nodes between their start and ready at once, so that a big
+    # lab does not start every VM on a small machine together (each waits its turn, "queued").
+    slots = threading.Semaphore(admit or admission(len(names)))
 
     def guarded(node: str) -> None:
         try:
-            _wait_node(lab, node, watch)
+            if start is None:
+                _wait_node(lab, node, watch)
+                return
+            while not slots.acquire(timeout=0.2):
+                if watch.cancel.is_set():
+                    return
+            try:
+                if watch.cancel.is_set():
+                    return
+                start(node)
+                watch.advance(node, "boot")
+                _wait_node(lab, node, watch)
+            finally:
+                slots.release()
         except Exception as exc:
             errors[node] = str(exc)
             watch.cancel.set()
@@ -112,7 +134,7 @@ def wait_ready(lab: Lab, timeout: float, progress: bool,
     if late:
         node = late[0]
         spec = lab.spec(node)
-        wanted = _next_stage(spec.role, watch.stage[node])
+        wanted = _next_stage(stages(spec.role, spec.incoming is not None), watch.stage[node])
         tail = _tail(spec.serial_log, 3)
         raise LabError(
             f"{node}: did not reach stage {wanted!r} within {timeout:.0f} s "
@@ -123,13 +145,14 @@ def wait_ready(lab: Lab, timeout: float, progress: bool,
 
 
 def _wait_node(lab: Lab, node: str, watch: _Watch) -> None:
-    """Walk one node through its stages (STAGES_HOST / STAGES_ROUTER); return early when
+    """Walk one node through its `stages` after its start; return early when
     `watch.cancel` is set, raise LabError when its VM exits or its router fails."""
     from orchestrate import ssh
     from orchestrate.lab import LabError
 
     spec = lab.spec(node)
     backend = lab.backend()
+    started = time.monotonic()
 
     def alive() -> None:
         if backend.status(lab.record, node) != "running":
@@ -164,6 +187,25 @@ def _wait_node(lab: Lab, node: str, watch: _Watch) -> None:
         # starved the daemon's own start (r1 ready at ~55 s instead of ~15 s). Then one
         # confirmation through the path users take (SSH + routerctl).
         waits += [(router_marker, 0.25, "router"), (router_answers, 2.0, "router")]
+    if spec.incoming is not None:
+        # Restored from a snapshot: once QEMU has loaded the state and runs, the init waits
+        # for its go on the serial console (orchestrate.snapshot).
+        watch.advance(node, "restore")
+        if not poll_until(lambda: _resumed(backend, lab, node), interval=0.05, alive=alive,
+                          cancel=watch.cancel):
+            return
+        from orchestrate.snapshot import go_line
+
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as console:
+            console.connect(str(spec.serial_socket))
+            console.sendall(go_line())
+            # Keep the connection until the guest has the line: QEMU drops what it has not
+            # yet passed to the UART when the client hangs up.
+            if not poll_until(lambda: "vrlab: restored" in _read(spec.serial_log),
+                              interval=0.05, alive=alive, cancel=watch.cancel):
+                return
+        watch.advance(node, "restored")
+        watch.restore_seconds[node] = time.monotonic() - started
     for condition, interval, reached in waits:
         if not poll_until(condition, interval=interval, alive=alive, cancel=watch.cancel):
             return
@@ -172,6 +214,28 @@ def _wait_node(lab: Lab, node: str, watch: _Watch) -> None:
         if reached == "ssh" and spec.role == "router":
             watch.advance(node, "router")
     watch.advance(node, "ready")
+
+
+def _resumed(backend: Backend, lab: Lab, node: str) -> bool:
+    """True once the restored VM runs: the state was saved stopped, so QEMU stays paused
+    after loading it ("inmigrate" until then) and is continued here."""
+    from orchestrate.backends import BackendError
+
+    try:
+        reply = backend.qmp(lab.record, node, "query-status")
+        status = reply.get("status") if isinstance(reply, dict) else None
+        if status == "paused":
+            backend.qmp(lab.record, node, "cont")
+            return True
+    except BackendError:
+        return False  # QMP not up yet
+    return status == "running"
+
+
+def admission(nodes: int) -> int:
+    """How many nodes may be starting at once: two per CPU (VMs under TCG are CPU-bound; more
+    at once only stretches each one's start), and always at least two."""
+    return max(2, 2 * (os.cpu_count() or 1))
 
 
 def _read(path: Path) -> str:
@@ -186,19 +250,20 @@ def _tail(path: Path, lines: int) -> str:
     return " | ".join(line.strip() for line in text[-lines:])
 
 
-def _next_stage(role: str, current: str) -> str:
-    stages = STAGES_ROUTER if role == "router" else STAGES_HOST
-    index = stages.index(current) if current in stages else 0
-    return stages[min(index + 1, len(stages) - 1)]
+def _next_stage(order: tuple[str, ...], current: str) -> str:
+    index = order.index(current) if current in order else 0
+    return order[min(index + 1, len(order) - 1)]
 
 
 class _Watch:
     """The stage of every node while `up` waits for them, shared by their waiting threads."""
 
     def __init__(self, names: list[str], started: float,
-                 on_event: Callable[[str, str, str], None] | None) -> None:
+                 on_event: Callable[[str, str, str], None] | None, first: str = "boot",
+                 ) -> None:
         self.started = started
-        self.stage: dict[str, str] = {n: "boot" for n in names}
+        self.stage: dict[str, str] = {n: first for n in names}
+        self.restore_seconds: dict[str, float] = {}
         self.since: dict[str, float] = {n: started for n in names}
         self.cancel = threading.Event()
         self.on_event = on_event

@@ -12,6 +12,12 @@ from orchestrate.links import NicSpec
 from orchestrate.record import Record
 
 
+def snapshot_mac(index: int) -> str:
+    """The MAC of NIC `index` (-1: management) in a snapshot's saved state: locally
+    administered, the same in every snapshot, never a node's (links.mac_address: 52:54:00)."""
+    return f"02:76:72:00:00:{index + 1:02x}"
+
+
 class BackendError(Exception):
     """A backend could not create, start or stop a node."""
 
@@ -38,6 +44,17 @@ class NodeSpec:
     run_dir: Path  # where the unix sockets live (short path)
     nics: list[NicSpec] = field(default_factory=list)
     host: str | None = None  # the inventory host it runs on (libvirt backend; None: here)
+    # Snapshot boot (orchestrate.snapshot): the saved VM state QEMU restores with -incoming;
+    # the NICs then keep the snapshot's MACs in QEMU's command line (`device_mac`).
+    incoming: Path | None = None
+
+    def device_mac(self, index: int) -> str:
+        """The MAC QEMU's command line gives NIC `index` (-1: the management NIC): the node's,
+        or when restoring a snapshot the one in the saved state (the guest then sets the
+        node's)."""
+        if self.incoming is not None:
+            return snapshot_mac(index)
+        return self.mgmt_mac if index < 0 else self.nics[index].mac
 
     @property
     def serial_log(self) -> Path:
@@ -70,6 +87,7 @@ class NodeSpec:
             "serial_log": str(self.serial_log), "serial_socket": str(self.serial_socket),
             "qmp_socket": str(self.qmp_socket),
             "nics": [nic.to_json() for nic in self.nics], "host": self.host,
+            "incoming": str(self.incoming) if self.incoming else None,
         }
 
     @classmethod
@@ -84,6 +102,7 @@ class NodeSpec:
             node_dir=Path(data["node_dir"]), run_dir=Path(data["run_dir"]),
             nics=[NicSpec.from_json(name, nic) for nic in data["nics"]],
             host=data.get("host"),
+            incoming=Path(data["incoming"]) if data.get("incoming") else None,
         )
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import signal
 import subprocess
 import time
@@ -39,6 +40,9 @@ def qemu_binary() -> str:
     return os.environ.get("VRLAB_QEMU", "qemu-system-x86_64")
 
 QUIT_GRACE = 3.0
+# mem-merge: QEMU marks guest RAM MADV_MERGEABLE, so KSM (orchestrate.ksm) can share the pages
+# that VMs booted from one image or restored from one snapshot have alike.
+MACHINE = "q35,mem-merge=on"
 
 
 # -- processes --------------------------------------------------------------------------------
@@ -184,7 +188,7 @@ def build_argv(spec: NodeSpec, tap_fds: dict[str, int] | None = None,
         qemu_binary(),
         "-name", f"guest={spec.lab}.{spec.name},debug-threads=on",
         "-nodefaults", "-no-user-config", "-display", "none",
-        "-machine", "q35", *qemu_accel_args(spec.accel),
+        "-machine", MACHINE, *qemu_accel_args(spec.accel),
         "-m", str(spec.memory), "-smp", str(spec.cpus),
         "-kernel", str(spec.kernel),
     ]
@@ -196,13 +200,14 @@ def build_argv(spec: NodeSpec, tap_fds: dict[str, int] | None = None,
         "-drive", f"file={spec.overlay},if=virtio,format=qcow2,cache=unsafe,discard=unmap",
         "-drive", nodeconfig.config_drive_arg(spec.config_disk),
         "-netdev", f"user,id={nodeconfig.MGMT_NETDEV_ID},{spec.mgmt_netdev}",
-        "-device", nodeconfig.mgmt_device_arg(spec.mgmt_mac),
+        "-device", nodeconfig.mgmt_device_arg(spec.device_mac(-1)),
     ]
     for index, nic in enumerate(spec.nics):
         ident = netdev_id(index)
         argv += [
             "-netdev", nic_netdev(nic, ident, tap_fds.get(nic.ifname), index),
-            "-device", f"virtio-net-pci,netdev={ident},mac={nic.mac},host_mtu={nic.mtu}",
+            "-device", (f"virtio-net-pci,netdev={ident},mac={spec.device_mac(index)},"
+                        f"host_mtu={nic.mtu}"),
         ]
     argv += [
         "-chardev", (f"socket,id=serial0,path={spec.serial_socket},server=on,wait=off,"
@@ -214,6 +219,8 @@ def build_argv(spec: NodeSpec, tap_fds: dict[str, int] | None = None,
         "-device", "virtio-rng-pci,rng=rng0",
         *extra,
     ]
+    if spec.incoming is not None:
+        argv += ["-incoming", f"exec:cat {shlex.quote(str(spec.incoming))}"]
     return argv
 
 

@@ -30,7 +30,8 @@ def print_status(lab: Lab) -> None:
                   title_justify="left")
     nodes = lab.status()
     on_hosts = any(node.host != "local" for node in nodes)
-    columns = ("node", "role", "host", "state", "ssh", "interfaces", "addresses")
+    columns = ("node", "role", "host", "state", "ssh", "interfaces", "addresses", "boot",
+               "PSS MiB")
     for column in columns if on_hosts else tuple(c for c in columns if c != "host"):
         table.add_column(column)
     for node in nodes:
@@ -38,7 +39,8 @@ def print_status(lab: Lab) -> None:
             f"{i['name']} {i['mac']} {i['link_local']} ({i['link']}, mtu {i['mtu']})"
             for i in node.interfaces)
         cells = [node.name, node.role, node.host, node.state, node.mgmt, interfaces,
-                 "\n".join(node.addresses)]
+                 "\n".join(node.addresses), node.boot,
+                 f"{node.pss_mib:.0f}" if node.pss_mib is not None else "-"]
         if not on_hosts:
             del cells[2]
         table.add_row(*cells)

@@ -64,6 +64,7 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SimpleNames
     home = tmp_path / "home"
     monkeypatch.setenv("VRLAB_HOME", str(home))
     monkeypatch.setenv("VRLAB_ACCEL", "tcg")
+    monkeypatch.setenv("VRLAB_BOOT", "cold")  # the stand-in QEMU cannot save or restore a VM
     monkeypatch.setenv("VRLAB_PORT_RANGE", "45000-45999")
     fake = tmp_path / "fake-qemu"
     fake.write_text(FAKE_QEMU)

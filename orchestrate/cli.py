@@ -31,6 +31,7 @@ COMMANDS = (
     "graph",
     "validate",
     "expand",
+    "link",
     "image",
     "demo",
     "completion",

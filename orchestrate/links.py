@@ -4,6 +4,12 @@ Point-to-point links (two endpoints) are a pair of UDP sockets on 127.0.0.1, one
 sending to the other's port: QEMU's `-netdev socket,udp=REMOTE,localaddr=LOCAL` (libvirt's
 `<interface type='udp'>` is the same thing). They need no root and no host network objects.
 
+Impaired links (delay, loss... on the link: orchestrate.topology.impairment) are carried like
+LAN segments even with two endpoints, and each tap gets a netem qdisc (tc-netem(8), through
+pyroute2) shaping what that endpoint receives: a tap's egress is its VM's input. Only they
+need root; unimpaired point-to-point links stay on the rootless UDP path. `vrlab link set`
+changes a running lab's netem (`set_netem`).
+
 LAN segments (three or more endpoints) are a Linux bridge inside a network namespace the lab
 owns (`vrlab-<lab>`), one tap per endpoint in that namespace. QEMU itself stays in the root
 namespace (its management host-forward must listen on the host's 127.0.0.1): vrlab enters the
@@ -19,6 +25,7 @@ MAC addresses are deterministic and lab-unique: 52:54:00 (locally administered) 
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import os
@@ -29,6 +36,7 @@ from typing import TYPE_CHECKING, Literal, NotRequired, TypedDict
 
 if TYPE_CHECKING:
     from orchestrate.topology import Topology
+    from orchestrate.topology.model import Impairment
 
 MGMT_IFNAME = "mgmt0"
 DEFAULT_MTU = 1500
@@ -61,6 +69,7 @@ class NicJson(TypedDict):
     netns: str | None
     bridge: str | None
     tap: str | None
+    netem: NotRequired[dict[str, str] | None]
     local_address: NotRequired[str]
     remote_address: NotRequired[str]
 
@@ -80,6 +89,7 @@ class NicSpec:
     netns: str | None = None
     bridge: str | None = None
     tap: str | None = None
+    netem: dict[str, str] | None = None  # what netem does to what it receives (topology units)
     local_address: str = "127.0.0.1"  # a UDP link's own end (a host's tunnel address if it
     remote_address: str = "127.0.0.1"  # crosses hosts: orchestrate.multihost.route_links)
 
@@ -87,7 +97,7 @@ class NicSpec:
         return {
             "ifname": self.ifname, "mac": self.mac, "mtu": self.mtu, "link": self.link,
             "kind": self.kind, "local_port": self.local_port, "remote_port": self.remote_port,
-            "netns": self.netns, "bridge": self.bridge, "tap": self.tap,
+            "netns": self.netns, "bridge": self.bridge, "tap": self.tap, "netem": self.netem,
             "local_address": self.local_address, "remote_address": self.remote_address,
         }
 
@@ -133,8 +143,8 @@ def link_endpoints(topology: Topology) -> list[list[tuple[str, str]]]:
 def udp_purposes(topology: Topology) -> list[str]:
     """Port purposes every point-to-point endpoint needs."""
     purposes = []
-    for endpoints in link_endpoints(topology):
-        if len(endpoints) == 2:
+    for link, endpoints in zip(topology.links, link_endpoints(topology), strict=True):
+        if len(endpoints) == 2 and not link.impaired:
             purposes += [udp_port_purpose(node, ifname) for node, ifname in endpoints]
     return purposes
 
@@ -149,13 +159,15 @@ def _interface_mtu(topology: Topology, node: str, ifname: str) -> int | None:
 def plan_nics(topology: Topology, lab: str, ports: dict[str, int], macs: MacAllocator,
               ) -> dict[str, list[NicSpec]]:
     """Every node's data NICs, in the order of the node's interfaces in the topology."""
+    from orchestrate.topology.impairment import to_yaml as impairment_yaml  # imports this
+
     wiring: dict[tuple[str, str], NicSpec] = {}
     for index, link in enumerate(topology.links):
         endpoints = [(ep.node, ep.ifname) for ep in link.endpoints]
         for position, (node, ifname) in enumerate(endpoints):
             mtu = link.mtu or _interface_mtu(topology, node, ifname) or DEFAULT_MTU
             mac = macs.mac(node, ifname)
-            if len(endpoints) == 2:
+            if len(endpoints) == 2 and not link.impaired:
                 peer_node, peer_if = endpoints[1 - position]
                 nic = NicSpec(
                     node, ifname, mac, mtu, index, "udp",
@@ -163,9 +175,11 @@ def plan_nics(topology: Topology, lab: str, ports: dict[str, int], macs: MacAllo
                     remote_port=ports[udp_port_purpose(peer_node, peer_if)],
                 )
             else:
+                impairment = link.impairment_at(node)
                 nic = NicSpec(
                     node, ifname, mac, mtu, index, "lan",
                     netns=netns_name(lab), bridge=f"br{index}", tap=f"t{index}p{position}",
+                    netem=impairment_yaml(impairment) if impairment else None,
                 )
             wiring[(node, ifname)] = nic
     result: dict[str, list[NicSpec]] = {}
@@ -261,6 +275,29 @@ def open_tap(namespace: str, tap: str, bridge: str, mtu: int) -> int:
         os.close(fd)
         raise
     return fd
+
+
+def set_netem(namespace: str, tap: str, impairment: Impairment | None) -> None:
+    """Shape what `tap` sends to its VM with netem; None removes the shaping."""
+    from pyroute2 import NetNS
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    from orchestrate.topology.impairment import netem_options
+
+    with NetNS(namespace) as ns:
+        found = ns.link_lookup(ifname=tap)
+        if not found:
+            raise LinkError(f"no tap {tap} in {namespace}")
+        try:
+            if impairment:
+                ns.tc("replace", "netem", found[0], **netem_options(impairment))
+            elif any(q.get_attr("TCA_KIND") == "netem" for q in ns.get_qdiscs(index=found[0])):
+                ns.tc("del", "netem", found[0])
+        except NetlinkError as e:
+            if e.code == errno.ENOENT:
+                raise LinkError("this kernel has no netem qdisc (CONFIG_NET_SCH_NETEM): "
+                                "link impairments cannot be applied on this machine") from None
+            raise LinkError(f"netem on {namespace}/{tap}: {e}") from None
 
 
 def namespace_links(namespace: str) -> list[str]:

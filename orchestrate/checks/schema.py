@@ -27,6 +27,15 @@ node's first IPv4 / global IPv6 address.
   `ip.redirectsent`), `at_least` (default 1): the counter must grow by at least that much
   while `command` runs on node `on`; without `command`, between the start of the test run
   and this check (so it measures what the checks before it caused).
+- `ping-stats`: `from`, `to`, `family`, `count` (20) echoes `gap` seconds apart (0.2; root
+  in the guest allows 0.002), `size`; `rtt: [min, max]`: the minimum round-trip time in ms
+  must lie in it (the minimum: TCG scheduling adds noise to the rest), `loss: [min, max]`: the
+  percentage of echoes lost.
+- `transfer`: `from`, `to`, `family`, `bytes` (2 MiB) of random data over TCP (netcat, `port`
+  5201): the SHA-256 on arrival must equal the one sent.
+- `reachability` (generated: orchestrate.checks.generated): ping between every ordered pair
+  of hosts and traceroute along the computed path between every pair; `families`, `nodes`
+  (hosts), `traceroute` (true), `count`.
 - `capture`: `endpoint` (`node:ifname` on a link), `command` run on node `on`, `filter` (a
   tcpdump filter expression), `expect` `present` (default) or `absent`: whether a packet
   matching the filter crossed that interface while the command ran.

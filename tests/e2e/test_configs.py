@@ -29,7 +29,7 @@ from _helpers_e2e import CONFIGS, lab_names, needs_vms, vrlab_cli
 pytestmark = needs_vms
 
 # Every file in configs/ must have a test_vrlab_test_passes_* below.
-COVERED = {"duo", "line", "pmtu", "redirect", "ring"}
+COVERED = {"duo", "impaired", "line", "pmtu", "redirect", "ring"}
 
 
 def qemu_processes_of(lab_name: str) -> list[str]:
@@ -158,4 +158,38 @@ def test_vrlab_test_passes_redirect(lab: LabSession) -> None:
 @pytest.mark.vrlab_topology("configs/ring.yaml")
 def test_vrlab_test_passes_ring(lab: LabSession) -> None:
     # no addresses or routes in the file: the generated reachability checks, both families
+    vrlab_test_passes(lab)
+
+
+def kernel_has_netem() -> bool:
+    """Whether this machine's kernel can run netem (configs/impaired.yaml needs it)."""
+    import uuid
+
+    from pyroute2 import NetNS
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    from orchestrate import links
+
+    name = f"vrlab-probe-{uuid.uuid4().hex[:8]}"
+    try:
+        links.create_namespace(name)
+    except Exception:  # not root: no lab namespace either
+        return False
+    try:
+        with NetNS(name) as ns:
+            ns.link("add", ifname="p0", kind="veth", peer="p1")
+            try:
+                ns.tc("add", "netem", ns.link_lookup(ifname="p0")[0], delay=1000)
+            except NetlinkError:
+                return False
+            return True
+    finally:
+        links.remove_namespace(name)
+
+
+@pytest.mark.skipif(not kernel_has_netem(), reason="this kernel has no sch_netem "
+                    "(CONFIG_NET_SCH_NETEM): link impairments cannot run here")
+@pytest.mark.vrlab_topology("configs/impaired.yaml")
+def test_vrlab_test_passes_impaired(lab: LabSession) -> None:
+    # delay, one-way loss and reordering, each proven by its check (ping-stats, transfer)
     vrlab_test_passes(lab)

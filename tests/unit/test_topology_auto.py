@@ -463,3 +463,37 @@ links: [[r1, r2], [r2, r3]]
     result = compute(t, summarize=False)
     far = next(s.network for s in subnets(t, 4) if "r3" in s.nodes)
     assert result.next_hop(4, "r1", far) == KEEP
+
+
+# -- how impaired links are carried ----------------------------------------------------------
+
+
+def test_impaired_links_are_carried_through_the_namespace_with_netem() -> None:
+    from orchestrate import links
+
+    t = load_topology(CONFIGS / "impaired.yaml")
+    purposes = links.udp_purposes(t)
+    assert purposes == ["udp:h1:eth1", "udp:r1:r1-h1"]  # only the unimpaired link is UDP
+    ports = {p: 41000 + i for i, p in enumerate(purposes)}
+    nics = {n.ifname: n for nic_list in links.plan_nics(t, "impaired", ports,
+                                                         links.MacAllocator("impaired")).values()
+            for n in nic_list if n.node in ("r1", "h3")}
+    assert nics["eth1"].kind == "lan" and nics["eth1"].netem == {"loss": "10%"}
+    assert nics["r1-h3"].kind == "lan" and nics["r1-h3"].netem is None  # one way: to h3 only
+    assert nics["r1-h2"].netem == {"delay": "20ms"}
+    assert nics["r1-h4"].netem == {"delay": "5ms", "reorder": "25%"}
+    assert nics["r1-h1"].kind == "udp"
+    assert links.NicSpec.from_json("h3", nics["eth1"].to_json()) == nics["eth1"]
+
+
+def test_link_set_refuses_bad_input(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    from orchestrate.cli import main
+
+    monkeypatch.setenv("VRLAB_HOME", str(tmp_path))
+    assert main(["link", "set", "nolab", "r1:eth1", "delay", "20ms"]) == 2
+    assert "nolab" in capsys.readouterr().err
+    assert main(["link", "set", "nolab", "r1:eth1", "delay"]) == 2
+    assert main(["link", "set", "nolab", "r1:eth1", "speed", "1"]) == 2
+    assert "KEY one of delay, jitter, loss" in capsys.readouterr().err
+    assert main(["link", "set", "nolab", "r1", "delay", "1ms"]) == 2

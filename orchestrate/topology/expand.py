@@ -44,16 +44,7 @@ def _defaults(defaults: Defaults) -> dict[str, Any]:
 
 def _node(node: Node, defaults: Defaults) -> dict[str, Any]:
     out: dict[str, Any] = {"role": node.role}
-    interfaces = []
-    for iface in node.interfaces:
-        item: dict[str, Any] = {"name": iface.name,
-                                "addresses": [str(a) for a in iface.addresses]}
-        if iface.mtu is not None:
-            item["mtu"] = iface.mtu
-        if iface.link_local is not None:
-            item["link_local"] = str(iface.link_local)
-        interfaces.append(item)
-    out["interfaces"] = interfaces
+    out["interfaces"] = [iface.to_config() for iface in node.interfaces]
     if node.routes:
         out["routes"] = [route.to_config() for route in node.routes]
     if node.sysctl:

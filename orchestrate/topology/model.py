@@ -100,6 +100,15 @@ class NodeInterface:
     link: int | None = None
     """Index of the link in Topology.links."""
 
+    def to_config(self) -> dict[str, Any]:
+        """The interface as the router config and the topology file write it."""
+        item: dict[str, Any] = {"name": self.name, "addresses": [str(a) for a in self.addresses]}
+        if self.mtu is not None:
+            item["mtu"] = self.mtu
+        if self.link_local is not None:
+            item["link_local"] = str(self.link_local)
+        return item
+
 
 @dataclass(frozen=True, slots=True)
 class Route:
@@ -177,17 +186,7 @@ class Node:
 
     def router_config(self) -> dict[str, Any]:
         """The router YAML of DESIGN.md "Running it" for this node."""
-        interfaces: list[dict[str, Any]] = []
-        for iface in self.interfaces:
-            item: dict[str, Any] = {
-                "name": iface.name,
-                "addresses": [str(a) for a in iface.addresses],
-            }
-            if iface.mtu is not None:
-                item["mtu"] = iface.mtu
-            if iface.link_local is not None:
-                item["link_local"] = str(iface.link_local)
-            interfaces.append(item)
+        interfaces = [iface.to_config() for iface in self.interfaces]
         config: dict[str, Any] = {"hostname": self.name, "interfaces": interfaces}
         if self.routes:
             config["routes"] = [r.to_config() for r in self.routes]

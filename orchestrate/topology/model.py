@@ -300,7 +300,8 @@ class Topology:
         return [n for n in self.nodes.values() if n.is_router]
 
     def hosts(self) -> list[Node]:
-        return [n for n in self.nodes.values() if not n.is_router]
+        """The nodes that do not forward (a kernel-router is neither a host nor a router)."""
+        return [n for n in self.nodes.values() if not n.forwards]
 
     def link_of(self, node: str, ifname: str) -> Link | None:
         """The link an interface is on."""

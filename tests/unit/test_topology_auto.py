@@ -325,6 +325,7 @@ links: [[h1, k1], [k1, r1], [r1, h2]]
 """)
     k1 = t.nodes["k1"]
     assert [i.name for i in k1.interfaces] == ["k1-h1", "k1-r1"]
+    assert [n.name for n in t.hosts()] == ["h1", "h2"] and k1.forwards
     spec = NodeBootSpec.from_node(
         k1, mgmt_mac="52:54:00:00:00:01",
         interface_macs={"k1-h1": "52:54:00:00:00:02", "k1-r1": "52:54:00:00:00:03"},

@@ -54,6 +54,7 @@ import struct
 import time
 from typing import Protocol, TypeAlias
 
+from appliance.dataplane.ring import complete_l4_checksum
 from appliance.packet.checksum import incremental_update, ones_complement_sum
 
 Buffer: TypeAlias = bytes | bytearray | memoryview
@@ -214,51 +215,6 @@ class Ring(Protocol):
     def ring_drops(self) -> int: ...
     def send(self, frame: bytes) -> bool: ...
     def flush(self) -> None: ...
-
-
-def complete_l4_checksum(frame: bytearray) -> None:
-    """Finish a TCP/UDP checksum left partial by a local sender (CHECKSUM_PARTIAL).
-
-    The field holds the folded pseudo-header sum; the "hardware" step is the one's complement
-    of the sum from the transport header to the end of the IP payload, stored in the field
-    (0 is sent as 0xffff, as Linux skb_checksum_help does). Frames that are not plain IPv4 or
-    IPv6 TCP/UDP, fragments, or too short are left alone.
-    """
-    n = len(frame)
-    if n < 14:
-        return
-    ethertype = (frame[12] << 8) | frame[13]
-    if ethertype == ETHERTYPE_IPV4:
-        if n < 34 or frame[14] >> 4 != 4:
-            return
-        hl = (frame[14] & 15) * 4
-        total = (frame[16] << 8) | frame[17]
-        if hl < 20 or total < hl or 14 + total > n or (frame[20] & 0x3F) or frame[21]:
-            return
-        proto = frame[23]
-        start, end = 14 + hl, 14 + total
-    elif ethertype == ETHERTYPE_IPV6:
-        if n < 54 or frame[14] >> 4 != 6:
-            return
-        proto = frame[20]
-        start, end = 54, 54 + ((frame[18] << 8) | frame[19])
-        if end > n:
-            return
-    else:
-        return
-    if proto == PROTO_TCP:
-        field = start + 16
-    elif proto == PROTO_UDP:
-        field = start + 6
-    else:
-        return
-    if field + 2 > end:
-        return
-    value = ~ones_complement_sum(frame[start:end]) & 0xFFFF
-    if value == 0:
-        value = 0xFFFF
-    frame[field] = value >> 8
-    frame[field + 1] = value & 0xFF
 
 
 class _Tables:

@@ -41,7 +41,7 @@ def recv(ifname: str, count: int, timeout: float) -> dict[str, Any]:
                 if MARKER in frame:
                     buf = bytearray(frame)
                     if partial:
-                        from appliance.dataplane.twin import complete_l4_checksum
+                        from appliance.dataplane.ring import complete_l4_checksum
 
                         complete_l4_checksum(buf)
                     frames.append({"raw": frame.hex(), "partial": partial,

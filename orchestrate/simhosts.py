@@ -358,6 +358,7 @@ class SimHosts:
 def remove_stale() -> None:
     """Remove every simulated host's namespace and the bridge (a run that was killed)."""
     from pyroute2 import IPRoute, netns
+    from pyroute2.netlink.exceptions import NetlinkError
 
     for name in netns.listnetns():
         if name.startswith(NETNS_PREFIX):
@@ -368,7 +369,9 @@ def remove_stale() -> None:
             # A veth whose namespace outlives its name (a reference the kernel drops later)
             # would block the next run's veth of the same name.
             if name == BRIDGE or name.startswith("vrs-"):
-                ip.link("del", index=link["index"])
+                # The veth may vanish meanwhile, with the namespace just removed.
+                with contextlib.suppress(NetlinkError):
+                    ip.link("del", index=link["index"])
 
 
 def main(argv: list[str] | None = None) -> int:

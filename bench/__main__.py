@@ -21,6 +21,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("names", nargs="*", metavar="NAME",
                         help=f"benchmarks to run (default: all of {', '.join(BENCHMARKS)})")
     parser.add_argument("--quick", action="store_true", help="shorter runs, fewer repetitions")
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) > 1 and argv[0] in BENCHMARKS + ON_REQUEST:
+        # One benchmark with its own options: `python3 -m bench up --nodes 1,5 --plot x.png`.
+        return int(importlib.import_module(f"bench.{argv[0]}").main(argv[1:]))
     args = parser.parse_args(argv)
     names = args.names or list(BENCHMARKS)
     known = BENCHMARKS + ON_REQUEST

@@ -256,6 +256,22 @@ def trace_lab(lab: Any, request: TraceRequest, log: Callable[[str], None] = lamb
     routers = _routers(labmap)
     log(f"arming {len(routers)} router(s): {', '.join(routers) or 'none'}")
     sessions = start_router_traces(lab, routers, addresses)
+    try:
+        flow, wires, report = _observe(lab, labmap, request, flow, watch, log)
+    except BaseException:
+        collect_router_traces(lab, sessions)  # end the routers' sessions, records unread
+        raise
+    records, problems = collect_router_traces(lab, sessions)
+    journey = assemble(labmap, flow, wires, records)
+    report["problems"] = problems
+    return journey, report
+
+
+def _observe(lab: Any, labmap: LabMap, request: TraceRequest, flow: Flow | None,
+             watch: WatchFilter | None, log: Callable[[str], None]
+             ) -> tuple[Flow, list[WireEvent], dict[str, Any]]:
+    """Capture every link while the probe goes (or until the watched packet's journey is
+    over); the frames captured, the flow followed and the probe's report."""
     wires: list[WireEvent] = []
     report: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="vrlab-trace-") as tmp:
@@ -284,10 +300,8 @@ def trace_lab(lab: Any, request: TraceRequest, log: Callable[[str], None] = lamb
             else:
                 flow = _watch(watch, readers, wires, request.timeout, log, ports)
         _read_wires(readers, wires, ports)  # the rest, written as the captures stopped
-    records, problems = collect_router_traces(lab, sessions)
-    journey = assemble(labmap, flow, wires, records)
-    report["problems"] = problems
-    return journey, report
+    assert flow is not None
+    return flow, wires, report
 
 
 def _send_probe(lab: Any, request: TraceRequest, flow: Flow, log: Callable[[str], None]

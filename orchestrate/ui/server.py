@@ -303,7 +303,7 @@ def make_app(view: LabView, token: str) -> web.Application:
                                    "links": {str(k): v for k, v in links.items()}})
                 await response.write(f"data: {data}\n\n".encode())
                 await asyncio.sleep(view.interval)
-        except (ConnectionResetError, asyncio.CancelledError):
+        except ConnectionResetError:  # the page went away
             pass
         return response
 

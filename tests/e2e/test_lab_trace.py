@@ -32,9 +32,13 @@ from orchestrate.lab import Lab
 from orchestrate.topology import load_topology
 from orchestrate.trace.live import TraceRequest, trace_lab
 
+from _helpers_e2e import neighbors
+
 REPO = Path(__file__).resolve().parents[2]
 LAB = "e2e-trace-line"
-H1, H2, R1_H1 = "198.51.100.2", "198.51.100.66", "198.51.100.1"
+H1, H2 = "198.51.100.2", "198.51.100.66"
+NOBODY = "198.51.100.70"
+"""On h2's link, but no node has it."""
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +61,12 @@ def keep_neighbors_fresh(lab: Lab, seconds: int = 40) -> None:
     neighbors stay REACHABLE, so the traced probe meets the fast path as real traffic does
     (a STALE neighbor sends one packet through the slow path, RFC 4861 §7.3.3)."""
     lab.node("h1").exec(f"ping -q -c {seconds * 4} -i 0.25 {H2} >/dev/null 2>&1 &", timeout=30)
-    time.sleep(2)
+    for _ in range(60):  # bounded: STALE -> DELAY -> PROBE -> REACHABLE takes ~5 s
+        states = {e["address"]: str(e["state"]).upper() for e in neighbors(lab, "r1").values()}
+        if states.get(H1) == states.get(H2) == "REACHABLE":
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"r1's neighbors never became REACHABLE: {states}")
 
 
 def counter(lab: Lab, key: str) -> int:
@@ -107,13 +116,14 @@ def test_ttl_expiry_is_named_at_r1(line: Lab) -> None:
 
 def test_watch_follows_the_next_matching_packet(line: Lab) -> None:
     """--watch sends nothing: it follows the first packet matching the filter that a
-    capture sees (here h1's own `ping -t 1`, sent until the watch has found one)."""
+    capture sees (here h1's own `ping -t 1` to an address on h2's link that nobody has, so
+    the background pings of an earlier test never match; sent until the watch has one)."""
     found: dict[str, Any] = {}
 
     def watch() -> None:
         try:
             found["journey"] = trace_lab(line, TraceRequest(
-                LAB, None, None, watch=f"icmp and src {H1} and dst {H2}", timeout=90))[0]
+                LAB, None, None, watch=f"icmp and src {H1} and dst {NOBODY}", timeout=90))[0]
         except Exception as exc:  # reported below
             found["error"] = exc
 
@@ -122,12 +132,12 @@ def test_watch_follows_the_next_matching_packet(line: Lab) -> None:
     for _ in range(40):  # bounded: one ping every ~2 s until the watch has its packet
         if not watcher.is_alive():
             break
-        line.node("h1").exec(f"ping -n -c 1 -W 1 -t 1 {H2}", timeout=30)
+        line.node("h1").exec(f"ping -n -c 1 -W 1 -t 1 {NOBODY}", timeout=30)
         time.sleep(1)
     watcher.join(120)
     assert "error" not in found, found.get("error")
     journey = found["journey"]
-    assert (journey.flow.src, journey.flow.dst) == (H1, H2)
+    assert (journey.flow.src, journey.flow.dst) == (H1, NOBODY)
     assert journey.outcome == "error"
     assert journey.router_hops()[0].failing_stage == "ttl"
 
@@ -159,25 +169,44 @@ def test_bad_input_and_a_lost_probe(line: Lab) -> None:
     assert done.returncode == 2 and "no-such-lab" in done.stderr
     # Nobody has 198.51.100.70 on h2's link: r1 queues the probe on an unresolved neighbor
     # and the trace, bounded by --timeout, says the probe was last seen at r1.
-    done = vrlab("trace", LAB, "--from", "h1", "--to", "198.51.100.70", "--timeout", "1")
+    done = vrlab("trace", LAB, "--from", "h1", "--to", NOBODY, "--timeout", "1")
     assert done.returncode == 1, done.stderr
     assert "last seen r1" in done.stderr
     assert "queued" in done.stdout and "arp.queued" in done.stdout
 
 
+def _wait_for_line(proc: subprocess.Popen[Any], word: bytes, timeout: float = 60) -> bytes:
+    """The first stderr line of `proc` containing `word` (bounded)."""
+    import select
+
+    assert proc.stderr is not None
+    deadline = time.monotonic() + timeout
+    seen = b""
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([proc.stderr], [], [], 0.5)
+        if ready:
+            line = proc.stderr.readline()
+            seen += line
+            if word in line or not line:
+                return seen
+    raise AssertionError(f"no {word!r} from {proc.args} within {timeout} s: {seen!r}")
+
+
 def test_capture_streams_pcap_and_follows(line: Lab, tmp_path: Path) -> None:
     env = dict(os.environ, PYTHONPATH=str(REPO))
+    common = ["-c", "8", "--duration", "120"]  # stop after 8 packets, bounded anyway
     stream = subprocess.Popen(
         [sys.executable, "-m", "orchestrate", "capture", "r1:r1-h2", "--lab", LAB, "-w", "-",
-         "--duration", "8"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+         *common], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     follow = subprocess.Popen(
         [sys.executable, "-m", "orchestrate", "capture", "h2:eth1", "--lab", LAB, "--follow",
-         "--duration", "8", "-w", str(tmp_path / "h2.pcap")], cwd=REPO,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    time.sleep(3)
-    line.node("h1").exec(f"ping -c 3 -i 0.3 {H2}", timeout=30)
-    out, err = stream.communicate(timeout=60)
-    text, err2 = follow.communicate(timeout=60)
+         *common, "-w", str(tmp_path / "h2.pcap")], cwd=REPO,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    assert b"capturing r1:r1-h2 into stdout" in _wait_for_line(stream, b"capturing")
+    _wait_for_line(follow, b"capturing")
+    line.node("h1").exec(f"ping -c 6 -i 0.3 {H2}", timeout=60)
+    out, err = stream.communicate(timeout=120)
+    text, err2 = follow.communicate(timeout=120)
     assert stream.returncode == 0, err
     assert out[:4] == b"\xd4\xc3\xb2\xa1"  # a pcap, on stdout
     pcap = tmp_path / "stream.pcap"
@@ -185,9 +214,11 @@ def test_capture_streams_pcap_and_follows(line: Lab, tmp_path: Path) -> None:
     from orchestrate.packets import read_pcap
 
     frames = [r.frame for r in read_pcap(pcap)]
-    assert sum(1 for f in frames if f[12:14] == b"\x08\x00") >= 6  # 3 requests, 3 replies
+    assert len(frames) >= 8
+    # 12 echo frames cross the link; besides them only ARP (r1 refreshing a neighbor)
+    assert sum(1 for f in frames if f[12:14] == b"\x08\x00") >= 4
     assert follow.returncode == 0, err2
-    assert text.count(f"IPv4 {H1} > {H2}: ICMP echo request") >= 3, text
+    assert text.decode().count(f"IPv4 {H1} > {H2}: ICMP echo request") >= 2, text
 
 
 # ------------------------------------------------------------------------------ vrlab ui

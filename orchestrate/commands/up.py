@@ -45,6 +45,10 @@ def add_lab_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=float, default=300.0,
                         help="seconds to wait for every node to be ready (default 300)")
     parser.add_argument("--no-progress", action="store_true", help="no live progress display")
+    parser.add_argument("--boot", choices=("snapshot", "cold"), default=None,
+                        help="snapshot: restore each node from its kind's saved state (made "
+                             "once per image; nodes without one boot cold); cold: boot every "
+                             "node from its kernel (default: $VRLAB_BOOT, else snapshot)")
     parser.add_argument("--force", action="store_true",
                         help="start even if the nodes' memory adds up to more than this "
                              "machine has available")
@@ -69,6 +73,7 @@ def lab_options(args: argparse.Namespace, topology: Any) -> dict[str, Any]:
         "timeout": args.timeout,
         "progress": not args.no_progress,
         "force": args.force,
+        "boot": getattr(args, "boot", None),
     }
     if backend == "libvirt" and args.libvirt_uri:
         options["backend_options"] = {"uri": args.libvirt_uri}

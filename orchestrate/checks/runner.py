@@ -405,7 +405,9 @@ class CheckRunner:
         if receiver is None:
             raise CheckError(f"no node of the lab has {p['to']} to receive the transfer")
         rx, tx = "/tmp/vrlab-transfer.rx", "/tmp/vrlab-transfer.tx"
-        listen = (f"rm -f {rx}; (timeout {timeout:g} nc -l {port} > {rx} 2>/dev/null &) "
+        # netcat-openbsd listens on one family: IPv4 unless told -6
+        six = "-6 " if ":" in address else ""
+        listen = (f"rm -f {rx}; (timeout {timeout:g} nc {six}-l {port} > {rx} 2>/dev/null &) "
                   "; sleep 0.5")
         self.lab.node(receiver).exec(listen, timeout)
         send = (f"head -c {size} /dev/urandom > {tx} && timeout {timeout:g} nc -N -w 5 "

@@ -202,9 +202,14 @@ def _make_snapshot(image: ImageInfo, shape: Shape, key: str, root: Path) -> Snap
         # A blank config disk of a node's size: the guest must not read one before the save.
         with open(spec.config_disk, "wb") as blank:
             blank.truncate(nodeconfig.CONFIG_DISK_MIB << 20)
+        # The VM is vrlab's for these seconds only and in no lab's journal: it dies with the
+        # thread that started it (setpriv --pdeathsig) and, in our process group, on Ctrl-C.
+        argv = build_argv(spec)
+        if shutil.which("setpriv"):
+            argv = ["setpriv", "--pdeathsig", "KILL", "--", *argv]
         with open(spec.qemu_log, "wb") as log:
-            process = subprocess.Popen(build_argv(spec), stdin=subprocess.DEVNULL, stdout=log,
-                                       stderr=subprocess.STDOUT, start_new_session=True)
+            process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
+                                       stderr=subprocess.STDOUT)
 
         def alive() -> None:
             assert process is not None

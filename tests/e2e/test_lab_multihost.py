@@ -33,8 +33,9 @@ REPO = Path(__file__).resolve().parents[2]
 TOPOLOGY = REPO / "configs" / "multihost.yaml"
 
 pytestmark = pytest.mark.skipif(
-    shutil.which("libvirtd") is None or os.geteuid() != 0,
-    reason="needs libvirtd and root (simulated hosts are network namespaces)")
+    shutil.which("libvirtd") is None or not Path("/usr/sbin/sshd").exists()
+    or os.geteuid() != 0,
+    reason="needs libvirtd, sshd (openssh-server) and root (simulated hosts are namespaces)")
 
 
 @pytest.fixture(scope="module")

@@ -28,8 +28,9 @@ from _helpers_e2e import CONFIGS, lab_names, needs_vms, vrlab_cli
 
 pytestmark = needs_vms
 
-# Every file in configs/ must have a test_vrlab_test_passes_* below.
-COVERED = {"duo", "impaired", "line", "pmtu", "redirect", "ring"}
+# Every file in configs/ must have a test_vrlab_test_passes_* below, or (multihost, which needs
+# simulated libvirt hosts) its own `vrlab test` run in test_lab_multihost.py.
+COVERED = {"duo", "impaired", "line", "multihost", "pmtu", "redirect", "ring"}
 
 
 def qemu_processes_of(lab_name: str) -> list[str]:

@@ -202,6 +202,17 @@ def test_filtered_trace_keeps_the_fast_path(line: Line) -> None:
     if line.mode == "off":
         pytest.skip("no fast path in this mode")
     assert ping_ok(line, Line.H2)  # neighbors resolved
+    # A STALE neighbor sends one packet through the slow path (RFC 4861 §7.3.3), which a busy
+    # machine's delays can cause: start once both of r's neighbors are REACHABLE.
+    for _ in range(40):  # bounded: STALE -> DELAY -> PROBE -> REACHABLE takes ~5 s
+        states = {n["address"]: str(n["state"]).upper() for n in
+                  json.loads(line.router.ctl("show", "neighbors", "--json").stdout)}
+        if states.get(Line.H1) == states.get(Line.H2) == "REACHABLE":
+            break
+        line.h1.run(["ping", "-n", "-c", "1", "-W", "1", Line.H2], check=False)
+        time.sleep(0.25)
+    else:
+        raise AssertionError(f"r's neighbors never became REACHABLE: {states}")
     started = line.router.ctl("trace", "--start", "-n", "50", "--filter", Line.H2)
     session = json.loads(started.stdout)["session"]
     before = line.router.stats()["ip.fastforward"]

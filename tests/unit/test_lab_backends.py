@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from orchestrate.backends import BackendError, NodeSpec
-from orchestrate.backends.libvirt import HostFiles, domain_xml
+from orchestrate.backends.libvirt_xml import HostFiles, domain_xml
 from orchestrate.capture import count_pcap_packets
 from orchestrate.cli import build_parser
 from orchestrate.commands.exec import nodes_and_command

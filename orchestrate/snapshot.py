@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import functools
 import hashlib
 import json
@@ -35,7 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +42,7 @@ from pathlib import Path
 from orchestrate import links, nodeconfig
 from orchestrate.backends import BackendError, NodeSpec
 from orchestrate.images import ImageError, ImageInfo, create_overlay, image_overlay
+from orchestrate.images.cache import cache_lock
 from orchestrate.readiness import Marker, parse_markers, poll_until
 
 SNAPSHOT_FORMAT = 1
@@ -159,17 +159,6 @@ def find_snapshot(image: ImageInfo, shape: Shape) -> Snapshot | None:
     return Snapshot(key, directory, str(data["cmdline"]))
 
 
-@contextlib.contextmanager
-def _lock(root: Path, key: str) -> Iterator[None]:
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / f".lock-{key[:16]}", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def ensure_snapshot(image: ImageInfo, shape: Shape,
                     report: Callable[[str], None] = lambda text: None) -> Snapshot:
     """The snapshot of `shape`, made (one cold boot, ~10-20 s under TCG) if missing."""
@@ -178,7 +167,7 @@ def ensure_snapshot(image: ImageInfo, shape: Shape,
         return found
     key = snapshot_key(image, shape)
     root = snapshots_dir(image)
-    with _lock(root, key):
+    with cache_lock(root, key):
         found = find_snapshot(image, shape)
         if found is not None:
             return found

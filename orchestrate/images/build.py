@@ -16,7 +16,6 @@ for the same result. The build then imports it with the image's python3 to prove
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import shutil
@@ -42,6 +41,7 @@ from orchestrate.images.cache import (
     ImageInfo,
     appliance_files,
     base_digest,
+    cache_lock,
     compute_digest,
     find_image,
     images_dir,
@@ -58,18 +58,6 @@ MMDEBSTRAP_TIMEOUT = 1800.0
 AUTO_KEEP_IMAGES = 3  # newest images kept by the prune after each build
 
 Progress = Callable[[str], None]
-
-
-@contextlib.contextmanager
-def _build_lock(root: Path, digest: str) -> Iterator[None]:
-    """One build of a digest at a time; a second `vrlab up` waits and then finds it cached."""
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / f".lock-{digest[:DIGEST_LENGTH]}", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @contextlib.contextmanager
@@ -109,7 +97,7 @@ def ensure_image(progress: bool | Progress = True, *, rebuild: bool = False,
     if cached is not None and not rebuild:
         return cached
     root = images_dir(home)
-    with _build_lock(root, digest):
+    with cache_lock(root, digest):
         cached = find_image(digest, home)
         if cached is not None and not rebuild:
             return cached
@@ -210,7 +198,7 @@ def ensure_base(recipe_dir: Path, root: Path, report: Progress) -> Path:
     digest = base_digest(recipe_dir)
     name = f"{BASE_PREFIX}{digest[:DIGEST_LENGTH]}"
     final = root / name
-    with _build_lock(root, name):
+    with cache_lock(root, name):
         if (final / BASE_MANIFEST).is_file():
             return final
         recipe = load_recipe(recipe_dir)

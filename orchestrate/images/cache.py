@@ -18,6 +18,7 @@ reuses the old one at once.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -294,3 +295,16 @@ def image_overlay(image: ImageInfo, path: Path) -> Path:
 def image_summary(info: ImageInfo) -> dict[str, Any]:
     data = asdict(info)
     return {key: str(value) if isinstance(value, Path) else value for key, value in data.items()}
+
+
+@contextlib.contextmanager
+def cache_lock(root: Path, key: str) -> Iterator[None]:
+    """One maker of a cached thing at a time (an image build, a snapshot): an exclusive flock
+    on `<root>/.lock-<key[:16]>`; a second `vrlab up` waits, then finds the thing made."""
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / f".lock-{key[:16]}", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

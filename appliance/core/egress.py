@@ -266,6 +266,25 @@ class Egress:
 
     # --- ICMP errors (RFC 1812 §4.3.2.7, RFC 4443 §2.4) -------------------------------------
 
+    def _error_admitted(self, verdict: str | None, family: int, icmp_type: int, now: float,
+                        rec: TraceRecord | None) -> bool:
+        """The gate every ICMP/ICMPv6 error passes: not suppressed (RFC 1812 §4.3.2.7, RFC 4443
+        §2.4(e): `verdict` names the rule that applied, or is None) and a token in the family's
+        bucket (icmplim / errppslimit). A refused error is counted and traced."""
+        if verdict is not None:
+            counter = icmp_error.suppression_counter(verdict, family)
+            if counter is not None:
+                self.stats.bump(counter)
+            if rec is not None:
+                rec.add("icmp", f"type {icmp_type} suppressed: {verdict}")
+            return False
+        if not (self._bucket4 if family == 4 else self._bucket6).allow(now):
+            self.stats.bump("icmp.ratelimited" if family == 4 else "icmp6.toofreq")
+            if rec is not None:
+                rec.add("icmp", f"type {icmp_type} rate limited")
+            return False
+        return True
+
     def _icmp4_error(self, iface: Interface, pkt: bytes, l2_mcast: bool, icmp_type: int,
                      code: int, rest: bytes, now: float, rec: TraceRecord | None
                      ) -> list[Action]:
@@ -277,17 +296,7 @@ class Egress:
             stats.bump("icmp.error")  # BSD icmp_error: redirects are not counted as errors
         verdict = icmp_error.should_suppress_v4(pkt, link_multicast=l2_mcast,
                                                  broadcast_addresses=self._broadcasts4)
-        if verdict is not None:
-            counter = icmp_error.suppression_counter(verdict, 4)
-            if counter is not None:
-                stats.bump(counter)
-            if rec is not None:
-                rec.add("icmp", f"type {icmp_type} suppressed: {verdict}")
-            return []
-        if not self._bucket4.allow(now):
-            stats.bump("icmp.ratelimited")
-            if rec is not None:
-                rec.add("icmp", f"type {icmp_type} rate limited")
+        if not self._error_admitted(verdict, 4, icmp_type, now, rec):
             return []
         src = iface.v4_source_for(pkt[12:16])
         if src is None:
@@ -307,17 +316,7 @@ class Egress:
         stats = self.stats
         stats.bump("icmp6.error")
         verdict = icmp_error.should_suppress_v6(pkt, icmp_type, code, link_multicast=l2_mcast)
-        if verdict is not None:
-            counter = icmp_error.suppression_counter(verdict, 6)
-            if counter is not None:
-                stats.bump(counter)
-            if rec is not None:
-                rec.add("icmp", f"type {icmp_type} suppressed: {verdict}")
-            return []
-        if not self._bucket6.allow(now):
-            stats.bump("icmp6.toofreq")
-            if rec is not None:
-                rec.add("icmp", f"type {icmp_type} rate limited")
+        if not self._error_admitted(verdict, 6, icmp_type, now, rec):
             return []
         dst = pkt[8:24]
         to_us = pkt[24:40]

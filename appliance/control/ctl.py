@@ -320,9 +320,10 @@ def build_parser() -> argparse.ArgumentParser:
     reload = sub.add_parser(
         "reload", help="re-read the configuration file (as SIGHUP)",
         description="Re-read the router's configuration file and apply what changed (routes, "
-                    "addresses, static neighbors, sysctls) without a restart. A file with "
-                    "problems, or a change that needs a restart (interfaces, MTU), is refused "
-                    "and the running configuration stays as it was.")
+                    "addresses, static neighbors, sysctls, interfaces added or removed) "
+                    "without a restart. A file with problems, or a change that needs a restart "
+                    "(an interface's MTU or link-local address), is refused and the running "
+                    "configuration stays as it was.")
     reload.add_argument("--json", action="store_true")
     reload.set_defaults(func=cmd_reload)
     return parser

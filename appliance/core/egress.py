@@ -85,25 +85,24 @@ class Egress:
 
     def _drop(self, reason: str, rec: TraceRecord | None, acts: list[Action] | None = None,
               *, bump: bool = True) -> list[Action]:
-        if bump:
-            self.stats.bump(reason)
-        if rec is not None:
-            rec.add("drop", reason)
-        if acts:
-            acts.append(Drop(reason))
-            return acts
-        return [Drop(reason)]
+        return self._end(Drop(reason), "drop", reason, rec, acts, bump)
 
     def _deliver(self, reason: str, rec: TraceRecord | None, acts: list[Action] | None = None,
                  *, bump: bool = True) -> list[Action]:
+        return self._end(Deliver(reason), "deliver", reason, rec, acts, bump)
+
+    def _end(self, action: Action, stage: str, reason: str, rec: TraceRecord | None,
+             acts: list[Action] | None, bump: bool) -> list[Action]:
+        """A packet's last action (dropped or delivered here): counted under `reason`, traced,
+        appended to what the packet already caused."""
         if bump:
             self.stats.bump(reason)
         if rec is not None:
-            rec.add("deliver", reason)
+            rec.add(stage, reason)
         if acts:
-            acts.append(Deliver(reason))
+            acts.append(action)
             return acts
-        return [Deliver(reason)]
+        return [action]
 
 
     def _closed_port(self, src: bytes, dst: bytes, segment: bytes, mcast: bool, now: float,

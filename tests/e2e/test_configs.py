@@ -112,10 +112,11 @@ def test_invalid_copy_is_refused_before_anything_starts(tmp_path: Path) -> None:
 
 
 def test_a_lab_that_cannot_come_up_exits_3_and_leaves_nothing(vm_image: object) -> None:
-    # Two seconds are too few for any VM under TCG to boot: `up` must give up, say why, and
-    # remove what it started.
+    # Two seconds are too few for any VM under TCG to boot cold (a snapshot restore can be ready
+    # within them, so the boot is forced cold): `up` must give up, say why, and remove what it
+    # started.
     result = vrlab_cli("up", str(CONFIGS / "duo.yaml"), "--name", "duo-late", "--timeout", "2",
-                       "--no-progress", "--json", timeout=300)
+                       "--boot", "cold", "--no-progress", "--json", timeout=300)
     assert result.returncode == 3, result.stdout + result.stderr
     error = json.loads(result.stdout)
     assert error["exit_status"] == 3 and "within 2 s" in error["error"], error

@@ -115,7 +115,7 @@ class RouterConfig:
 
 
 def load_router_config(path: str | Path) -> RouterConfig:
-    """Read and check a router YAML file (appliance.yamlsource: regular file, 1 MiB, UTF-8,
+    """Read and check a router YAML file (appliance.yamlsource: regular file, 16 MiB, UTF-8,
     bounded depth and aliases); every problem carries file:line:col."""
     try:
         doc = load_file(path)

@@ -50,12 +50,22 @@ def main(argv: list[str] | None = None) -> int:
         start, cpu = time.monotonic(), time.process_time()
         text = dump(load_topology(path), str(path))
         expanded = (time.monotonic() - start, time.process_time() - cpu)
+        # The expansion is itself a topology file: it must load again, to the same routes.
+        out = Path(tmp) / "expanded.yaml"
+        out.write_text(text)
+        start, cpu = time.monotonic(), time.process_time()
+        again = load_topology(out)
+        reloaded = (time.monotonic() - start, time.process_time() - cpu)
+        same = all(sorted(map(str, a.routes)) == sorted(map(str, again.nodes[a.name].routes))
+                   for a in topology.routers())
     routes = [len(n.routes) for n in topology.routers()]
     print(f"{routers} routers, {len(topology.hosts())} hosts, {len(topology.links)} links")
     # CPU time beside wall time: on a shared machine the wall clock measures the neighbours
     print(f"validate (load_topology):  {validated[0]:7.2f} s wall, {validated[1]:6.2f} s CPU")
     print(f"expand (load + YAML):      {expanded[0]:7.2f} s wall, {expanded[1]:6.2f} s CPU  "
           f"({len(text) / 1e6:.1f} MB of YAML)")
+    print(f"expanded file loaded:      {reloaded[0]:7.2f} s wall, {reloaded[1]:6.2f} s CPU  "
+          f"(same routes on every router: {'yes' if same else 'NO'})")
     print(f"routes per router: min {min(routes)}, mean {sum(routes) / len(routes):.1f}, "
           f"max {max(routes)} (summarized; {len(topology.links)} subnets unsummarized)")
-    return 0
+    return 0 if same else 1

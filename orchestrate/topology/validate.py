@@ -78,7 +78,7 @@ MEMORY_RE = re.compile(r"^\s*(\d+)\s*([MG])?(i?B)?\s*$", re.IGNORECASE)
 def load_topology(path: str | Path) -> Topology:
     """Read and validate a topology file; raise TopologyError listing every problem.
 
-    The file is read by appliance.yamlsource (regular files only, at most 1 MiB of UTF-8,
+    The file is read by appliance.yamlsource (regular files only, at most 16 MiB of UTF-8,
     bounded nesting and aliases): a hostile file is a placed problem, never a hang.
     """
     try:

@@ -30,7 +30,7 @@ from orchestrate import links, ports, ssh
 from orchestrate.backends import Backend, BackendError, NodeSpec, get_backend
 from orchestrate.hosts import Host, inventory_to_json
 from orchestrate.images import ImageError, ImageInfo, ensure_image, image_overlay
-from orchestrate.memory import ensure_ksm, process_memory_kib
+from orchestrate.memory import hold_ksm, process_memory_kib, release_ksm
 from orchestrate.names import BadName, is_under, name_problem, path_under
 from orchestrate.node import NodeHandle, link_local_from_mac
 from orchestrate.readiness import wait_ready
@@ -312,11 +312,8 @@ class Lab:
             raise LabError(f"image: {exc}") from exc
         labs_dir().mkdir(parents=True, exist_ok=True)
         directory.mkdir(mode=0o700)
-        ksm_off = ensure_ksm()
-        if ksm_off and progress:
-            print(f"vrlab: {ksm_off}", file=sys.stderr, flush=True)
         record = Record.create(
-            directory / RECORD_NAME, lab_name, backend=backend, ksm=ksm_off or "on",
+            directory / RECORD_NAME, lab_name, backend=backend,
             backend_options=backend_options or {}, accel=choice.name,
             accel_reason=choice.reason, accel_requested=accel,
             topology=str(topology.path) if topology.path else None, boot=boot,
@@ -324,6 +321,15 @@ class Lab:
         # The directory is journaled as vrlab's own: teardown removes it only then.
         record.intend("directory", str(directory), path=str(directory))
         record.created("directory", str(directory))
+        record.intend("ksm", "ksm")
+        ksm_off, held = hold_ksm(str(record.path))
+        if held:
+            record.created("ksm", "ksm")
+        else:
+            record.removed("ksm", "ksm")
+        record.set_fields(ksm=ksm_off or "on")
+        if ksm_off and progress:
+            print(f"vrlab: {ksm_off}", file=sys.stderr, flush=True)
         lab = cls(record)
         lab._backend_impl = backend_impl
         try:
@@ -583,6 +589,8 @@ def _remove(record: Record, backend: Backend | None, obj: dict[str, Any],
         if remove is None:
             raise LabError("no libvirt backend to remove it with")
         remove(record, obj)
+    elif kind == "ksm":
+        release_ksm(str(record.path))
     elif kind == "namespace":
         links.remove_namespace(obj["name"])
     elif kind in ("bridge", "tap"):

@@ -3,15 +3,21 @@
 VMs booted from one image, or restored from one snapshot, hold many identical pages (kernel,
 page cache, the appliance's Python). QEMU marks guest RAM mergeable (`-machine mem-merge=on`,
 madvise MADV_MERGEABLE); the kernel's KSM merges such pages when it runs. `vrlab up` turns it
-on when it can (root) and says when it is off. A VM's fair share of memory is its PSS
+on when it can (root) and says when it is off; the `down` of the last lab holding it puts
+KSM's knobs back as they were (`hold_ksm`/`release_ksm`). A VM's fair share of memory is its PSS
 (proportional set size: shared pages divided among their users), read from
 /proc/PID/smaps_rollup; RSS counts every shared page in full.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 KSM_DIR = Path("/sys/kernel/mm/ksm")
 # Pages ksmd looks at per wake-up (every sleep_millisecs = 20 ms by default): 1000 is ~200 MB/s,
@@ -19,24 +25,93 @@ KSM_DIR = Path("/sys/kernel/mm/ksm")
 KSM_PAGES_TO_SCAN = 1000
 
 
-def ensure_ksm(ksm_dir: Path = KSM_DIR) -> str | None:
-    """Turn KSM on when root; None when it is on, else why it is off."""
+KSM_STATE = Path("/run/vrlab/ksm.json")
+"""Machine-wide (KSM is): what KSM's knobs were before vrlab turned it on, and the journals
+of the labs holding it on. /run is emptied at boot, as KSM's knobs are reset."""
+
+
+def hold_ksm(holder: str, ksm_dir: Path | None = None, state: Path | None = None
+             ) -> tuple[str | None, bool]:
+    """Have KSM on for `holder` (a lab's journal path) when root.
+
+    Returns (why it is off or None, whether `holder` now holds it: then `release_ksm` must
+    follow). KSM that was on before vrlab touched it is left to whoever turned it on.
+    """
+    ksm_dir, state = ksm_dir or KSM_DIR, state or KSM_STATE
     run = ksm_dir / "run"
     try:
-        if run.read_text().strip() == "1":
-            return None
+        run.read_text()
     except OSError:
-        return "KSM is off: this kernel has no KSM (CONFIG_KSM)"
+        return "KSM is off: this kernel has no KSM (CONFIG_KSM)", False
     if os.geteuid() != 0:
-        return f"KSM is off (VMs share no memory): as root, echo 1 > {run}"
+        if run.read_text().strip() == "1":
+            return None, False
+        return f"KSM is off (VMs share no memory): as root, echo 1 > {run}", False
+    with _locked(state) as data:
+        if data.get("saved") is None:
+            if run.read_text().strip() == "1":
+                return None, False  # on already, and not by vrlab: not ours to hold
+            data["saved"] = {name: (ksm_dir / name).read_text().strip()
+                             for name in ("run", "pages_to_scan")}
+            data["holders"] = []
+        try:
+            pages = ksm_dir / "pages_to_scan"
+            if int(pages.read_text().strip()) < KSM_PAGES_TO_SCAN:
+                pages.write_text(f"{KSM_PAGES_TO_SCAN}\n")
+            run.write_text("1\n")
+        except (OSError, ValueError) as exc:
+            if not data["holders"]:
+                _restore(ksm_dir, data)
+            return f"KSM is off: turning it on failed ({exc})", False
+        if holder not in data["holders"]:
+            data["holders"].append(holder)
+    return None, True
+
+
+def release_ksm(holder: str, ksm_dir: Path | None = None, state: Path | None = None) -> None:
+    """`holder` no longer needs KSM; the last holder puts KSM's knobs back as they were.
+    Holders whose journal is gone (a lab removed by hand) no longer count."""
+    ksm_dir, state = ksm_dir or KSM_DIR, state or KSM_STATE
+    with _locked(state) as data:
+        if data.get("saved") is None:
+            return
+        data["holders"] = [h for h in data.get("holders", [])
+                           if h != holder and Path(h).exists()]
+        if not data["holders"]:
+            _restore(ksm_dir, data)
+
+
+def _restore(ksm_dir: Path, data: dict[str, Any]) -> None:
+    saved = data.pop("saved")
+    data.pop("holders", None)
+    # pages_to_scan first: with run back at 0 nothing reads it, but in this order a failure
+    # leaves KSM running rather than half-restored
+    (ksm_dir / "pages_to_scan").write_text(f"{saved['pages_to_scan']}\n")
+    (ksm_dir / "run").write_text(f"{saved['run']}\n")
+
+
+@contextlib.contextmanager
+def _locked(state: Path) -> Iterator[dict[str, Any]]:
+    """The state file's data, under an exclusive lock, written back (or removed when
+    empty) on the way out."""
+    state.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(state.parent / (state.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        pages = ksm_dir / "pages_to_scan"
-        if int(pages.read_text().strip()) < KSM_PAGES_TO_SCAN:
-            pages.write_text(f"{KSM_PAGES_TO_SCAN}\n")
-        run.write_text("1\n")
-    except (OSError, ValueError) as exc:
-        return f"KSM is off: turning it on failed ({exc})"
-    return None
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            data: dict[str, Any] = json.loads(state.read_text())
+        except (OSError, ValueError):
+            data = {}
+        yield data
+        if data:
+            tmp = state.with_suffix(".tmp")
+            tmp.write_text(json.dumps(data, indent=2) + "\n")
+            os.chmod(tmp, 0o600)
+            tmp.replace(state)
+        else:
+            state.unlink(missing_ok=True)
+    finally:
+        os.close(fd)
 
 
 def ksm_shared_mib(ksm_dir: Path = KSM_DIR) -> float:

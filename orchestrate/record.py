@@ -28,12 +28,14 @@ RECORD_VERSION = 1
 RECORD_NAME = "record.json"
 
 # The kinds `down` knows how to remove, in the order it removes them: processes first (they
-# hold sockets, taps and files open), then network objects, then files and directories.
+# hold sockets, taps and files open), then the lab's hold on KSM (orchestrate.memory), then
+# network objects, then files and directories.
 # `vxlan`, `network` and `volume` are on a libvirt host (the object's `host`).
 KINDS_TEARDOWN_ORDER = (
     "capture",
     "domain",
     "process",
+    "ksm",
     "vxlan",
     "network",
     "volume",

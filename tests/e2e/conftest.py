@@ -9,6 +9,7 @@ session; tests that must break or kill a lab boot their own.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import subprocess
@@ -21,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from orchestrate import memory
 from orchestrate.backends.qemu import pids_with_marker, process_is_zombie, process_start_time
 from orchestrate.lab import Lab, LabError
 from orchestrate.links import namespace_exists
@@ -83,6 +85,7 @@ class Footprint:
     markers: list[str] = field(default_factory=list)
     namespaces: list[str] = field(default_factory=list)
     domains: list[tuple[str, str]] = field(default_factory=list)
+    ksm_holder: str | None = None
 
     def leftovers(self) -> list[str]:
         """Everything of the footprint that still exists (empty after a clean down)."""
@@ -101,6 +104,13 @@ class Footprint:
                                     timeout=30, check=False)
             if result.returncode == 0:
                 left.append(f"libvirt domain {name}")
+        if self.ksm_holder is not None:
+            try:
+                holders = json.loads(memory.KSM_STATE.read_text()).get("holders", [])
+            except (OSError, ValueError):
+                holders = []
+            if self.ksm_holder in holders:
+                left.append("a hold on KSM (/run/vrlab/ksm.json)")
         return left
 
 
@@ -119,6 +129,8 @@ def footprint(lab: Lab) -> Footprint:
             fp.namespaces.append(obj["name"])
         if kind == "domain":
             fp.domains.append((obj["uri"], obj["name"]))
+        if kind == "ksm":
+            fp.ksm_holder = str(lab.record.path)
     return fp
 
 

@@ -26,6 +26,8 @@ from orchestrate.pytest_plugin import LabSession
 
 from _helpers_e2e import CONFIGS, lab_names, needs_vms, vrlab_cli
 
+KSM_RUN = Path("/sys/kernel/mm/ksm/run")
+
 pytestmark = needs_vms
 
 # Every file in configs/ must have a test_vrlab_test_passes_* below, or (multihost, which needs
@@ -115,9 +117,11 @@ def test_a_lab_that_cannot_come_up_exits_3_and_leaves_nothing(vm_image: object) 
     # Two seconds are too few for any VM under TCG to boot cold (a snapshot restore can be ready
     # within them, so the boot is forced cold): `up` must give up, say why, and remove what it
     # started.
+    ksm_before = KSM_RUN.read_text()
     result = vrlab_cli("up", str(CONFIGS / "duo.yaml"), "--name", "duo-late", "--timeout", "2",
                        "--boot", "cold", "--no-progress", "--json", timeout=300)
     assert result.returncode == 3, result.stdout + result.stderr
+    assert KSM_RUN.read_text() == ksm_before  # KSM as the failed up found it
     error = json.loads(result.stdout)
     assert error["exit_status"] == 3 and "within 2 s" in error["error"], error
     assert "duo-late" not in lab_names()

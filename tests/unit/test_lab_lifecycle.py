@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from orchestrate import lab as labmod
-from orchestrate import ssh
+from orchestrate import memory, ssh
 from orchestrate.backends.qemu import pids_with_marker, process_is_zombie
 from orchestrate.cli import main as cli_main
 from orchestrate.images import ImageInfo
@@ -70,6 +70,13 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SimpleNames
     fake.write_text(FAKE_QEMU)
     fake.chmod(0o755)
     monkeypatch.setenv("VRLAB_QEMU", str(fake))
+    # KSM is machine-wide: the tests' labs hold a stand-in, never this machine's
+    ksm = tmp_path / "ksm"
+    ksm.mkdir()
+    (ksm / "run").write_text("0\n")
+    (ksm / "pages_to_scan").write_text("100\n")
+    monkeypatch.setattr(memory, "KSM_DIR", ksm)
+    monkeypatch.setattr(memory, "KSM_STATE", tmp_path / "run" / "ksm.json")
     disk = tmp_path / "base.raw"
     disk.write_bytes(b"\0" * 1024 * 1024)
     kernel = tmp_path / "vmlinuz"
@@ -86,7 +93,7 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SimpleNames
     monkeypatch.setattr(ssh, "ssh_answers", lambda *a, **k: True)
     monkeypatch.setattr(labmod.NodeHandle, "exec",
                         lambda self, cmd, timeout=60.0: ssh.ExecResult(0, "", ""))
-    yield SimpleNamespace(home=home, image=image, tmp=tmp_path)
+    yield SimpleNamespace(home=home, image=image, tmp=tmp_path, ksm=ksm)
     # Whatever a test did, leave no stand-in process behind.
     for pid in pids_with_marker(str(home)):
         os.kill(pid, signal.SIGKILL)
@@ -121,8 +128,9 @@ def test_up_records_everything_and_down_removes_it(env: SimpleNamespace) -> None
     lab = up(env)
     record = json.loads((lab.dir / "record.json").read_text())
     kinds = {obj["kind"] for obj in record["objects"]}
-    assert {"process", "overlay", "config_disk", "port", "socket", "directory"} <= kinds
-    assert record["state"] == "up"
+    assert {"process", "overlay", "config_disk", "port", "socket", "directory", "ksm"} <= kinds
+    assert record["state"] == "up" and record["ksm"] == "on"
+    assert (env.ksm / "run").read_text() == "1\n"  # turned on for the lab...
     assert all(obj["state"] == "created" for obj in record["objects"]
                if obj["kind"] in ("process", "overlay", "config_disk"))
     assert len(live_pids(env)) == 2
@@ -134,6 +142,8 @@ def test_up_records_everything_and_down_removes_it(env: SimpleNamespace) -> None
     assert lab.down() == []
     assert live_pids(env) == []
     assert not lab.dir.exists()
+    # ...and put back as it was found by the down of the last lab holding it
+    assert [(env.ksm / k).read_text() for k in ("run", "pages_to_scan")] == ["0\n", "100\n"]
     with pytest.raises(LabError):
         Lab.open("duo")
 

@@ -7,6 +7,7 @@ interfaces:
     addresses: [198.51.100.1/26, "2001:db8:1::1/64"]
     mtu: 1500                       # optional
     link_local: fe80::1             # optional; default derived from the MAC (EUI-64)
+    qdisc_bypass: false             # optional; default true: the TX ring skips the qdisc
 routes:
   - prefix: 0.0.0.0/0
     via: 198.51.100.2
@@ -83,6 +84,10 @@ class InterfaceConfig:
     """None: use the link's MTU."""
     link_local: IPv6Address | None = None
     """None: derive from the MAC (modified EUI-64, RFC 4291 appendix A)."""
+    qdisc_bypass: bool = True
+    """True: frames from the TX ring skip the interface's qdisc (PACKET_QDISC_BYPASS, the fast
+    way); False: they go through it, so a qdisc set there (tc-netem for a lab's link
+    impairments, orchestrate.netem) applies to everything the router sends on it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,7 +180,7 @@ def _interface(chk: _Checker, item: Any, path: str) -> InterfaceConfig | None:
     if not isinstance(item, dict):
         chk.error(path, "an interface must be a mapping with name and addresses")
         return None
-    _check_keys(chk, item, ("name", "addresses", "mtu", "link_local"), path)
+    _check_keys(chk, item, ("name", "addresses", "mtu", "link_local", "qdisc_bypass"), path)
     name = _str(chk, item.get("name"), f"{path}.name")
     if name is not None and not _IFNAME.fullmatch(name):
         chk.error(f"{path}.name", f"{name!r} is not an interface name (1-15 characters, no "
@@ -229,9 +234,13 @@ def _interface(chk: _Checker, item: Any, path: str) -> InterfaceConfig | None:
                 link_local = addr
             else:
                 chk.error(f"{path}.link_local", f"{ll!r} is not an IPv6 link-local address")
+    bypass = item.get("qdisc_bypass", True)
+    if not isinstance(bypass, bool):
+        chk.error(f"{path}.qdisc_bypass", f"expected true or false, got {bypass!r}")
+        bypass = True
     if name is None:
         return None
-    return InterfaceConfig(name, addresses, mtu, link_local)
+    return InterfaceConfig(name, addresses, mtu, link_local, bypass)
 
 
 def _route(chk: _Checker, item: Any, path: str, ifnames: set[str]) -> RouteConfig | None:

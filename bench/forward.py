@@ -326,8 +326,8 @@ def serve(kind: str, routes: int, spin: float, flows: int, frames: int = 0) -> i
     from appliance.dataplane.ring import RingSocket
     from appliance.dataplane.tablesync import new_fastpath
 
-    size = {"frames": frames} if frames else {}
-    rings = [RingSocket.open("r-h1", **size), RingSocket.open("r-h2", **size)]
+    rings = [RingSocket.open(name, frames=frames) if frames else RingSocket.open(name)
+             for name in ("r-h1", "r-h2")]
     fp = new_fastpath(kind)
     load_tables(fp, rings, routes, flows)
     for ring in rings:

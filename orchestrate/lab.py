@@ -21,7 +21,7 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -631,11 +631,25 @@ def write_config_disk(topology: Topology, node: Node, spec: NodeSpec, client: ss
         host_key_private=host_key.private.read_text(),
         host_key_public=host_key.public_line(),
     )
-    boot = dataclasses.replace(boot, restore_macs=restore_macs(spec))
+    boot = dataclasses.replace(boot, restore_macs=restore_macs(spec),
+                               router_config=shaped_router_config(boot.router_config, spec))
     try:
         nodeconfig.write_config_disk(boot, spec.config_disk)
     except nodeconfig.NodeConfigError as exc:
         raise LabError(f"{spec.name}: config disk: {exc}") from exc
+
+
+def shaped_router_config(config: Mapping[str, Any] | None, spec: NodeSpec
+                         ) -> dict[str, Any] | None:
+    """A router's config with `qdisc_bypass: false` on every interface of an impaired link:
+    its TX ring then sends through the guest's netem qdisc (orchestrate.netem), now and after
+    `vrlab link set`. Other interfaces keep the bypass (the fast way)."""
+    if config is None:
+        return None
+    impaired = {nic.ifname for nic in spec.nics if nic.impaired}
+    interfaces = [{**iface, "qdisc_bypass": False} if iface.get("name") in impaired else iface
+                  for iface in config.get("interfaces", [])]
+    return {**config, "interfaces": interfaces}
 
 
 def checked_lab_dir(name: str) -> Path:

@@ -4,11 +4,11 @@ Point-to-point links (two endpoints) are a pair of UDP sockets on 127.0.0.1, one
 sending to the other's port: QEMU's `-netdev socket,udp=REMOTE,localaddr=LOCAL` (libvirt's
 `<interface type='udp'>` is the same thing). They need no root and no host network objects.
 
-Impaired links (delay, loss... on the link: orchestrate.topology.impairment) are carried like
-LAN segments even with two endpoints, and each tap gets a netem qdisc (tc-netem(8), through
-pyroute2) shaping what that endpoint receives: a tap's egress is its VM's input. Only they
-need root; unimpaired point-to-point links stay on the rootless UDP path. `vrlab link set`
-changes a running lab's netem (`set_netem`).
+Impairments (delay, loss... on the link: orchestrate.topology.impairment) do not change how a
+link is carried: they are netem qdiscs inside the guests (orchestrate.netem), on each sender's
+egress. A NIC's `netem` is what its own egress does; `impaired` marks every NIC of a link the
+topology impairs (a vrlab-router sends through the qdisc there, so `vrlab link set` can change
+it at run time).
 
 LAN segments (three or more endpoints) are a Linux bridge inside a network namespace the lab
 owns (`vrlab-<lab>`), one tap per endpoint in that namespace. QEMU itself stays in the root
@@ -25,7 +25,6 @@ MAC addresses are deterministic and lab-unique: 52:54:00 (locally administered) 
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import hashlib
 import os
@@ -36,7 +35,6 @@ from typing import TYPE_CHECKING, Literal, NotRequired, TypedDict
 
 if TYPE_CHECKING:
     from orchestrate.topology import Topology
-    from orchestrate.topology.model import Impairment
 
 MGMT_IFNAME = "mgmt0"
 DEFAULT_MTU = 1500
@@ -70,6 +68,7 @@ class NicJson(TypedDict):
     bridge: str | None
     tap: str | None
     netem: NotRequired[dict[str, str] | None]
+    impaired: NotRequired[bool]
     local_address: NotRequired[str]
     remote_address: NotRequired[str]
 
@@ -89,7 +88,9 @@ class NicSpec:
     netns: str | None = None
     bridge: str | None = None
     tap: str | None = None
-    netem: dict[str, str] | None = None  # what netem does to what it receives (topology units)
+    netem: dict[str, str] | None = None  # netem on this NIC's egress in the guest (topology
+    # units): what its peer receives on a point-to-point link, every member on a LAN
+    impaired: bool = False  # on a link the topology impairs (orchestrate.netem)
     local_address: str = "127.0.0.1"  # a UDP link's own end (a host's tunnel address if it
     remote_address: str = "127.0.0.1"  # crosses hosts: orchestrate.multihost.route_links)
 
@@ -98,6 +99,7 @@ class NicSpec:
             "ifname": self.ifname, "mac": self.mac, "mtu": self.mtu, "link": self.link,
             "kind": self.kind, "local_port": self.local_port, "remote_port": self.remote_port,
             "netns": self.netns, "bridge": self.bridge, "tap": self.tap, "netem": self.netem,
+            "impaired": self.impaired,
             "local_address": self.local_address, "remote_address": self.remote_address,
         }
 
@@ -143,8 +145,8 @@ def link_endpoints(topology: Topology) -> list[list[tuple[str, str]]]:
 def udp_purposes(topology: Topology) -> list[str]:
     """Port purposes every point-to-point endpoint needs."""
     purposes = []
-    for link, endpoints in zip(topology.links, link_endpoints(topology), strict=True):
-        if len(endpoints) == 2 and not link.impaired:
+    for endpoints in link_endpoints(topology):
+        if len(endpoints) == 2:
             purposes += [udp_port_purpose(node, ifname) for node, ifname in endpoints]
     return purposes
 
@@ -159,27 +161,32 @@ def _interface_mtu(topology: Topology, node: str, ifname: str) -> int | None:
 def plan_nics(topology: Topology, lab: str, ports: dict[str, int], macs: MacAllocator,
               ) -> dict[str, list[NicSpec]]:
     """Every node's data NICs, in the order of the node's interfaces in the topology."""
+    from orchestrate.netem import egress
     from orchestrate.topology.impairment import to_yaml as impairment_yaml  # imports this
 
     wiring: dict[tuple[str, str], NicSpec] = {}
     for index, link in enumerate(topology.links):
         endpoints = [(ep.node, ep.ifname) for ep in link.endpoints]
+        # The topology refused what egress cannot do (a per-endpoint value on a LAN).
+        shaped = egress([link.impairment_at(node) for node, _ in endpoints])
         for position, (node, ifname) in enumerate(endpoints):
             mtu = link.mtu or _interface_mtu(topology, node, ifname) or DEFAULT_MTU
             mac = macs.mac(node, ifname)
-            if len(endpoints) == 2 and not link.impaired:
+            own = shaped[position]
+            netem = impairment_yaml(own) if own else None
+            if len(endpoints) == 2:
                 peer_node, peer_if = endpoints[1 - position]
                 nic = NicSpec(
                     node, ifname, mac, mtu, index, "udp",
                     local_port=ports[udp_port_purpose(node, ifname)],
                     remote_port=ports[udp_port_purpose(peer_node, peer_if)],
+                    netem=netem, impaired=link.impaired,
                 )
             else:
-                impairment = link.impairment_at(node)
                 nic = NicSpec(
                     node, ifname, mac, mtu, index, "lan",
                     netns=netns_name(lab), bridge=f"br{index}", tap=f"t{index}p{position}",
-                    netem=impairment_yaml(impairment) if impairment else None,
+                    netem=netem, impaired=link.impaired,
                 )
             wiring[(node, ifname)] = nic
     result: dict[str, list[NicSpec]] = {}
@@ -275,29 +282,6 @@ def open_tap(namespace: str, tap: str, bridge: str, mtu: int) -> int:
         os.close(fd)
         raise
     return fd
-
-
-def set_netem(namespace: str, tap: str, impairment: Impairment | None) -> None:
-    """Shape what `tap` sends to its VM with netem; None removes the shaping."""
-    from pyroute2 import NetNS
-    from pyroute2.netlink.exceptions import NetlinkError
-
-    from orchestrate.topology.impairment import netem_options
-
-    with NetNS(namespace) as ns:
-        found = ns.link_lookup(ifname=tap)
-        if not found:
-            raise LinkError(f"no tap {tap} in {namespace}")
-        try:
-            if impairment:
-                ns.tc("replace", "netem", found[0], **netem_options(impairment))
-            elif any(q.get_attr("TCA_KIND") == "netem" for q in ns.get_qdiscs(index=found[0])):
-                ns.tc("del", "netem", found[0])
-        except NetlinkError as e:
-            if e.code == errno.ENOENT:
-                raise LinkError("this kernel has no netem qdisc (CONFIG_NET_SCH_NETEM): "
-                                "link impairments cannot be applied on this machine") from None
-            raise LinkError(f"netem on {namespace}/{tap}: {e}") from None
 
 
 def namespace_links(namespace: str) -> list[str]:

@@ -213,6 +213,12 @@ def _wait_node(lab: Lab, node: str, watch: _Watch) -> None:
             watch.advance(node, reached)
         if reached == "ssh" and spec.role == "router":
             watch.advance(node, "router")
+    if any(nic.netem for nic in spec.nics):
+        # Link impairments live in the guest (orchestrate.netem): shaped once the node runs
+        # (after a snapshot restore too), before it counts as ready and any check runs.
+        from orchestrate import netem
+
+        netem.apply(lab, node)
     watch.advance(node, "ready")
 
 

@@ -7,7 +7,10 @@
 - an RX ring and a TX ring of ``frames`` slots of ``frame_size`` bytes each, mapped once
   (RX first, TX right after, as the kernel lays them out); ``frame_size`` fits the MTU.
 - ``PACKET_QDISC_BYPASS``: frames from the TX ring skip the qdisc (and the packet taps, so
-  tcpdump on the router does not see them: capture on the peer).
+  tcpdump on the router does not see them: capture on the peer). ``open(..., qdisc_bypass=
+  False)`` or ``set_qdisc_bypass(False)`` sends them through the qdisc instead (a lab's
+  tc-netem on the interface); every transmit of the interface, fast or slow path, uses this
+  socket's TX ring, so the choice covers them all.
 - ``PACKET_IGNORE_OUTGOING``: our own transmissions do not come back on the RX ring.
 - ``PACKET_VNET_HDR``: each TX slot starts with a ``struct virtio_net_hdr`` (10 bytes, before
   the frame) whose ``hdr_len`` is the whole frame, so the kernel copies the frame into the
@@ -140,8 +143,9 @@ class RingSocket:
         self._tx_data = _TX_DATA + (VNET_HDR.size if tx_vnet_hdr else 0)
 
     @classmethod
-    def open(cls, ifname: str, *, frames: int = 2048) -> RingSocket:
-        """Open the rings on ``ifname`` (needs CAP_NET_RAW); ``frames`` slots per ring."""
+    def open(cls, ifname: str, *, frames: int = 2048, qdisc_bypass: bool = True) -> RingSocket:
+        """Open the rings on ``ifname`` (needs CAP_NET_RAW); ``frames`` slots per ring;
+        ``qdisc_bypass``: whether the TX ring skips the interface's qdisc."""
         if frames <= 0 or frames % _FRAMES_PER_BLOCK:
             raise RingError(f"frames must be a positive multiple of {_FRAMES_PER_BLOCK}")
         try:
@@ -157,7 +161,7 @@ class RingSocket:
             block_size = frame_size * _FRAMES_PER_BLOCK
             req = struct.pack("IIII", block_size, frames // _FRAMES_PER_BLOCK, frame_size, frames)
             sock.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V2)
-            sock.setsockopt(SOL_PACKET, PACKET_QDISC_BYPASS, 1)
+            sock.setsockopt(SOL_PACKET, PACKET_QDISC_BYPASS, int(qdisc_bypass))
             sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
             sock.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)  # before the rings, or EBUSY
             sock.setsockopt(SOL_PACKET, PACKET_RX_RING, req)
@@ -180,6 +184,15 @@ class RingSocket:
             sock.close()
             raise
         return cls(sock, ifname, ifindex, mac, mtu, ring_map, frame_size, frames, True)
+
+    def set_qdisc_bypass(self, on: bool) -> None:
+        """Skip the qdisc (True) or send through it (False) from now on; the kernel allows
+        the change on a socket whose rings are mapped (it only picks the transmit function)."""
+        self._sock.setsockopt(SOL_PACKET, PACKET_QDISC_BYPASS, int(on))
+
+    def qdisc_bypass(self) -> bool:
+        """Whether the TX ring skips the qdisc now (read back from the kernel)."""
+        return bool(self._sock.getsockopt(SOL_PACKET, PACKET_QDISC_BYPASS))
 
     def _check_owner(self) -> None:
         if self.attached:

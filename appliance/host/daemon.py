@@ -191,13 +191,16 @@ class Daemon(Reconfigure):
             raise SystemExit(f"vrlab-router: {e}") from None
         for name in names:
             log(kernel.describe(name))
+        bypass = {i.name: i.qdisc_bypass for i in self.config.interfaces}
         for name in names:
             try:
-                ring = RingSocket.open(name)
+                ring = RingSocket.open(name, qdisc_bypass=bypass[name])
             except (RingError, OSError) as e:
                 raise SystemExit(f"vrlab-router: {name}: cannot open the packet rings: {e}"
                                  ) from None
             self.add_ring(ring)
+            if not bypass[name]:
+                log(f"{name}: sends through the qdisc (qdisc_bypass: false)")
             if ring.ifindex != links[name].ifindex:
                 raise SystemExit(f"vrlab-router: {name}: replaced while the router started "
                                  f"(ifindex {links[name].ifindex}, now {ring.ifindex})")

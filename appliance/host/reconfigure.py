@@ -61,11 +61,12 @@ class Reconfigure:
         if self.attached and self.fp is not None:
             self.fp.attach(ring)
 
-    def open_interface(self, name: str, mtu: int | None, ifindex: int) -> RingSocket:
+    def open_interface(self, name: str, mtu: int | None, ifindex: int,
+                       qdisc_bypass: bool = True) -> RingSocket:
         """Take `name` from the kernel and open its ring; raises KernelError, RingError or
         OSError (the caller closes what it opened)."""
         kernel.take_interfaces([name], {name: mtu}, self.log)
-        ring = RingSocket.open(name)
+        ring = RingSocket.open(name, qdisc_bypass=qdisc_bypass)
         if ring.ifindex != ifindex:
             ring.close()
             raise RingError(f"replaced meanwhile (ifindex {ifindex}, now {ring.ifindex})")
@@ -128,7 +129,8 @@ class Reconfigure:
         opened: list[int] = []
         try:
             for ic in added:
-                self.open_interface(ic.name, ic.mtu, links[ic.name].ifindex)
+                self.open_interface(ic.name, ic.mtu, links[ic.name].ifindex,
+                                    ic.qdisc_bypass)
                 opened.append(links[ic.name].ifindex)
         except (kernel.KernelError, RingError, OSError) as e:
             for ifindex in opened:
@@ -139,6 +141,12 @@ class Reconfigure:
         self.config = new
         for ifindex in gone:
             self.close_interface(ifindex)
+        for ic in new.interfaces:  # the transmit path can change under running rings
+            iface = self.router.by_name.get(ic.name)
+            ring = self.rings.get(iface.ifindex) if iface is not None else None
+            if ring is not None and ring.qdisc_bypass() != ic.qdisc_bypass:
+                ring.set_qdisc_bypass(ic.qdisc_bypass)
+                log(f"reload: {ic.name}: qdisc_bypass {str(ic.qdisc_bypass).lower()}")
         for warning in result.warnings:
             log(f"reload: {warning}")
         self.send(result.actions)

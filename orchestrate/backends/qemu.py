@@ -27,7 +27,6 @@ from orchestrate import links
 from orchestrate.backends import BackendError, NodeSpec
 from orchestrate.readiness import Marker, parse_markers, poll_until
 from orchestrate.record import Record
-from orchestrate.topology.impairment import parse_impairment
 
 if TYPE_CHECKING:
     import paramiko
@@ -246,8 +245,6 @@ class QemuBackend:
                                   name=nic.tap, node=spec.name)
                     tap_fds[nic.ifname] = links.open_tap(nic.netns, nic.tap, nic.bridge, nic.mtu)
                     record.created("tap", f"{nic.netns}/{nic.tap}")
-                    if nic.netem:  # what this VM receives on that link (orchestrate.links)
-                        links.set_netem(nic.netns, nic.tap, parse_impairment(nic.netem)[0])
             argv = build_argv(spec, tap_fds)
             for kind, path in (("socket", spec.serial_socket), ("socket", spec.qmp_socket)):
                 record.intend(kind, str(path), path=str(path))

@@ -1,15 +1,18 @@
 """`vrlab link set LAB NODE:IF KEY VALUE ...`: change a running lab's link impairments.
 
 Keys are the topology's (`delay 50ms`, `jitter 5ms`, `loss 10%`, `reorder 25%`,
-`duplicate 1%`, `corrupt 0.1%`, `rate 10mbit`), over what the topology gave that endpoint;
-`clear` removes them all. The change applies to what every endpoint of the link receives
-(both directions), or with `--one-way` only to what NODE:IF receives. Only links carried
-through the lab's namespace can change: LAN segments, and links the topology impairs.
+`duplicate 1%`, `corrupt 0.1%`, `rate 10mbit`), over what the link does now; `clear` removes
+them all. The change applies to what every endpoint of the link receives (both directions),
+or with `--one-way` only to what NODE:IF receives (point-to-point links). It is applied in
+the guests (tc-netem on each sender's egress, orchestrate.netem) and kept in the lab's
+record. A vrlab-router sends through the qdisc only on links the topology impairs: to change
+a link with a router on it later, give it an impairment in the topology (`delay: 0ms`).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from typing import Any
 
 from orchestrate.commands import Exit, add_json_option, fail, print_json
@@ -33,10 +36,10 @@ def register(subparsers: Any) -> None:
 
 
 def run_set(args: argparse.Namespace) -> int:
-    from orchestrate import links
+    from orchestrate import netem
     from orchestrate.lab import Lab, LabError
-    from orchestrate.topology.impairment import KEYS, parse_impairment, to_yaml
-    from orchestrate.topology.model import Impairment
+    from orchestrate.ssh import SshError
+    from orchestrate.topology.impairment import KEYS, to_yaml
 
     node, sep, ifname = args.endpoint.partition(":")
     if not sep or not node or not ifname:
@@ -51,29 +54,42 @@ def run_set(args: argparse.Namespace) -> int:
         nic = next((n for n in lab.spec(node).nics if n.ifname == ifname), None)
         if nic is None:
             return fail(args, Exit.BAD_INPUT, f"{node} has no interface {ifname!r}")
-        if nic.kind != "lan":
-            return fail(args, Exit.BAD_INPUT, f"{args.endpoint} is on a point-to-point link "
-                        "carried over UDP; give the link an impairment in the topology (e.g. "
-                        "delay: 0ms) to carry it through the lab's namespace")
-        targets = [nic] if args.one_way else [
-            n for name in lab.nodes() for n in lab.spec(name).nics if n.link == nic.link]
+        if nic.link < 0:
+            return fail(args, Exit.BAD_INPUT, f"{args.endpoint} is on no link")
+        members = [n for name in lab.nodes() for n in lab.spec(name).nics
+                   if n.link == nic.link]
+        try:
+            new = netem.changed(members, nic, None if clear else pairs,
+                                one_way=args.one_way)
+        except netem.NetemError as e:
+            return fail(args, Exit.BAD_INPUT, str(e))
+        for (sender, sender_if), imp in new.items():
+            if imp and lab.spec(sender).role == "router" and not nic.impaired:
+                return fail(args, Exit.BAD_INPUT, f"{sender}:{sender_if} is a vrlab-router "
+                            "interface that sends past the qdisc (the topology does not impair "
+                            "this link); give the link an impairment in the topology (e.g. "
+                            "delay: 0ms) to change it at run time")
+        nodes = lab.record.data["nodes"]
         done: list[dict[str, Any]] = []
-        for target in targets:
-            base = parse_impairment(target.netem or {})[0]
-            imp, issues = (Impairment(), []) if clear else parse_impairment(pairs, base)
-            if issues:
-                return fail(args, Exit.BAD_INPUT, "; ".join(m for _, m, _ in issues))
-            assert target.netns and target.tap
-            links.set_netem(target.netns, target.tap, imp if imp else None)
-            done.append({"endpoint": f"{target.node}:{target.ifname}", "netem": to_yaml(imp)})
+        for sender in sorted({s for s, _ in new}):
+            shaping = [(i, imp) for (s, i), imp in sorted(new.items()) if s == sender]
+            netem.apply(lab, sender, shaping)
+            for sender_if, imp in shaping:
+                spec = lab.spec(sender)
+                nics = [dataclasses.replace(n, netem=to_yaml(imp) if imp else None)
+                        if n.ifname == sender_if else n for n in spec.nics]
+                nodes[sender]["nics"] = [n.to_json() for n in nics]
+                lab.record.set_fields(nodes=nodes)
+                done.append({"sender": f"{sender}:{sender_if}",
+                             "netem": to_yaml(imp) if imp else {}})
     except LabError as e:  # no such lab or node
         return fail(args, Exit.BAD_INPUT, str(e))
-    except links.LinkError as e:
+    except (netem.NetemError, SshError) as e:
         return fail(args, Exit.FAILED, str(e))
     if args.json:
         print_json({"lab": args.lab, "link": nic.link, "set": done})
     else:
         for item in done:
             shown = " ".join(f"{k} {v}" for k, v in item["netem"].items()) or "nothing"
-            print(f"{item['endpoint']} receives: {shown}")
+            print(f"{item['sender']} sends through: {shown}")
     return Exit.OK

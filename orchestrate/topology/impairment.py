@@ -24,6 +24,12 @@ from orchestrate.topology.model import Impairment
 KEYS = ("delay", "jitter", "loss", "reorder", "duplicate", "corrupt", "rate")
 MAX_DELAY_MS = 10_000.0
 """Ten seconds: beyond that every check's timeout would fire first."""
+# The one rule guest-side shaping (orchestrate.netem) puts on topologies.
+LAN_PER_ENDPOINT = ("a per-endpoint impairment on a LAN segment cannot be applied: vrlab "
+                    "shapes each sender's egress in its guest, and on a LAN that egress "
+                    "reaches every member")
+LAN_PER_ENDPOINT_HINT = "set the impairment on the link (all members), or use a "\
+                        "point-to-point link"
 MIN_RATE = 8  # bit/s
 MAX_RATE = 100_000_000_000  # 100 Gbit/s
 
@@ -123,27 +129,3 @@ def to_yaml(imp: Impairment) -> dict[str, str]:
         else:
             out[key] = f"{value:g}%"
     return out
-
-
-def netem_options(imp: Impairment) -> dict[str, Any]:
-    """Keyword arguments for pyroute2's `tc("add", "netem", ...)` (its units: us and %)."""
-    opts: dict[str, Any] = {}
-    if imp.delay:
-        opts["delay"] = int(imp.delay * 1000)
-    if imp.jitter:
-        opts["jitter"] = int(imp.jitter * 1000)
-    if imp.loss:
-        opts["loss"] = imp.loss
-    if imp.duplicate:
-        opts["duplicate"] = imp.duplicate
-    if imp.reorder:
-        opts["prob_reorder"] = imp.reorder
-    if imp.corrupt:
-        opts["prob_corrupt"] = imp.corrupt
-    if imp.rate:
-        opts["rate"] = f"{imp.rate}bit"
-    if imp.delay or imp.rate:
-        # netem queues up to `limit` packets while it delays them; 1000 (the default) caps a
-        # 20 ms link at 50k packets/s, far above what a TCG guest sends.
-        opts["limit"] = 10_000
-    return opts

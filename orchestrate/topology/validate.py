@@ -30,6 +30,7 @@ from orchestrate.hosts import HOST_NAME_RE, Host, validate_inventory
 from orchestrate.names import NAME_MAX, name_problem
 from orchestrate.topology import derive
 from orchestrate.topology.impairment import KEYS as IMPAIRMENT_KEYS
+from orchestrate.topology.impairment import LAN_PER_ENDPOINT, LAN_PER_ENDPOINT_HINT
 from orchestrate.topology.model import (
     ACCELS,
     BACKENDS,
@@ -470,6 +471,11 @@ class _Validator(RouteRules):
                 if isinstance(text, dict):
                     endpoint, own = derive.endpoint_with_impairment(self, text, (*epath, j),
                                                                     impairment)
+                    lan_own = [k for k in IMPAIRMENT_KEYS if k in text] if len(ends) > 2 else []
+                    if lan_own:
+                        self.error((*epath, j, lan_own[0]), LAN_PER_ENDPOINT,
+                                   LAN_PER_ENDPOINT_HINT)
+                        own = None
                     if endpoint is not None and own is not None:
                         per_endpoint[endpoint.node] = own
                 else:

@@ -273,3 +273,15 @@ def test_lo_and_names_the_kernel_refuses_are_placed(tmp_path: Path) -> None:
         (4, "interfaces[1].name", "'a-name-far-too-long' is not an interface name"),
         (5, "interfaces[2].name", "'r/h1' is not an interface name"),
     ])
+
+
+def test_qdisc_bypass_per_interface() -> None:
+    config = parse_router_config({"hostname": "r1", "interfaces": [
+        {"name": "a", "addresses": ["198.51.100.1/24"], "qdisc_bypass": False},
+        {"name": "b", "addresses": ["192.0.2.1/24"]}]})
+    assert [i.qdisc_bypass for i in config.interfaces] == [False, True]
+    with pytest.raises(ConfigError) as info:
+        parse_router_config({"hostname": "r1", "interfaces": [
+            {"name": "a", "qdisc_bypass": "no"}]})
+    assert info.value.problems == [
+        "<config>: interfaces[0].qdisc_bypass: expected true or false, got 'no'"]

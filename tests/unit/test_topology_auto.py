@@ -17,7 +17,7 @@ from orchestrate.nodeconfig import NodeBootSpec, render_files
 from orchestrate.topology import Topology, TopologyError, load_topology, parse_topology
 from orchestrate.topology.addressing import Pool, ipv4_prefix_for
 from orchestrate.topology.expand import dump, to_document
-from orchestrate.topology.impairment import netem_options, parse_impairment
+from orchestrate.topology.impairment import parse_impairment
 from orchestrate.topology.model import Impairment
 from orchestrate.topology.routing import KEEP, compute, find_loops, path, subnets
 
@@ -282,14 +282,18 @@ def test_expansion_round_trips(name: str, tmp_path: Path) -> None:
 # -- impairments -----------------------------------------------------------------------------
 
 
-def test_impairment_units_and_netem_options() -> None:
+def test_impairment_units_and_tc_netem_arguments() -> None:
+    from orchestrate.netem import tc_args, tc_command
+
     imp, issues = parse_impairment({"delay": "20ms", "jitter": "500us", "loss": "10%",
                                     "reorder": 25, "rate": "10mbit", "duplicate": "1.5%"})
     assert issues == []
     assert imp == Impairment(20.0, 0.5, 10.0, 25.0, 1.5, None, 10_000_000)
-    opts = netem_options(imp)
-    assert opts["delay"] == 20_000 and opts["jitter"] == 500 and opts["loss"] == 10.0
-    assert opts["prob_reorder"] == 25.0 and opts["rate"] == "10000000bit"
+    assert tc_args(imp) == ["limit", "10000", "delay", "20ms", "0.5ms", "loss", "10%",
+                            "duplicate", "1.5%", "reorder", "25%", "rate", "10000000bit"]
+    assert tc_command("r1-h2", Impairment(delay=0.0)) == (
+        "tc qdisc replace dev r1-h2 root netem limit 10000 delay 0ms")
+    assert tc_command("eth1", None) == "tc qdisc del dev eth1 root 2>/dev/null || true"
     assert parse_impairment({"rate": "1mbps"})[0].rate == 8_000_000  # tc: bytes per second
 
 
@@ -466,25 +470,127 @@ links: [[r1, r2], [r2, r3]]
     assert result.next_hop(4, "r1", far) == KEEP
 
 
-# -- how impaired links are carried ----------------------------------------------------------
+# -- how impaired links are carried: netem on each sender's egress, in its guest -----------
 
 
-def test_impaired_links_are_carried_through_the_namespace_with_netem() -> None:
+def plan(text: str) -> dict[tuple[str, str], object]:
     from orchestrate import links
 
-    t = load_topology(CONFIGS / "impaired.yaml")
+    t = parse_topology(text) if "\n" in text else load_topology(text)
     purposes = links.udp_purposes(t)
-    assert purposes == ["udp:h1:eth1", "udp:r1:r1-h1"]  # only the unimpaired link is UDP
     ports = {p: 41000 + i for i, p in enumerate(purposes)}
-    nics = {n.ifname: n for nic_list in links.plan_nics(t, "impaired", ports,
-                                                         links.MacAllocator("impaired")).values()
-            for n in nic_list if n.node in ("r1", "h3")}
-    assert nics["eth1"].kind == "lan" and nics["eth1"].netem == {"loss": "10%"}
-    assert nics["r1-h3"].kind == "lan" and nics["r1-h3"].netem is None  # one way: to h3 only
-    assert nics["r1-h2"].netem == {"delay": "20ms"}
-    assert nics["r1-h4"].netem == {"delay": "5ms", "reorder": "25%"}
-    assert nics["r1-h1"].kind == "udp"
-    assert links.NicSpec.from_json("h3", nics["eth1"].to_json()) == nics["eth1"]
+    return {(n.node, n.ifname): n for nics in links.plan_nics(
+        t, "t", ports, links.MacAllocator("t")).values() for n in nics}
+
+
+def test_impaired_links_stay_on_udp_with_netem_on_the_senders_egress() -> None:
+    from orchestrate import links
+
+    nics = plan(str(CONFIGS / "impaired.yaml"))
+    assert {n.kind for n in nics.values()} == {"udp"}  # rootless, impaired or not
+    netem = {key: n.netem for key, n in nics.items()}  # type: ignore[attr-defined]
+    # what h3 receives (loss 10%) is what r1 sends to it; h3 itself sends unimpaired
+    assert netem[("r1", "r1-h3")] == {"loss": "10%"} and netem[("h3", "eth1")] is None
+    assert netem[("r1", "r1-h2")] == netem[("h2", "eth1")] == {"delay": "20ms"}
+    assert netem[("r1", "r1-h4")] == netem[("h4", "eth1")] == {"delay": "5ms", "reorder": "25%"}
+    assert netem[("r1", "r1-h1")] is None and netem[("h1", "eth1")] is None
+    impaired = {key for key, n in nics.items() if n.impaired}  # type: ignore[attr-defined]
+    assert impaired == set(nics) - {("r1", "r1-h1"), ("h1", "eth1")}
+    nic = nics[("r1", "r1-h3")]
+    assert links.NicSpec.from_json("r1", nic.to_json()) == nic  # type: ignore[attr-defined]
+
+
+def test_egress_mapping_point_to_point_and_lan() -> None:
+    from orchestrate.netem import NetemError, egress
+
+    a, b = Impairment(delay=20.0), Impairment(loss=5.0)
+    assert egress([a, b]) == [b, a]  # what A receives is what B sends
+    assert egress([a, None]) == [None, a]
+    assert egress([a, a, a]) == [a, a, a]  # a LAN: every member's egress, impaired once
+    with pytest.raises(NetemError, match="per-endpoint impairment on a LAN segment"):
+        egress([a, b, a])
+
+
+def test_lan_link_impairment_shapes_every_member() -> None:
+    nics = plan("""
+addressing: auto
+nodes: {a: {role: host}, b: {role: host}, c: {role: router}}
+links:
+  - {endpoints: [a, b, c], delay: 10ms}
+""")
+    assert {n.netem["delay"] for n in nics.values()} == {"10ms"}  # type: ignore[attr-defined]
+    assert {n.kind for n in nics.values()} == {"lan"}  # type: ignore[attr-defined]
+
+
+def test_per_endpoint_impairment_on_a_lan_is_a_placed_error() -> None:
+    got = problems("""
+addressing: auto
+nodes: {a: {role: host}, b: {role: host}, c: {role: host}}
+links:
+  - endpoints: [a, b, {endpoint: c, loss: 5%}]
+""")
+    assert got == [
+        "t.yaml:5:43: links[0].endpoints[2].loss: a per-endpoint impairment on a LAN segment "
+        "cannot be applied: vrlab shapes each sender's egress in its guest, and on a LAN that "
+        "egress reaches every member (set the impairment on the link (all members), or use a "
+        "point-to-point link)"]
+
+
+def test_link_set_maps_both_ways_and_one_way_onto_senders() -> None:
+    from orchestrate.netem import NetemError, changed
+
+    nics = plan(str(CONFIGS / "impaired.yaml"))
+    r1, h2 = nics[("r1", "r1-h2")], nics[("h2", "eth1")]
+    both = changed([r1, h2], h2, {"delay": "50ms", "loss": "1%"},  # type: ignore[list-item]
+                   one_way=False)
+    assert both == {("r1", "r1-h2"): Impairment(delay=50.0, loss=1.0),
+                    ("h2", "eth1"): Impairment(delay=50.0, loss=1.0)}
+    one = changed([r1, h2], h2, {"jitter": "2ms"}, one_way=True)  # type: ignore[list-item]
+    assert one == {("r1", "r1-h2"): Impairment(delay=20.0, jitter=2.0)}  # over the 20 ms
+    assert changed([r1, h2], r1, None, one_way=True) == {  # type: ignore[list-item]
+        ("h2", "eth1"): None}
+    h3 = nics[("h3", "eth1")]
+    with pytest.raises(NetemError, match="jitter needs a delay"):
+        changed([nics[("r1", "r1-h3")], h3], h3, {"jitter": "2ms"},  # type: ignore[list-item]
+                one_way=True)
+    lan = plan("""
+addressing: auto
+nodes: {a: {role: host}, b: {role: host}, c: {role: host}}
+links: [{endpoints: [a, b, c], delay: 1ms}]
+""")
+    with pytest.raises(NetemError, match="LAN segment"):
+        changed(list(lan.values()), lan[("a", "eth1")], {"delay": "2ms"},  # type: ignore
+                one_way=True)
+
+
+def test_guest_script_shapes_and_clears() -> None:
+    from orchestrate.netem import guest_script, recorded
+
+    nics = plan(str(CONFIGS / "impaired.yaml"))
+    r1 = [n for key, n in nics.items() if key[0] == "r1"]
+    assert guest_script(recorded(r1)) == (  # type: ignore[arg-type]
+        "tc qdisc replace dev r1-h2 root netem limit 10000 delay 20ms && "
+        "tc qdisc replace dev r1-h3 root netem limit 10000 loss 10% && "
+        "tc qdisc replace dev r1-h4 root netem limit 10000 delay 5ms reorder 25%")
+    assert guest_script(recorded([nics[("h1", "eth1")]])) is None  # type: ignore[list-item]
+    assert guest_script([("eth1", None)]) == "tc qdisc del dev eth1 root 2>/dev/null || true"
+
+
+def test_routers_send_through_the_qdisc_on_impaired_links_only() -> None:
+    from appliance.config import parse_router_config
+    from orchestrate.backends import NodeSpec
+    from orchestrate.lab import shaped_router_config
+
+    t = load_topology(CONFIGS / "impaired.yaml")
+    nics = plan(str(CONFIGS / "impaired.yaml"))
+    spec = NodeSpec(lab="t", name="r1", role="router", memory=256, cpus=1, accel="tcg",
+                    kernel=Path("k"), initrd=Path("i"), cmdline="", overlay=Path("o"),
+                    config_disk=Path("c"), mgmt_mac="52:54:00:00:00:01", ssh_port=2222,
+                    mgmt_netdev="", node_dir=Path("."), run_dir=Path("."),
+                    nics=[n for key, n in nics.items() if key[0] == "r1"])  # type: ignore
+    config = parse_router_config(shaped_router_config(t.nodes["r1"].router_config(), spec))
+    bypass = {i.name: i.qdisc_bypass for i in config.interfaces}
+    assert bypass == {"r1-h1": True, "r1-h2": False, "r1-h3": False, "r1-h4": False}
 
 
 def test_link_set_refuses_bad_input(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

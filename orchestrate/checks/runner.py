@@ -365,9 +365,36 @@ class CheckRunner:
         return Outcome(True, " -> ".join(names), detail)
 
     def _ping_stats(self, p: dict[str, Any]) -> Outcome:
-        """Many echoes, `gap` seconds apart: the average RTT and the loss must be in range."""
+        """Many echoes, `gap` seconds apart: the minimum RTT and the loss must be in range, and
+        with `baseline`, the minimum RTT added over the path to the baseline target."""
+        found = self._ping_many(p, p["to"])
+        if isinstance(found, Outcome):
+            return found
+        loss, low, seen, detail = found
+        if "loss" in p and not p["loss"][0] <= loss <= p["loss"][1]:
+            return Outcome(False, f"{seen}: loss outside {p['loss']}", detail)
+        if "rtt" in p and (low is None or not p["rtt"][0] <= low <= p["rtt"][1]):
+            return Outcome(False, f"{seen}: rtt min outside {p['rtt']} ms", detail)
+        if "baseline" in p:
+            base = self._ping_many(p, p["baseline"])
+            if isinstance(base, Outcome):
+                return base
+            _, base_low, base_seen, base_detail = base
+            detail += f"\n{base_detail}"
+            if low is None or base_low is None:
+                return Outcome(False, f"{seen}; baseline {base_seen}: no RTT to compare", detail)
+            added = low - base_low
+            seen += f"; baseline {p['baseline']} rtt min {base_low:.1f} ms: {added:+.1f} ms"
+            if not p["added"][0] <= added <= p["added"][1]:
+                return Outcome(False, f"{seen} added, outside {p['added']} ms", detail)
+        return Outcome(True, seen, detail)
+
+    def _ping_many(self, p: dict[str, Any], target: str
+                   ) -> Outcome | tuple[float, float | None, str, str]:
+        """`count` echoes to `target`: (loss %, minimum RTT ms, summary, detail), or the
+        failed Outcome when ping printed no summary."""
         timeout = p.get("timeout", DEFAULT_TIMEOUT)
-        address, family = resolve_target(self.lab, self.topology, p["from"], p["to"],
+        address, family = resolve_target(self.lab, self.topology, p["from"], target,
                                          p.get("family"), timeout)
         count, gap = p.get("count", 20), p.get("gap", 0.2)
         argv = ["ping", f"-{family}", "-n", "-q", "-c", str(count), "-i", f"{gap:g}",
@@ -388,11 +415,7 @@ class CheckRunner:
         low = float(rtt.group(1)) if rtt else None
         seen = f"loss {loss:.1f}% ({sent - got}/{sent})" + (
             f", rtt min {low:.1f} avg {float(rtt.group(2)):.1f} ms" if rtt else "")
-        if "loss" in p and not p["loss"][0] <= loss <= p["loss"][1]:
-            return Outcome(False, f"{seen}: loss outside {p['loss']}", detail)
-        if "rtt" in p and (low is None or not p["rtt"][0] <= low <= p["rtt"][1]):
-            return Outcome(False, f"{seen}: rtt min outside {p['rtt']} ms", detail)
-        return Outcome(True, seen, detail)
+        return loss, low, seen, detail
 
     def _transfer(self, p: dict[str, Any]) -> Outcome:
         """`bytes` of random data over TCP (netcat) from `from` to `to`, checksums compared."""

@@ -30,7 +30,9 @@ node's first IPv4 / global IPv6 address.
 - `ping-stats`: `from`, `to`, `family`, `count` (20) echoes `gap` seconds apart (0.2; root
   in the guest allows 0.002), `size`; `rtt: [min, max]`: the minimum round-trip time in ms
   must lie in it (the minimum: TCG scheduling adds noise to the rest), `loss: [min, max]`: the
-  percentage of echoes lost.
+  percentage of echoes lost; `baseline` (a second target, pinged the same way) with
+  `added: [min, max]`: the minimum RTT to `to` minus the minimum RTT to `baseline`, in ms,
+  must lie in it (what an impaired link adds, measured against a path without it).
 - `transfer`: `from`, `to`, `family`, `bytes` (2 MiB) of random data over TCP (netcat, `port`
   5201): the SHA-256 on arrival must equal the one sent.
 - `reachability` (generated: orchestrate.checks.generated): ping between every ordered pair
@@ -331,7 +333,8 @@ KINDS: dict[str, tuple[Param, ...]] = {
         Param("from", _node, True), Param("to", _target, True), Param("family", _choice(4, 6)),
         Param("count", _int(1, 10_000)), Param("gap", _number(0.002, 10)),
         Param("size", _int(0, 65000)), Param("rtt", _range(0, 60_000)),
-        Param("loss", _range(0, 100)),
+        Param("loss", _range(0, 100)), Param("baseline", _target),
+        Param("added", _range(-60_000, 60_000)),
     ),
     "transfer": (
         Param("from", _node, True), Param("to", _target, True), Param("family", _choice(4, 6)),
@@ -366,16 +369,18 @@ def default_name(kind: str, params: dict[str, Any]) -> str:
         return "reachability"
     if kind in ("ping-stats", "transfer"):
         family = f" IPv{params['family']}" if "family" in params else ""
-        what = " ".join(f"{k} {params[k]}" for k in ("rtt", "loss", "bytes") if k in params)
+        what = " ".join(f"{k} {params[k]}" for k in ("rtt", "loss", "added", "bytes")
+                        if k in params)
         return f"{kind}{family} {params['from']} -> {params['to']} {what}".rstrip()
     if kind == "counter":
         return f"counter {params['node']} {params['key']} >= +{params.get('at_least', 1)}"
     return f"capture {params['endpoint']} {params['filter']!r} {params.get('expect', 'present')}"
 
 
-def _family_problems(kind: str, params: dict[str, Any], topology: Topology
+def _family_problems(kind: str, params: dict[str, Any], topology: Topology, key: str = "to"
                      ) -> list[_Issue]:
-    """Cross-key rules of ping/traceroute: the target must have an address of the family."""
+    """Cross-key rules of ping/traceroute: the target (under `key`) must have an address of
+    the family."""
     target = params.get("to")
     family = params.get("family")
     if not isinstance(target, str) or literal_address(target) is not None:
@@ -389,12 +394,12 @@ def _family_problems(kind: str, params: dict[str, Any], topology: Topology
     if family is None:
         family = 4 if node.first_address(4) is not None else 6
     if family == 4 and node.first_address(4) is None:
-        return [_Issue(("to",), f"{node_name} has no IPv4 address", "set family: 6")]
+        return [_Issue((key,), f"{node_name} has no IPv4 address", "set family: 6")]
     source = params["from"]
     # With no global IPv6 address only the link-local one remains: they must share a link.
     if family == 6 and node.first_address(6) is None \
             and not topology.shared_links(source, node_name):
-        return [_Issue(("to",), f"{node_name} has no global IPv6 address and shares no "
+        return [_Issue((key,), f"{node_name} has no global IPv6 address and shares no "
                        f"link with {source}", "give it a 2001:db8:: address")]
     return []
 
@@ -447,8 +452,14 @@ def _validate_check(item: dict[Any, Any], topology: Topology
     if kind == "counter" and "command" in params and "on" not in params:
         issues.append(_Issue((), "a counter check with command: needs on: (the node to "
                                      "run it on)"))
+    if kind == "ping-stats" and ("added" in params) != ("baseline" in params):
+        issues.append(_Issue((), "added: and baseline: go together (the RTT added over the "
+                                 "path to the baseline target)"))
     if kind in ("ping", "traceroute", "ping-stats", "transfer") and not issues:
         issues.extend(_family_problems(kind, params, topology))
+        if "baseline" in params:
+            issues.extend(_family_problems(kind, {**params, "to": params["baseline"]},
+                                           topology, key="baseline"))
     if issues:
         return issues, None
     name = params.pop("name", None) or default_name(kind, params)

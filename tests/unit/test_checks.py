@@ -144,6 +144,40 @@ traceroute to 198.51.100.66 (198.51.100.66), 8 hops max, 60 byte packets
 """
 
 
+def stats_output(target: str, low: float, sent: int = 20, got: int = 20) -> str:
+    rtt = f"rtt min/avg/max/mdev = {low:.3f}/{low + 1:.3f}/{low + 3:.3f}/0.500 ms\n"
+    return ping_output(target, sent, got) + (rtt if got else "")
+
+
+@pytest.mark.parametrize(("impaired", "passed", "reason"), [
+    (43.9, True, "loss 0.0% (0/20), rtt min 43.9 avg 44.9 ms; baseline r1 rtt min 0.9 ms: "
+                 "+43.0 ms"),
+    (0.9, False, "loss 0.0% (0/20), rtt min 0.9 avg 1.9 ms; baseline r1 rtt min 0.9 ms: "
+                 "+0.0 ms added, outside [35.0, 45.0] ms"),  # the impairment is missing
+    (52.0, False, "loss 0.0% (0/20), rtt min 52.0 avg 53.0 ms; baseline r1 rtt min 0.9 ms: "
+                  "+51.1 ms added, outside [35.0, 45.0] ms"),
+])
+def test_ping_stats_added_rtt_against_a_baseline(tmp_path: Path, line: Topology,
+                                                 impaired: float, passed: bool,
+                                                 reason: str) -> None:
+    lab = FakeLab(tmp_path, {"h1": [
+        (r"^ping .* 198\.51\.100\.66$", (0, stats_output("198.51.100.66", impaired), "")),
+        (r"^ping .* 198\.51\.100\.1$", (0, stats_output("198.51.100.1", 0.9), "")),
+    ]})
+    r, _ = runner(lab, line)
+    result = r.run(spec("ping-stats", **{"from": "h1", "to": "h2", "baseline": "r1",
+                                         "added": [35.0, 45.0]}))
+    assert (result.passed, result.reason) == (passed, reason)
+    assert [cmd.split()[-1] for _, cmd in lab.log[:2]] == ["198.51.100.66", "198.51.100.1"]
+
+
+def test_ping_stats_baseline_needs_added() -> None:
+    with pytest.raises(TopologyError) as info:
+        parse_topology(BASE + "  - {kind: ping-stats, from: h1, to: r1, baseline: r1}\n",
+                       "c.yaml")
+    assert "added: and baseline: go together" in str(info.value.problems[0])
+
+
 def test_traceroute_hops_by_node_name(tmp_path: Path, line: Topology) -> None:
     lab = FakeLab(tmp_path, {"h1": [(r"^traceroute ", (0, TRACE_OK, ""))]})
     r, _ = runner(lab, line)

@@ -20,10 +20,16 @@ Start-up, in order (each step logs to stderr; any failure exits non-zero before 
 6. create the control socket (mode 0600) and print ``vrlab-router: ready`` on stdout. The
    orchestrator waits for that line or for the socket: both mean every interface is open.
 
-The loop: poll() over the ring descriptors, the control socket and a signal wake-up pipe,
-with a timeout to the next timer. On each wake-up the fast path's batch call runs first
-(forwarding what it can straight from RX ring to TX ring) and returns the punts, which go to
-`Router.receive`; the router's `Transmit` actions go back onto the TX rings. Whenever
+The loop: wait for the rings, the control socket, link notifications and a signal wake-up
+pipe, with a timeout to the next timer. With the fast path attached the wait is its
+`serve()` call: it sleeps in poll(2) on the rings and on an epoll of the daemon's other
+descriptors, forwards straight from RX ring to TX ring whatever comes, and returns only when
+Python has work: punts (which go to `Router.receive`), a descriptor of its own ready, or the
+timer. A forwarded frame never runs Python: under TCG one Python loop iteration costs a
+router VM's vCPU a few hundred microseconds, and it was paid on each wake-up, twice per
+forwarded echo (docs/DESIGN.md, "the loop"). While a trace runs, with `--busy-poll` or with no
+fast path, the loop polls the rings itself and calls the batch (or the rings) on each
+wake-up. The router's `Transmit` actions go back onto the TX rings. Whenever
 `Router.generation` moved, the changed tables are re-uploaded before the next batch, so the
 fast path never forwards on a stale route or neighbor. `Router.tick` runs every `TICK` seconds
 (neighbor timers, reassembly timeouts).
@@ -145,7 +151,14 @@ class Daemon(Reconfigure):
         """The fast path's trace filter as last set (None: not tracing)."""
         self.control: ControlServer | None = None
         self.commands: ControlCommands | None = None
-        self.poller = select.poll()
+        self.poller = select.epoll()
+        """The daemon's own descriptors: control socket and clients, link notifications, the
+        signal wake-up pipe. Never the rings: its descriptor is what the fast path's serve()
+        watches besides them, so it turns readable only when Python has work."""
+        self.ring_poller = select.poll()
+        """The rings and `poller`, for the loop without serve() (no fast path, tracing,
+        busy-poll)."""
+        self.ring_poller.register(self.poller.fileno(), select.POLLIN)
         self.stopping = False
         self.started = time.monotonic()
         self._wake_r, self._wake_w = socket.socketpair()
@@ -484,26 +497,44 @@ class Daemon(Reconfigure):
         # to sleeping in poll(2), after `busy_poll` seconds of polling if that is set.
         last_work = -1.0
         found = False
+        own_fd = self.poller.fileno()
         while not self.stopping:
             now = time.monotonic()
             busy = found or now - last_work < self.busy_poll
             timeout = 0.0 if busy else max(0.0, next_tick - now)
-            events = self.poller.poll(timeout * 1000.0)
-            now = time.monotonic()
             rings_ready = busy
+            served = False
+            punts: list[tuple[int, int, bytes]] = []
+            if self.attached and self.fp is not None and self._fast_trace is None \
+                    and not self.busy_poll:
+                # The fast path waits and forwards; back here only for Python's work.
+                _, punts, events = self.fp.serve(BUDGET, timeout, own_fd)
+                served = True
+            else:
+                events = self.ring_poller.poll(timeout * 1000.0)
+            now = time.monotonic()
             links_ready = False
+            own_events: list[tuple[int, int]] = []
             for fd, mask in events:
-                if fd in ring_fds:
+                if fd == own_fd:
+                    own_events = self.poller.poll(0)
+                elif fd in ring_fds:
                     rings_ready = True
                     if mask & select.POLLERR:
                         self.clear_ring_error(fd)
-                elif fd == link_fd:
+            for fd, mask in own_events:
+                if fd == link_fd:
                     links_ready = True
                 elif fd == wake_fd:
                     with contextlib.suppress(BlockingIOError):
                         self._wake_r.recv(64)
                 elif self.control.owns(fd):
                     self.control.handle(fd, mask)
+            if served:
+                for ifindex, verdict, frame in punts:
+                    self.slow(ifindex, frame, now, verdict)
+                self.flush()
+                rings_ready = False
             if links_ready:  # before the batch: no frame leaves by a link known to be down
                 self.link_events(now)
             if self.reload_requested:
@@ -544,6 +575,7 @@ class Daemon(Reconfigure):
         if self.kernel_taken:
             kernel.release_stack([i.name for i in self.config.interfaces], log)
         self.rings.clear()
+        self.poller.close()
         if self.linkwatch is not None:
             self.linkwatch.close()
             self.linkwatch = None

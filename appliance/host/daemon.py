@@ -66,6 +66,7 @@ import select
 import signal
 import socket
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -90,6 +91,9 @@ BUDGET = 256
 """Frames per fast-path batch call and per ring per slow-path pass."""
 KERNEL_CHECK = 30.0
 """Seconds between checks that the kernel has not taken an interface back (0: never)."""
+SWITCH_INTERVAL = 0.001
+"""sys.setswitchinterval: how long the kernel check's thread keeps the GIL when the loop wants
+it back (CPython's default, 5 ms, would be the most a frame waits for it)."""
 MAX_TRACEBACKS = 5
 """Slow-path exceptions logged in full; later ones are only counted."""
 
@@ -135,6 +139,9 @@ class Daemon(Reconfigure):
         self.wait_interfaces = wait_interfaces
         self.kernel_check = kernel_check
         self._kernel_problem = ""
+        self._kernel_thread: threading.Thread | None = None
+        self._kernel_result: str | None = None
+        """The kernel check's finding, set by its thread; None until it is in."""
         self.control_path = control_path
         self.fastpath_mode = fastpath_mode
         self.rings: dict[int, RingSocket] = {}
@@ -464,17 +471,46 @@ class Daemon(Reconfigure):
 
     def check_kernel(self) -> None:
         """Say so (once per change) if something gave the kernel an interface back: a DHCP
-        client, networkd or a person adding an address or re-enabling IPv6."""
+        client, networkd or a person adding an address or re-enabling IPv6.
+
+        The check runs in a thread of its own and the loop logs its result (`kernel_checked`):
+        it reads netlink, ethtool and sysctls in Python, which took 34-41 ms per run with two
+        interfaces in a TCG router VM, and every frame that arrived meanwhile waited for it
+        (the RTT spikes of issue 13, every 30 s). In its thread the fast path's serve() keeps
+        forwarding: it needs the GIL only between sleeps, and the check gives it up at each
+        system call and every `SWITCH_INTERVAL`."""
         # An interface set administratively down is the router's state to follow (a link
         # down), not the kernel taking it back: it is checked again once it is up.
         assert self.router is not None
+        if self._kernel_thread is not None:
+            return  # the last one is still running: one at a time
         up = {i.name for i in self.router.interfaces.values() if i.up}
-        try:
-            kernel.check_interfaces([i.name for i in self.config.interfaces if i.name in up],
-                                    {i.name: i.mtu for i in self.config.interfaces})
-            problem = ""
-        except kernel.KernelError as e:
-            problem = str(e)
+        names = [i.name for i in self.config.interfaces if i.name in up]
+        mtus = {i.name: i.mtu for i in self.config.interfaces}
+
+        def check() -> None:
+            try:
+                kernel.check_interfaces(names, mtus)
+                problem = ""
+            except kernel.KernelError as e:
+                problem = str(e)
+            except Exception as e:  # reported by the loop, like a failed check
+                problem = f"checking the interfaces failed: {e}"
+            self._kernel_result = problem
+            with contextlib.suppress(OSError):
+                self._wake_w.send(b"k")  # the loop logs it now, not at its next timer
+
+        self._kernel_thread = threading.Thread(target=check, name="kernel-check", daemon=True)
+        self._kernel_thread.start()
+
+    def kernel_checked(self) -> None:
+        """Log the kernel check's result once it is in (and only when it changed)."""
+        problem = self._kernel_result
+        if problem is None or self._kernel_thread is None:
+            return
+        self._kernel_thread.join()
+        self._kernel_thread = None
+        self._kernel_result = None
         if problem != self._kernel_problem:
             log(f"WARNING: {problem}" if problem else "the kernel no longer owns any data "
                 "interface")
@@ -557,6 +593,7 @@ class Daemon(Reconfigure):
                 if self.kernel_check and now - last_check >= self.kernel_check:
                     self.check_kernel()
                     last_check = now
+            self.kernel_checked()
             self.sync_tables()
             self.drain_fast_trace()
             if self.commands is not None:
@@ -624,6 +661,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"vrlab-router: {problem}", file=sys.stderr)
         return 2
     log(f"{config.hostname}: starting (pid {os.getpid()}, config {args.config})")
+    sys.setswitchinterval(SWITCH_INTERVAL)
     daemon = Daemon(config, args.control, args.fastpath, args.kernel_check,
                     args.wait_interfaces, config_path=args.config,
                     busy_poll=args.busy_poll / 1e6)

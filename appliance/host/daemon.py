@@ -27,9 +27,9 @@ descriptors, forwards straight from RX ring to TX ring whatever comes, and retur
 Python has work: punts (which go to `Router.receive`), a descriptor of its own ready, or the
 timer. A forwarded frame never runs Python: under TCG one Python loop iteration costs a
 router VM's vCPU a few hundred microseconds, and it was paid on each wake-up, twice per
-forwarded echo (docs/DESIGN.md, "the loop"). While a trace runs, with `--busy-poll` or with no
-fast path, the loop polls the rings itself and calls the batch (or the rings) on each
-wake-up. The router's `Transmit` actions go back onto the TX rings. Whenever
+forwarded echo (docs/DESIGN.md, "Forwarding in a router VM"). While a trace runs, with
+`--busy-poll` or with no fast path, the loop polls the rings itself and calls the batch (or
+the rings) on each wake-up. The router's `Transmit` actions go back onto the TX rings. Whenever
 `Router.generation` moved, the changed tables are re-uploaded before the next batch, so the
 fast path never forwards on a stale route or neighbor. `Router.tick` runs every `TICK` seconds
 (neighbor timers, reassembly timeouts).

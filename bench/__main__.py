@@ -12,8 +12,13 @@ import importlib
 import sys
 import time
 
-BENCHMARKS = ("fib", "fastpath", "forward", "boot", "up", "multihost", "topo")
+BENCHMARKS = ("fib", "fastpath", "forward", "boot", "up", "multihost", "topo", "vm-forward")
 ON_REQUEST = ("soak",)  # ten minutes of mixed load: `python3 -m bench soak` (`make soak`)
+
+
+def module_name(name: str) -> str:
+    """`vm-forward` is bench/vm_forward.py."""
+    return f"bench.{name.replace('-', '_')}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) > 1 and argv[0] in BENCHMARKS + ON_REQUEST:
         # One benchmark with its own options: `python3 -m bench up --nodes 1,5 --plot x.png`.
-        return int(importlib.import_module(f"bench.{argv[0]}").main(argv[1:]))
+        return int(importlib.import_module(module_name(argv[0])).main(argv[1:]))
     args = parser.parse_args(argv)
     names = args.names or list(BENCHMARKS)
     known = BENCHMARKS + ON_REQUEST
@@ -33,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown benchmark {', '.join(unknown)}; choose from {', '.join(known)}")
     failures = 0
     for name in names:
-        module = importlib.import_module(f"bench.{name}")
+        module = importlib.import_module(module_name(name))
         print(f"\n=== bench {name} ===", flush=True)
         started = time.monotonic()
         status = module.main(["--quick"] if args.quick else [])

@@ -88,7 +88,7 @@ class ControlServer:
         self.path = path
         self.dispatch = dispatch
         self.log = log or (lambda msg: print(msg, file=sys.stderr))
-        self._poller: select.poll | None = None
+        self._poller: select.poll | select.epoll | None = None
         self._clients: dict[int, _Client] = {}
         self.ensure_free(path)
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -129,7 +129,7 @@ class ControlServer:
     def fileno(self) -> int:
         return self.sock.fileno()
 
-    def attach(self, poller: select.poll) -> None:
+    def attach(self, poller: select.poll | select.epoll) -> None:
         """Register the listening socket (and later each client) with `poller`."""
         self._poller = poller
         poller.register(self.sock.fileno(), select.POLLIN)

@@ -37,10 +37,16 @@ else: a traced frame gets the verdict it would have got anyway, so `routerctl tr
 ``attach(ring)`` / ``detach(ifindex)`` hand a ``appliance.dataplane.RingSocket`` to the fast path;
 ``poll(budget) -> (frames_read, [(ifindex, verdict, frame), ...])`` walks the RX rings (at most
 ``budget`` frames), forwards what it can onto the TX rings (one kick per ring per call) and
-returns how many frames it read and the punts. ``transmit(ifindex, frame)``
-puts a slow-path frame on an attached TX ring (False when the ring is full) and ``flush()``
-kicks the rings; once attached, a ring's TX side belongs to the fast path. ``counters()`` is a
-dict of counts (``forward4``, ``forward6``, ``punt.<reason>``, ``drop.<reason>``, ring counts).
+returns how many frames it read and the punts. ``serve(budget, timeout, other_fd) -> (frames,
+punts, events)`` is the daemon's wait: it sleeps in poll(2) on the rings' descriptors and
+``other_fd``, walks the rings whenever they have frames (again before sleeping, while they
+keep coming), and returns when a frame needs the slow path, ``other_fd`` is ready, a ring
+reports an error (``events``: ``(fd, revents)`` of those), ``budget`` frames are done or
+``timeout`` seconds have passed; a forwarded frame never wakes the caller.
+``transmit(ifindex, frame)`` puts a slow-path frame on an attached TX ring (False when the
+ring is full) and ``flush()`` kicks the rings; once attached, a ring's TX side belongs to
+the fast path. ``counters()`` is a dict of counts (``forward4``, ``forward6``,
+``punt.<reason>``, ``drop.<reason>``, ring counts).
 Errors in arguments raise ``FastPathError``.
 
 The order of the checks below is the contract: both modules apply them in this order, so a
@@ -50,6 +56,8 @@ frame with several problems gets the same verdict from both.
 from __future__ import annotations
 
 import enum
+import math
+import select
 import struct
 import time
 from typing import Protocol, TypeAlias
@@ -168,6 +176,7 @@ gateway, or the destination when on-link), and the CLOCK_MONOTONIC nanoseconds o
 rx, verify, route, neighbor, tx (0: not reached)."""
 TRACE_CAPACITY = 64
 TRACE_MAX_ADDRS = 8
+SERVE_PASSES = 4096  # bound on one serve() call's passes (each walks or sleeps), as in C
 
 
 class TraceStage(enum.IntEnum):
@@ -210,6 +219,8 @@ class Ring(Protocol):
     """What the fast path needs from a ring socket (``appliance.dataplane.RingSocket``)."""
 
     ifindex: int
+    fd: int
+    """The packet socket (-1: none; serve() then only walks it)."""
 
     def recv_raw(self, limit: int) -> list[tuple[bytes, bool]]: ...
     def ring_drops(self) -> int: ...
@@ -535,6 +546,39 @@ class FastPath:
                 if not more and time.monotonic() >= end:
                     break
         return done, punts
+
+    def serve(self, budget: int, timeout: float, other_fd: int,
+              ) -> tuple[int, list[tuple[int, int, bytes]], list[tuple[int, int]]]:
+        if budget <= 0:
+            raise FastPathError("budget must be positive")
+        if not 0.0 <= timeout <= 60.0:
+            raise FastPathError("timeout must be 0 to 60 seconds")
+        punts: list[tuple[int, int, bytes]] = []
+        events: list[tuple[int, int]] = []
+        end = time.monotonic() + timeout
+        done = 0
+        for _ in range(SERVE_PASSES):
+            found = self._walk(budget - done, punts)
+            done += found
+            if punts or done >= budget:
+                break
+            if found:
+                continue  # frames came: look again before sleeping
+            now = time.monotonic()
+            if now >= end:
+                break
+            poller = select.poll()
+            fds = [ring.fd for ring in self._rings.values() if ring.fd >= 0]
+            for fd in fds:
+                poller.register(fd, select.POLLIN)
+            if other_fd >= 0:
+                poller.register(other_fd, select.POLLIN)
+            bad = select.POLLERR | select.POLLHUP | select.POLLNVAL
+            events = [(fd, mask) for fd, mask in poller.poll(math.ceil((end - now) * 1000))
+                      if (mask if fd == other_fd else mask & bad)]
+            if events:
+                break
+        return done, punts, events
 
     def _walk(self, budget: int, punts: list[tuple[int, int, bytes]]) -> int:
         """One pass over the RX rings (at most `budget` frames), TX rings kicked."""

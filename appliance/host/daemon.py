@@ -20,10 +20,16 @@ Start-up, in order (each step logs to stderr; any failure exits non-zero before 
 6. create the control socket (mode 0600) and print ``vrlab-router: ready`` on stdout. The
    orchestrator waits for that line or for the socket: both mean every interface is open.
 
-The loop: poll() over the ring descriptors, the control socket and a signal wake-up pipe,
-with a timeout to the next timer. On each wake-up the fast path's batch call runs first
-(forwarding what it can straight from RX ring to TX ring) and returns the punts, which go to
-`Router.receive`; the router's `Transmit` actions go back onto the TX rings. Whenever
+The loop: wait for the rings, the control socket, link notifications and a signal wake-up
+pipe, with a timeout to the next timer. With the fast path attached the wait is its
+`serve()` call: it sleeps in poll(2) on the rings and on an epoll of the daemon's other
+descriptors, forwards straight from RX ring to TX ring whatever comes, and returns only when
+Python has work: punts (which go to `Router.receive`), a descriptor of its own ready, or the
+timer. A forwarded frame never runs Python: under TCG one Python loop iteration costs a
+router VM's vCPU a few hundred microseconds, and it was paid on each wake-up, twice per
+forwarded echo (docs/DESIGN.md, "Forwarding in a router VM"). While a trace runs, with
+`--busy-poll` or with no fast path, the loop polls the rings itself and calls the batch (or
+the rings) on each wake-up. The router's `Transmit` actions go back onto the TX rings. Whenever
 `Router.generation` moved, the changed tables are re-uploaded before the next batch, so the
 fast path never forwards on a stale route or neighbor. `Router.tick` runs every `TICK` seconds
 (neighbor timers, reassembly timeouts).
@@ -60,6 +66,7 @@ import select
 import signal
 import socket
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -84,6 +91,9 @@ BUDGET = 256
 """Frames per fast-path batch call and per ring per slow-path pass."""
 KERNEL_CHECK = 30.0
 """Seconds between checks that the kernel has not taken an interface back (0: never)."""
+SWITCH_INTERVAL = 0.001
+"""sys.setswitchinterval: how long the kernel check's thread keeps the GIL when the loop wants
+it back (CPython's default, 5 ms, would be the most a frame waits for it)."""
 MAX_TRACEBACKS = 5
 """Slow-path exceptions logged in full; later ones are only counted."""
 
@@ -129,6 +139,9 @@ class Daemon(Reconfigure):
         self.wait_interfaces = wait_interfaces
         self.kernel_check = kernel_check
         self._kernel_problem = ""
+        self._kernel_thread: threading.Thread | None = None
+        self._kernel_result: str | None = None
+        """The kernel check's finding, set by its thread; None until it is in."""
         self.control_path = control_path
         self.fastpath_mode = fastpath_mode
         self.rings: dict[int, RingSocket] = {}
@@ -145,7 +158,14 @@ class Daemon(Reconfigure):
         """The fast path's trace filter as last set (None: not tracing)."""
         self.control: ControlServer | None = None
         self.commands: ControlCommands | None = None
-        self.poller = select.poll()
+        self.poller = select.epoll()
+        """The daemon's own descriptors: control socket and clients, link notifications, the
+        signal wake-up pipe. Never the rings: its descriptor is what the fast path's serve()
+        watches besides them, so it turns readable only when Python has work."""
+        self.ring_poller = select.poll()
+        """The rings and `poller`, for the loop without serve() (no fast path, tracing,
+        busy-poll)."""
+        self.ring_poller.register(self.poller.fileno(), select.POLLIN)
         self.stopping = False
         self.started = time.monotonic()
         self._wake_r, self._wake_w = socket.socketpair()
@@ -454,17 +474,46 @@ class Daemon(Reconfigure):
 
     def check_kernel(self) -> None:
         """Say so (once per change) if something gave the kernel an interface back: a DHCP
-        client, networkd or a person adding an address or re-enabling IPv6."""
+        client, networkd or a person adding an address or re-enabling IPv6.
+
+        The check runs in a thread of its own and the loop logs its result (`kernel_checked`):
+        it reads netlink, ethtool and sysctls in Python, which took 34-41 ms per run with two
+        interfaces in a TCG router VM, and every frame that arrived meanwhile waited for it
+        (the RTT spikes of issue 13, every 30 s). In its thread the fast path's serve() keeps
+        forwarding: it needs the GIL only between sleeps, and the check gives it up at each
+        system call and every `SWITCH_INTERVAL`."""
         # An interface set administratively down is the router's state to follow (a link
         # down), not the kernel taking it back: it is checked again once it is up.
         assert self.router is not None
+        if self._kernel_thread is not None:
+            return  # the last one is still running: one at a time
         up = {i.name for i in self.router.interfaces.values() if i.up}
-        try:
-            kernel.check_interfaces([i.name for i in self.config.interfaces if i.name in up],
-                                    {i.name: i.mtu for i in self.config.interfaces})
-            problem = ""
-        except kernel.KernelError as e:
-            problem = str(e)
+        names = [i.name for i in self.config.interfaces if i.name in up]
+        mtus = {i.name: i.mtu for i in self.config.interfaces}
+
+        def check() -> None:
+            try:
+                kernel.check_interfaces(names, mtus)
+                problem = ""
+            except kernel.KernelError as e:
+                problem = str(e)
+            except Exception as e:  # reported by the loop, like a failed check
+                problem = f"checking the interfaces failed: {e}"
+            self._kernel_result = problem
+            with contextlib.suppress(OSError):
+                self._wake_w.send(b"k")  # the loop logs it now, not at its next timer
+
+        self._kernel_thread = threading.Thread(target=check, name="kernel-check", daemon=True)
+        self._kernel_thread.start()
+
+    def kernel_checked(self) -> None:
+        """Log the kernel check's result once it is in (and only when it changed)."""
+        problem = self._kernel_result
+        if problem is None or self._kernel_thread is None:
+            return
+        self._kernel_thread.join()
+        self._kernel_thread = None
+        self._kernel_result = None
         if problem != self._kernel_problem:
             log(f"WARNING: {problem}" if problem else "the kernel no longer owns any data "
                 "interface")
@@ -487,26 +536,44 @@ class Daemon(Reconfigure):
         # to sleeping in poll(2), after `busy_poll` seconds of polling if that is set.
         last_work = -1.0
         found = False
+        own_fd = self.poller.fileno()
         while not self.stopping:
             now = time.monotonic()
             busy = found or now - last_work < self.busy_poll
             timeout = 0.0 if busy else max(0.0, next_tick - now)
-            events = self.poller.poll(timeout * 1000.0)
-            now = time.monotonic()
             rings_ready = busy
+            served = False
+            punts: list[tuple[int, int, bytes]] = []
+            if self.attached and self.fp is not None and self._fast_trace is None \
+                    and not self.busy_poll:
+                # The fast path waits and forwards; back here only for Python's work.
+                _, punts, events = self.fp.serve(BUDGET, timeout, own_fd)
+                served = True
+            else:
+                events = self.ring_poller.poll(timeout * 1000.0)
+            now = time.monotonic()
             links_ready = False
+            own_events: list[tuple[int, int]] = []
             for fd, mask in events:
-                if fd in ring_fds:
+                if fd == own_fd:
+                    own_events = self.poller.poll(0)
+                elif fd in ring_fds:
                     rings_ready = True
                     if mask & select.POLLERR:
                         self.clear_ring_error(fd)
-                elif fd == link_fd:
+            for fd, mask in own_events:
+                if fd == link_fd:
                     links_ready = True
                 elif fd == wake_fd:
                     with contextlib.suppress(BlockingIOError):
                         self._wake_r.recv(64)
                 elif self.control.owns(fd):
                     self.control.handle(fd, mask)
+            if served:
+                for ifindex, verdict, frame in punts:
+                    self.slow(ifindex, frame, now, verdict)
+                self.flush()
+                rings_ready = False
             if links_ready:  # before the batch: no frame leaves by a link known to be down
                 self.link_events(now)
             if self.reload_requested:
@@ -529,6 +596,7 @@ class Daemon(Reconfigure):
                 if self.kernel_check and now - last_check >= self.kernel_check:
                     self.check_kernel()
                     last_check = now
+            self.kernel_checked()
             self.sync_tables()
             self.drain_fast_trace()
             if self.commands is not None:
@@ -547,6 +615,7 @@ class Daemon(Reconfigure):
         if self.kernel_taken:
             kernel.release_stack([i.name for i in self.config.interfaces], log)
         self.rings.clear()
+        self.poller.close()
         if self.linkwatch is not None:
             self.linkwatch.close()
             self.linkwatch = None
@@ -595,6 +664,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"vrlab-router: {problem}", file=sys.stderr)
         return 2
     log(f"{config.hostname}: starting (pid {os.getpid()}, config {args.config})")
+    sys.setswitchinterval(SWITCH_INTERVAL)
     daemon = Daemon(config, args.control, args.fastpath, args.kernel_check,
                     args.wait_interfaces, config_path=args.config,
                     busy_poll=args.busy_poll / 1e6)

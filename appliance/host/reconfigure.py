@@ -37,7 +37,7 @@ class Reconfigure:
     router: Router | None
     rings: dict[int, RingSocket]
     ring_fds: set[int]
-    poller: select.poll
+    ring_poller: select.poll
     fp: FastPathLike | None
     attached: bool
     log: Callable[[str], None]
@@ -57,7 +57,7 @@ class Reconfigure:
         """Poll `ring` and hand it to the fast path (when the fast path holds the rings)."""
         self.rings[ring.ifindex] = ring
         self.ring_fds.add(ring.fd)
-        self.poller.register(ring.fd, select.POLLIN)
+        self.ring_poller.register(ring.fd, select.POLLIN)
         if self.attached and self.fp is not None:
             self.fp.attach(ring)
 
@@ -81,7 +81,7 @@ class Reconfigure:
         if self.attached and self.fp is not None:
             self.fp.detach(ifindex)
         self.ring_fds.discard(ring.fd)
-        self.poller.unregister(ring.fd)
+        self.ring_poller.unregister(ring.fd)
         name = ring.name
         ring.close()
         kernel.release_stack([name], self.log)

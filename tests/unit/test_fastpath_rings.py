@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import contextlib
 import mmap
+import select
 import socket
 import struct
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -259,3 +261,49 @@ def test_poll_with_spin_stops_at_budget_punt_or_time(setup: Any) -> None:
     for bad in (-0.1, 1.5):
         with pytest.raises(Exception, match="spin"):
             fp.poll(8, bad)
+
+
+# -- serve(): the daemon's wait and forward in one call -----------------------------------
+
+
+def test_serve_forwards_without_returning_a_frame(setup: tuple[Any, MemoryRing, MemoryRing],
+                                                  ) -> None:
+    fp, a, b = setup
+    a.deliver(FORWARD)
+    a.deliver(FORWARD)
+    done, punts, events = fp.serve(64, 0.0, -1)
+    assert (done, punts, events) == (2, [], [])
+    assert b.transmitted() == [expected(FORWARD)[2]] * 2
+    assert b.kicks() >= 1
+    assert a.rx_status(0) == 0 and a.rx_status(1) == 0  # handed back to the kernel
+
+
+def test_serve_returns_the_punts(setup: tuple[Any, MemoryRing, MemoryRing]) -> None:
+    fp, a, _ = setup
+    a.deliver(LOCAL)
+    done, punts, events = fp.serve(64, 30.0, -1)  # a punt ends the call, not the timeout
+    assert done == 1 and events == []
+    assert [(ifindex, Verdict(verdict)) for ifindex, verdict, _ in punts] == \
+        [(1, Verdict.PUNT_LOCAL)]
+
+
+def test_serve_returns_when_the_other_descriptor_is_ready(
+        setup: tuple[Any, MemoryRing, MemoryRing]) -> None:
+    fp, _, _ = setup
+    mine, theirs = socket.socketpair()
+    with mine, theirs:
+        assert fp.serve(64, 0.02, mine.fileno()) == (0, [], [])  # the timeout: nothing came
+        theirs.send(b"x")
+        done, punts, events = fp.serve(64, 30.0, mine.fileno())
+        assert (done, punts) == (0, [])
+        assert [(fd, bool(mask & select.POLLIN)) for fd, mask in events] == \
+            [(mine.fileno(), True)]
+
+
+def test_serve_checks_its_arguments(setup: tuple[Any, MemoryRing, MemoryRing]) -> None:
+    fp, _, _ = setup
+    module = sys.modules[type(fp).__module__]
+    with pytest.raises(module.FastPathError):
+        fp.serve(0, 0.0, -1)
+    with pytest.raises(module.FastPathError):
+        fp.serve(64, -1.0, -1)

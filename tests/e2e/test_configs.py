@@ -34,7 +34,7 @@ pytestmark = needs_vms
 
 # Every file in configs/ must have a test_vrlab_test_passes_* below, or (multihost, which needs
 # simulated libvirt hosts) its own `vrlab test` run in test_lab_multihost.py.
-COVERED = {"duo", "impaired", "line", "multihost", "pmtu", "redirect", "ring"}
+COVERED = {"duo", "impaired", "line", "mixed", "multihost", "pmtu", "redirect", "ring"}
 
 
 def qemu_processes_of(lab_name: str) -> list[str]:
@@ -166,6 +166,12 @@ def test_vrlab_test_passes_redirect(lab: LabSession) -> None:
 @pytest.mark.vrlab_topology("configs/ring.yaml")
 def test_vrlab_test_passes_ring(lab: LabSession) -> None:
     # no addresses or routes in the file: the generated reachability checks, both families
+    vrlab_test_passes(lab)
+
+
+@pytest.mark.vrlab_topology("configs/mixed.yaml")
+def test_vrlab_test_passes_mixed(lab: LabSession) -> None:
+    # vrlab routers and a kernel-router (Linux forwarding) on one derived path, hop by hop
     vrlab_test_passes(lab)
 
 

@@ -225,8 +225,9 @@ def _wait_node(lab: Lab, node: str, watch: _Watch) -> None:
         # Restored from a snapshot: once QEMU has loaded the state and runs, the init waits
         # for its go on the serial console (orchestrate.snapshot).
         watch.advance(node, "restore")
-        if not poll_until(lambda: _resumed(backend, lab, node), interval=0.05, alive=alive,
-                          cancel=watch.cancel):
+        loading: list[bool] = []
+        if not poll_until(lambda: _resumed(backend, lab, node, spec.incoming, loading),
+                          interval=0.02, alive=alive, cancel=watch.cancel):
             return
         from orchestrate.snapshot import go_line
 
@@ -251,12 +252,21 @@ def _wait_node(lab: Lab, node: str, watch: _Watch) -> None:
     watch.advance(node, "ready")
 
 
-def _resumed(backend: Backend, lab: Lab, node: str) -> bool:
-    """True once the restored VM runs: the state was saved stopped, so QEMU stays paused
-    after loading it ("inmigrate" until then) and is continued here."""
+def _resumed(backend: Backend, lab: Lab, node: str, state: Path | None,
+             loading: list[bool]) -> bool:
+    """True once the restored VM runs. QEMU waits for its state (`-incoming defer`): the first
+    answer on QMP starts the load (`orchestrate.snapshot.incoming_commands`; `loading` then
+    holds True). The state was saved stopped, so QEMU stays paused after loading it
+    ("inmigrate" until then) and is continued here."""
     from orchestrate.backends import BackendError
+    from orchestrate.snapshot import incoming_commands
 
     try:
+        if not loading and state is not None:
+            for command, arguments in incoming_commands(state):
+                backend.qmp(lab.record, node, command, **arguments)
+            loading.append(True)
+            return False
         reply = backend.qmp(lab.record, node, "query-status")
         status = reply.get("status") if isinstance(reply, dict) else None
         if status == "paused":

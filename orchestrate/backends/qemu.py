@@ -189,7 +189,7 @@ def build_argv(spec: NodeSpec, tap_fds: dict[str, int] | None = None,
         qemu_binary(),
         "-name", f"guest={spec.lab}.{spec.name},debug-threads=on",
         "-nodefaults", "-no-user-config", "-display", "none",
-        "-machine", MACHINE, *qemu_accel_args(spec.accel),
+        "-machine", MACHINE, *qemu_accel_args(spec.accel, spec.role),
         "-m", str(spec.memory), "-smp", str(spec.cpus),
         "-kernel", str(spec.kernel),
     ]

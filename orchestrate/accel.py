@@ -37,7 +37,7 @@ PROBE_TIMEOUT = 10.0
 # boot, a router's Python start-up runs a lot. `VRLAB_TCG_TB_MIB` sets one size for every
 # role (measurements).
 TCG_TB_MIB = 32
-TCG_TB_MIB_BY_ROLE = {"host": 32, "router": 64, "kernel-router": 32}
+TCG_TB_MIB_BY_ROLE = {"host": 32, "router": 48, "kernel-router": 32}
 # Lines the kernel prints only after every initcall ran: it is about to exec init.
 PROBE_SUCCESS = ("Run /init as init process", "Kernel panic - not syncing: VFS", "Freeing unused")
 PROBE_FAILURE = ("emulation failure", "KVM internal error", "failed to initialize kvm")

@@ -6,9 +6,11 @@ brought up with `Lab.up`, once with `boot="cold"` and once with `boot="snapshot"
 the other in the same run. For each: seconds from the call to every node ready (the router's
 control answering on routers), QEMU CPU-seconds per node at that moment, and PSS and RSS per
 node (/proc/PID/smaps_rollup) at ready and again after `--settle` seconds (KSM merges pages
-after the VMs start). The snapshots are made first, untimed (once per image and kind of
-node). Then each figure's growth with N, and with --plot a PNG of time to all-ready against N
-(matplotlib, in the dev extra). The figures are printed, not asserted: the machine is shared.
+after the VMs start), and the median and slowest node's seconds from its QEMU's start to its
+ready (admission queues nodes, so this is not all-ready divided by N). The snapshots are made
+first, untimed (once per image and kind of node). Then each figure's growth with N, and with
+--plot a PNG of time to all-ready against N (matplotlib, in the dev extra). The figures are
+printed, not asserted: the machine is shared.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ MODES = ("cold", "snapshot")
 def chain_yaml(count: int) -> str:
     """h1 - r1 - ... - r(count-2) - h2: /30 links in 198.51.100.0/24, hosts routed to r1/rN."""
     names = ["h1", *[f"r{i}" for i in range(1, count - 1)], "h2"]
-    lines = [f"name: bench-chain{count}", "defaults: {memory: 256}", "nodes:"]
+    # No memory given: each node gets its role's measured size (orchestrate.memory).
+    lines = [f"name: bench-chain{count}", "nodes:"]
     for index, name in enumerate(names):
         ifaces = []
         if index > 0:
@@ -47,11 +50,13 @@ def chain_yaml(count: int) -> str:
 
 
 def topology_of(count: int, tmp: Path) -> Any:
+    from orchestrate.memory import role_memory
     from orchestrate.topology import Defaults, Node, Topology, load_topology
 
     if count == 1:  # one host with only its management NIC (a file cannot say this)
         return Topology(name="bench-single", path=None, defaults=Defaults(),
-                        nodes={"h1": Node(name="h1", role="host", memory=256)}, links=[])
+                        nodes={"h1": Node(name="h1", role="host",
+                                          memory=role_memory("host"))}, links=[])
     path = tmp / f"chain{count}.yaml"
     path.write_text(chain_yaml(count))
     return load_topology(path)
@@ -81,8 +86,17 @@ def measure(topology: Any, image: Any, boot: str, timeout: float, settle: float,
     from orchestrate.lab import Lab
 
     started = time.monotonic()
+    begun: dict[str, float] = {}
+    node_seconds: list[float] = []  # each node: from its QEMU's start to ready
+
+    def on_event(node: str, stage: str, _when: str) -> None:
+        if stage == "boot":
+            begun[node] = time.monotonic()
+        elif stage == "ready" and node in begun:
+            node_seconds.append(time.monotonic() - begun[node])
+
     lab = Lab.up(topology, name=f"bench-{boot}-{topology.name}", image=image, timeout=timeout,
-                 progress=False, boot=boot)
+                 progress=False, boot=boot, on_event=on_event)
     elapsed = time.monotonic() - started
     try:
         nodes = len(lab.nodes())
@@ -95,7 +109,9 @@ def measure(topology: Any, image: Any, boot: str, timeout: float, settle: float,
         return {"nodes": nodes, "routers": sum(1 for n in lab.nodes()
                                                if lab.spec(n).role == "router"),
                 "seconds": elapsed, "cpu_per_node": cpu, "pss": pss, "rss": rss,
-                "pss_settled": pss_settled, "rss_settled": rss_settled, "restored": restored}
+                "pss_settled": pss_settled, "rss_settled": rss_settled, "restored": restored,
+                "node_median": statistics.median(node_seconds) if node_seconds else 0.0,
+                "node_max": max(node_seconds, default=0.0)}
     finally:
         lab.down()
 
@@ -164,7 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, list[dict[str, Any]]] = {mode: [] for mode in MODES}
     failures = 0
     header = (f"{'N':>3} {'routers':>7} {'mode':>8} {'all ready s':>11} {'CPU s/node':>10} "
-              f"{'PSS MiB':>8} {'RSS MiB':>8} {'PSS +settle':>11} {'restored':>8}")
+              f"{'PSS MiB':>8} {'RSS MiB':>8} {'PSS +settle':>11} {'restored':>8} "
+              f"{'node s med/max':>14}")
     with tempfile.TemporaryDirectory(prefix="vrlab-bench-up-") as tmp:
         try:
             made = warm_snapshots(image, sizes, Path(tmp), args.timeout)
@@ -188,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
                 results[mode].append(row)
                 print(f"{row['nodes']:>3} {row['routers']:>7} {mode:>8} {row['seconds']:>11.1f} "
                       f"{row['cpu_per_node']:>10.1f} {row['pss']:>8.0f} {row['rss']:>8.0f} "
-                      f"{row['pss_settled']:>11.0f} {row['restored']:>8}", flush=True)
+                      f"{row['pss_settled']:>11.0f} {row['restored']:>8} "
+                      f"{row['node_median']:>6.1f}/{row['node_max']:<7.1f}", flush=True)
     print("growth with N:")
     for mode, rows in results.items():
         for key, label in (("seconds", "all ready s"), ("cpu_per_node", "CPU s/node"),

@@ -30,9 +30,14 @@ KVM_GET_API_VERSION = 0xAE00
 KVM_API_VERSION = 12
 PROBE_TIMEOUT = 10.0
 # TCG's translated-code cache: QEMU 7.2 defaults to 1 GiB, and a booting Linux fills enough
-# of it to cost 100+ MiB of RSS per VM (a 64 MiB cache is full after one boot). 32 MiB brings
-# a 256 MiB host VM to ~190-215 MiB RSS (bench/up.py) at the price of some retranslation.
-TCG_TB_MIB = int(os.environ.get("VRLAB_TCG_TB_MIB", "32"))
+# of it to cost 100+ MiB of RSS per VM (a 64 MiB cache is full after one boot). A smaller
+# cache costs CPU instead: each time it is full it is flushed and the code running is
+# translated again. TCG_TB_MIB is the size for a node of no known role; TCG_TB_MIB_BY_ROLE
+# is measured per role (docs/DESIGN.md "Sizing a node"): a host runs little code after its
+# boot, a router's Python start-up runs a lot. `VRLAB_TCG_TB_MIB` sets one size for every
+# role (measurements).
+TCG_TB_MIB = 32
+TCG_TB_MIB_BY_ROLE = {"host": 32, "router": 48, "kernel-router": 32}
 # Lines the kernel prints only after every initcall ran: it is about to exec init.
 PROBE_SUCCESS = ("Run /init as init process", "Kernel panic - not syncing: VFS", "Freeing unused")
 PROBE_FAILURE = ("emulation failure", "KVM internal error", "failed to initialize kvm")
@@ -51,11 +56,19 @@ class AccelChoice:
         return qemu_accel_args(self.name)
 
 
-def qemu_accel_args(name: str) -> list[str]:
+def tcg_tb_mib(role: str | None = None) -> int:
+    """The translation-cache size (MiB) of a TCG node of `role`."""
+    override = os.environ.get("VRLAB_TCG_TB_MIB", "")
+    if override.isdigit() and int(override) > 0:
+        return int(override)
+    return TCG_TB_MIB_BY_ROLE.get(role or "", TCG_TB_MIB)
+
+
+def qemu_accel_args(name: str, role: str | None = None) -> list[str]:
     if name == "kvm":
         return ["-accel", "kvm", "-cpu", "host"]
     if name == "tcg":
-        return ["-accel", f"tcg,thread=multi,tb-size={TCG_TB_MIB}", "-cpu", "max"]
+        return ["-accel", f"tcg,thread=multi,tb-size={tcg_tb_mib(role)}", "-cpu", "max"]
     raise AccelError(f"unknown accelerator {name!r}")
 
 

@@ -20,6 +20,18 @@ from pathlib import Path
 from typing import Any
 
 KSM_DIR = Path("/sys/kernel/mm/ksm")
+# Guest memory (MiB) of a node whose topology gives none, per role: the measured floor (the
+# smallest -m at which the role boots and passes configs/line.yaml's checks) with a margin
+# (docs/DESIGN.md "Sizing a node"). Restored from a snapshot, a node's RAM is a private map
+# of the snapshot's RAM file, so what it costs is what it touches, not this size; the size
+# bounds how far its page cache and the appliance can grow.
+ROLE_MEMORY = {"host": 128, "router": 160, "kernel-router": 128}
+ROLE_MEMORY_FALLBACK = 256
+
+
+def role_memory(role: str) -> int:
+    """The default guest memory (MiB) of a node of `role`."""
+    return ROLE_MEMORY.get(role, ROLE_MEMORY_FALLBACK)
 # Pages ksmd looks at per wake-up (every sleep_millisecs = 20 ms by default): 1000 is ~200 MB/s,
 # enough to go over 40 VMs in well under a minute, for a few percent of one core.
 KSM_PAGES_TO_SCAN = 1000

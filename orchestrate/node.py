@@ -50,6 +50,15 @@ class NodeHandle:
         """The modified EUI-64 link-local address (RFC 4291 appendix A) of `ifname`."""
         return str(link_local_from_mac(self.mac(ifname)))
 
+    def connect(self, timeout: float = 30.0) -> None:
+        """Open the node's SSH connection (host key checked, lab key accepted) if it is not
+        open; `exec` then uses it. Raises ssh.SshError."""
+        with self._lock:
+            if self._client is None:
+                self._client = ssh.connect(self.ssh_port, self.lab.client_key,
+                                           self.lab.known_hosts, timeout=min(timeout, 15.0),
+                                           opener=self.lab.management_opener(self.name))
+
     def exec(self, cmd: str | Sequence[str], timeout: float = 60.0,
              on_output: ssh.OutputSink | None = None) -> ssh.ExecResult:
         """Run `cmd` over SSH; with `on_output`, stream its output there (see `ssh.run`)."""

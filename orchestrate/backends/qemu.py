@@ -188,7 +188,7 @@ def build_argv(spec: NodeSpec, tap_fds: dict[str, int] | None = None,
         qemu_binary(),
         "-name", f"guest={spec.lab}.{spec.name},debug-threads=on",
         "-nodefaults", "-no-user-config", "-display", "none",
-        "-machine", MACHINE, *qemu_accel_args(spec.accel),
+        "-machine", MACHINE, *qemu_accel_args(spec.accel, spec.role),
         "-m", str(spec.memory), "-smp", str(spec.cpus),
         "-kernel", str(spec.kernel),
     ]
@@ -220,8 +220,15 @@ def build_argv(spec: NodeSpec, tap_fds: dict[str, int] | None = None,
         *extra,
     ]
     if spec.incoming is not None:
-        argv += ["-incoming", f"exec:cat {shlex.quote(str(spec.incoming))}"]
+        from orchestrate.snapshot import restore_qemu_args
+
+        argv += restore_qemu_args(spec.incoming, spec.memory)
     return argv
+
+
+def incoming_uri(state: Path) -> str:
+    """The migration URI that reads a saved VM state file."""
+    return f"exec:cat {shlex.quote(str(state))}"
 
 
 # -- the backend ------------------------------------------------------------------------------

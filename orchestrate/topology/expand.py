@@ -9,6 +9,7 @@ from typing import Any
 
 import yaml
 
+from orchestrate.memory import role_memory
 from orchestrate.topology.impairment import to_yaml as impairment_yaml
 from orchestrate.topology.model import Defaults, Link, Node, Topology
 
@@ -51,7 +52,7 @@ def _node(node: Node, defaults: Defaults) -> dict[str, Any]:
         out["sysctl"] = dict(node.sysctl)
     if node.neighbors:
         out["neighbors"] = [dict(n) for n in node.neighbors]
-    if node.memory != defaults.memory:
+    if node.memory != (defaults.memory or role_memory(node.role)):
         out["memory"] = node.memory
     if node.cpus != defaults.cpus:
         out["cpus"] = node.cpus

@@ -3,7 +3,8 @@ checks to run, as the topology file writes them.
 
 ```yaml
 name: line
-defaults: {memory: 256, cpus: 1}           # also image, backend (qemu|libvirt), accel
+defaults: {memory: 256, cpus: 1}           # also image, backend (qemu|libvirt), accel;
+                                           # no memory: each role's (orchestrate.memory)
 nodes:
   r1:
     role: router                           # router | host (required)
@@ -60,7 +61,8 @@ IPInterface = IPv4Interface | IPv6Interface
 IPNetwork = IPv4Network | IPv6Network
 
 DEFAULT_MEMORY = 256
-"""MiB per VM: enough for the cloud kernel, sshd and the appliance under TCG."""
+"""MiB of a Node made in code without a memory; a topology file's nodes without one get their
+role's measured size (`orchestrate.memory.role_memory`)."""
 MIN_MEMORY = 128
 MAX_MEMORY = 16384
 MAX_CPUS = 16
@@ -80,8 +82,8 @@ MANAGEMENT_NETWORK = MGMT_NETWORK
 
 @dataclass(frozen=True, slots=True)
 class Defaults:
-    memory: int = DEFAULT_MEMORY
-    """MiB."""
+    memory: int | None = None
+    """MiB; None: each node its role's size (`orchestrate.memory.role_memory`)."""
     cpus: int = 1
     image: str | None = None
     """None: the image `vrlab image` builds."""

@@ -27,6 +27,7 @@ from appliance.config import parse_mac
 from appliance.core.sysctl import KNOBS, SysctlError, parse_value
 from appliance.yamlsource import Document, KeyPath, YamlSourceError, load_file, load_text
 from orchestrate.hosts import HOST_NAME_RE, Host, validate_inventory
+from orchestrate.memory import role_memory
 from orchestrate.names import NAME_MAX, name_problem
 from orchestrate.topology import derive
 from orchestrate.topology.impairment import KEYS as IMPAIRMENT_KEYS
@@ -34,7 +35,6 @@ from orchestrate.topology.impairment import LAN_PER_ENDPOINT, LAN_PER_ENDPOINT_H
 from orchestrate.topology.model import (
     ACCELS,
     BACKENDS,
-    DEFAULT_MEMORY,
     DOCUMENTATION_HINT,
     MAX_CPUS,
     MAX_LINK_MTU,
@@ -196,9 +196,9 @@ class _Validator(RouteRules):
             self.error(path, "defaults must be a mapping")
             return Defaults()
         self.unknown_keys(raw, DEFAULT_KEYS, path, "defaults")
-        memory = DEFAULT_MEMORY
+        memory: int | None = None  # each role's own (orchestrate.memory.role_memory)
         if "memory" in raw:
-            memory = self.memory(raw["memory"], (*path, "memory")) or DEFAULT_MEMORY
+            memory = self.memory(raw["memory"], (*path, "memory"))
         cpus = 1
         if "cpus" in raw:
             cpus = self.integer(raw["cpus"], (*path, "cpus"), 1, MAX_CPUS, "cpus") or 1
@@ -249,9 +249,9 @@ class _Validator(RouteRules):
         if body.get("role") not in ROLES:
             self.error((*path, "role"), "role must be router, host or kernel-router, got "
                        f"{body.get('role')!r}")
-        memory = defaults.memory
+        memory = defaults.memory or role_memory(role)
         if "memory" in body:
-            memory = self.memory(body["memory"], (*path, "memory")) or defaults.memory
+            memory = self.memory(body["memory"], (*path, "memory")) or memory
         cpus = defaults.cpus
         if "cpus" in body:
             cpus = self.integer(body["cpus"], (*path, "cpus"), 1, MAX_CPUS, "cpus") or cpus

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from orchestrate import links
-from orchestrate.accel import AccelError, choose_accel, qemu_accel_args
+from orchestrate.accel import TCG_TB_MIB_BY_ROLE, AccelError, choose_accel, qemu_accel_args
 from orchestrate.backends import NodeSpec
 from orchestrate.backends.qemu import build_argv
 from orchestrate.lab import management_netdev, run_dir_for
@@ -112,7 +112,8 @@ def test_qemu_command_line(topology: Topology, tmp_path: Path) -> None:
     assert "host_mtu=1280" in devices[1]
     assert f"logfile={spec.serial_log}" in joined
     assert f"unix:{spec.qmp_socket},server=on,wait=off" in joined
-    assert "tcg,thread=multi,tb-size=32" in argv and "max" in argv
+    # The translation cache is sized per role (orchestrate.accel.TCG_TB_MIB_BY_ROLE).
+    assert f"tcg,thread=multi,tb-size={TCG_TB_MIB_BY_ROLE[spec.role]}" in argv and "max" in argv
 
 
 def test_lan_nic_without_fd_is_an_error(topology: Topology, tmp_path: Path) -> None:

@@ -47,6 +47,10 @@ def device_config(argv: list[str]) -> list[tuple[str, str]]:
         value = argv[index + 1] if index + 1 < len(argv) and not argv[index + 1].startswith(
             "-") else ""
         index += 2 if value else 1
+        if option == "-object" and value.startswith("memory-backend-file,"):
+            # The RAM file: mapped shared by the VM that saves, private by restored nodes.
+            value = ",".join(part for part in value.split(",")
+                             if not part.startswith(("mem-path=", "share=")))
         if option not in BACKEND_OPTIONS and option != "-incoming":
             pairs.append((option, value))
     return pairs
@@ -57,12 +61,19 @@ def test_a_restored_node_has_the_snapshot_vms_devices(tmp_path: Path) -> None:
     spec = node_spec(tmp_path, img)
     shape = snapshot.Shape.of(spec)
     saved = build_argv(snapshot.shape_spec(img, shape, tmp_path / "snap", tmp_path / "srun",
-                                           ssh_port=2222))
+                                           ssh_port=2222),
+                       extra=snapshot.snapshot_memory_args(tmp_path / "snap" / "ram", 256,
+                                                           share=True))
     snap = snapshot.Snapshot("cd" * 32, tmp_path / "snap", snapshot.snapshot_cmdline(img,
                                                                                     "router"))
     restored = build_argv(snapshot.restore_spec(spec, snap))
     assert device_config(restored) == device_config(saved)
-    assert restored[-2:] == ["-incoming", f"exec:cat {tmp_path / 'snap' / 'state'}"]
+    # The state is loaded through QMP (x-ignore-shared first); the RAM is the snapshot's
+    # file, mapped private.
+    assert restored[-2:] == ["-incoming", "defer"]
+    assert any(f"mem-path={tmp_path / 'snap' / 'ram'},share=off" in arg for arg in restored)
+    assert [command for command, _ in snapshot.incoming_commands(snap.state)] == [
+        "migrate-set-capabilities", "migrate-incoming"]
     assert "-incoming" not in saved
     # The NICs keep the snapshot's MACs on QEMU's command line: the guest sets the node's.
     assert f"virtio-net-pci,netdev=data1,mac={snapshot_mac(1)},host_mtu=9000" in restored
@@ -104,11 +115,15 @@ def test_a_missing_or_foreign_snapshot_is_not_found(tmp_path: Path) -> None:
     directory.mkdir(parents=True)
     (directory / snapshot.STATE).write_bytes(b"state")
     (directory / snapshot.DISK).write_bytes(b"disk")
+    (directory / snapshot.RAM).write_bytes(b"ram")
     (directory / snapshot.MANIFEST).write_text(json.dumps({"key": "0" * 64, "cmdline": "x"}))
     assert snapshot.find_snapshot(img, shape) is None  # a manifest for another key
     (directory / snapshot.MANIFEST).write_text(json.dumps({"key": key, "cmdline": "x"}))
     found = snapshot.find_snapshot(img, shape)
     assert found is not None and found.state == directory / "state"
+    (directory / snapshot.RAM).unlink()
+    assert snapshot.find_snapshot(img, shape) is None  # incomplete: no RAM file
+    (directory / snapshot.RAM).write_bytes(b"ram")
     (directory / snapshot.STATE).unlink()
     assert snapshot.find_snapshot(img, shape) is None  # incomplete
 

@@ -253,9 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=None,
                         help="seconds per iperf3 transfer (default 5)")
     parser.add_argument("--keep", action="store_true", help="leave the lab up afterwards")
-    # Cold by default: the image's init has no snapshot point for a kernel-router yet, so a
-    # snapshot `up` waits 300 s for that node's snapshot and then boots it cold anyway.
-    parser.add_argument("--boot", choices=("cold", "snapshot"), default="cold")
+    parser.add_argument("--boot", choices=("cold", "snapshot"), default="snapshot")
     parser.add_argument("--timeout", type=float, default=600.0)
     args = parser.parse_args(argv)
     rounds = args.rounds or (1 if args.quick else 3)

@@ -32,6 +32,8 @@ ROLE_MEMORY_FALLBACK = 256
 def role_memory(role: str) -> int:
     """The default guest memory (MiB) of a node of `role`."""
     return ROLE_MEMORY.get(role, ROLE_MEMORY_FALLBACK)
+
+
 # Pages ksmd looks at per wake-up (every sleep_millisecs = 20 ms by default): 1000 is ~200 MB/s,
 # enough to go over 40 VMs in well under a minute, for a few percent of one core.
 KSM_PAGES_TO_SCAN = 1000

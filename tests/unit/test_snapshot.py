@@ -12,7 +12,10 @@ import pytest
 from orchestrate import links, nodeconfig, snapshot
 from orchestrate.backends import NodeSpec, snapshot_mac
 from orchestrate.backends.qemu import build_argv
+from orchestrate.choices import ROLES
 from orchestrate.images import ImageInfo
+
+REPO = Path(__file__).resolve().parents[2]
 
 # What may differ between the VM that made a snapshot and a node restored from it: where its
 # files, sockets and ports are (QEMU backends), its name, and the -incoming.
@@ -155,3 +158,11 @@ def test_the_go_line_carries_the_clock_and_a_fresh_seed() -> None:
     assert first[0] == b"go" and len(first) == 3
     assert abs(float(first[1]) - float(second[1])) < 5
     assert len(first[2]) == 64 and first[2] != second[2]
+
+
+def test_the_image_init_has_a_snapshot_point_for_every_role() -> None:
+    # A role the init does not know would never say "snapshot point": making its snapshot
+    # would wait out PREPARE_TIMEOUT before the node booted cold.
+    init = (REPO / "images" / "overlay" / "usr" / "sbin" / "vrlab-init").read_text()
+    for role in ROLES:
+        assert f'*" vrlab.snapshot={role} "*' in init, role

@@ -168,12 +168,18 @@ def _wait_node(lab: Lab, node: str, watch: _Watch) -> None:
                            f"{': ' + tail if tail else ''} (serial log: "
                            f"{spec.serial_log})")
 
-    def router_marker() -> bool:
-        text = lab.serial_text(node)
-        if ROUTER_FAILED_MARKER in text:
-            raise LabError(f"{node}: vrlab-router failed to start: "
-                           f"{_tail(spec.serial_log, 8)} (serial log: {spec.serial_log})")
-        return ROUTER_UP_MARKER in text
+    def console_says(up: str, failed: str, what: str, lines: int) -> Callable[[], bool]:
+        """A probe: the init's `up` marker is on the console (its `failed` one: an error)."""
+        def probe() -> bool:
+            text = lab.serial_text(node)
+            if failed in text:
+                raise LabError(f"{node}: {what} failed to start: "
+                               f"{_tail(spec.serial_log, lines)} (serial log: "
+                               f"{spec.serial_log})")
+            return up in text
+        return probe
+
+    router_marker = console_says(ROUTER_UP_MARKER, ROUTER_FAILED_MARKER, "vrlab-router", 8)
 
     def router_answers() -> bool:
         try:
@@ -182,12 +188,7 @@ def _wait_node(lab: Lab, node: str, watch: _Watch) -> None:
             return False
         return result.ok and ROUTER_PROBE_OK in result.stdout
 
-    def ssh_marker() -> bool:
-        text = lab.serial_text(node)
-        if SSH_FAILED_MARKER in text:
-            raise LabError(f"{node}: sshd failed to start: {_tail(spec.serial_log, 4)} "
-                           f"(serial log: {spec.serial_log})")
-        return SSH_UP_MARKER in text
+    ssh_marker = console_says(SSH_UP_MARKER, SSH_FAILED_MARKER, "sshd", 4)
 
     def ssh_session() -> bool:
         # The node's own connection, kept: the router probe and the user's first command

@@ -97,11 +97,11 @@ def load_tables(fp: FastPathLike, rings: list[RingSocket], routes: int, flows: i
             for name, mac in {**MACS, "sink": SINK_MAC}.items()}
     fp.load_neighbors(
         NEIGHBOR.pack(rings[0].ifindex, 4, bytes([192, 0, 2, 2]),
-                      macs["h1-r"] + rings[0].mac + b"\x08\x00")
+                      macs["h1-r"] + rings[0].mac + b"\x08\x00", 0)
         + NEIGHBOR.pack(rings[1].ifindex, 4, bytes([198, 51, 100, 2]),
-                        macs["h2-r"] + rings[1].mac + b"\x08\x00")
+                        macs["h2-r"] + rings[1].mac + b"\x08\x00", 0)
         + NEIGHBOR.pack(rings[1].ifindex, 4, ipaddress.IPv4Address(SINK).packed,
-                        macs["sink"] + rings[1].mac + b"\x08\x00")
+                        macs["sink"] + rings[1].mac + b"\x08\x00", 0)
         # the IPv6 rows' next hop: the sink MAC as well (h2's NIC drops what it gets)
         + NEIGHBOR.pack(rings[1].ifindex, 6, ipaddress.IPv6Address(H2_6).packed,
-                        macs["sink"] + rings[1].mac + b"\x86\xdd"), 4)
+                        macs["sink"] + rings[1].mac + b"\x86\xdd", 0), 4)

@@ -249,6 +249,21 @@ class NeighborCache:
         self._step(key, entry, event, now, events, mac=mac)
         return events
 
+    def note_sent(self, ifindex: int, addr: bytes, now: float) -> list[NeighborEvent]:
+        """A packet was sent to `addr` with its cached address by someone else (the fast
+        path): the table's PACKET_TO_SEND for an entry that has an address, so STALE moves to
+        DELAY and the delay timer starts (RFC 4861 §7.3.3). Nothing happens for a missing,
+        INCOMPLETE or permanent entry: no packet is queued and no entry is created."""
+        key = (ifindex, addr)
+        entry = self._entries.get(key)
+        if entry is None or entry.permanent or entry.mac is None:
+            return []
+        events: list[NeighborEvent] = []
+        entry = self._run_timers(key, entry, now, events)
+        if entry is not None and entry.state is not INCOMPLETE:
+            self._step(key, entry, Event.PACKET_TO_SEND, now, events)
+        return events
+
     def confirm_reachable(self, ifindex: int, addr: bytes, now: float) -> None:
         """Upper-layer reachability confirmation (RFC 4861 §7.3.1), e.g. TCP progress."""
         key = (ifindex, addr)

@@ -534,6 +534,11 @@ class Router(IPv4Input, IPv6Input):
             self.stats.bump("nd.txna")
         return out
 
+    def neighbor_used(self, ifindex: int, addr: bytes, now: float) -> list[Action]:
+        """The fast path forwarded a packet to a STALE neighbor (`FastPath.stale_neighbors()`):
+        the cache steps it as if the slow path had sent it (STALE -> DELAY, RFC 4861 §7.3.3)."""
+        return self._neighbor_events(self.neighbors.note_sent(ifindex, addr, now), now, None)
+
     def tick(self, now: float) -> list[Action]:
         """Run timers: neighbor retransmissions and failures, reassembly timeouts."""
         out = self._neighbor_events(self.neighbors.tick(now), now, None)

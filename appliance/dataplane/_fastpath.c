@@ -84,10 +84,18 @@ enum { FLAG_FORWARDING4 = 1, FLAG_FORWARDING6 = 2, FLAG_REDIRECT4 = 4, FLAG_REDI
 
 /* Counters beyond the per-verdict ones. */
 enum { C_RX = 0, C_FORWARD4, C_FORWARD6, C_TX_SLOW, C_TX_KICKS, C_RX_RING_DROPS, C_TRACE_LOST,
-       C_EXTRA };
+       C_FORWARD_STALE, C_EXTRA };
 static const char *const extra_names[C_EXTRA] = {
     "rx", "forward4", "forward6", "tx_slow", "tx_kicks", "rx_ring_drops", "trace_lost",
+    "forward_stale",
 };
+
+/* NEIGHBOR record flags (byte 38). A STALE neighbor is still used to forward (RFC 4861
+   §7.3.3); the first frame sent to it is noted for stale_neighbors(), so the control plane
+   moves the entry to DELAY and probes it. NOTED is ours: set once the note is taken. */
+#define NEIGH_STALE 1u
+#define NEIGH_NOTED 2u
+#define STALE_CAPACITY 64 /* notes held until stale_neighbors(); more wait for a later frame */
 
 /* The packet trace ring: a record per frame that matches the trace filter (its addresses, or
    every IP frame), filled only while a trace runs, so a traced packet takes the path it would
@@ -255,9 +263,16 @@ typedef struct {
     uint32_t ifindex;
     uint8_t family;
     uint8_t used;
+    uint8_t flags; /* NEIGH_STALE, NEIGH_NOTED */
     uint8_t addr[16];
     uint8_t hdr[14];
 } neigh_t;
+
+typedef struct {
+    uint32_t ifindex;
+    uint8_t family;
+    uint8_t addr[16];
+} stale_note_t;
 
 typedef struct {
     uint32_t mask;
@@ -395,6 +410,8 @@ typedef struct {
     uint64_t trace6[TRACE_MAX_ADDRS][2];
     uint32_t trace_head, trace_len;
     trace_rec_t trace[TRACE_CAPACITY];
+    int n_stale;
+    stale_note_t stale[STALE_CAPACITY];
 } FastPath;
 
 #define COUNT(fp, i) ((fp)->counts[V_COUNT + (i)])
@@ -406,6 +423,7 @@ typedef struct {
     size_t ip_len;
     int family;
     const nexthop_t *nh; /* the route's next hop, for the trace (NULL: no route) */
+    const neigh_t *ne;   /* the neighbor it goes to (V_FORWARD) */
 } fwd_t;
 
 /* The checks after the TTL, the same for both families in fastpath_py's order: a usable
@@ -433,6 +451,7 @@ static inline int judge_egress(const FastPath *fp, uint32_t ifindex, const nexth
     if (!ne)
         return V_PUNT_NEIGHBOR;
     out->out_ifindex = out_ifindex;
+    out->ne = ne;
     out->hdr = ne->hdr;
     out->ip_len = ip_len;
     out->family = family;
@@ -657,6 +676,22 @@ static void trace_put(FastPath *fp, uint32_t ifindex, const uint8_t *f, size_t n
         r->nh_kind = w->nh->kind;
         memcpy(r->nexthop, w->nh->kind == NH_GATEWAY ? w->nh->gw : r->dst, alen);
     }
+}
+
+/* A frame went to `w->ne`: if that neighbor is STALE, count it and note the neighbor once
+   (per table load) for stale_neighbors(); a full note list leaves it for a later frame. */
+static inline void note_sent(FastPath *fp, const fwd_t *w) {
+    neigh_t *ne = (neigh_t *)w->ne; /* the flags byte is the fast path's own to change */
+    if (!(ne->flags & NEIGH_STALE))
+        return;
+    COUNT(fp, C_FORWARD_STALE)++;
+    if ((ne->flags & NEIGH_NOTED) || fp->n_stale >= STALE_CAPACITY)
+        return;
+    ne->flags |= NEIGH_NOTED;
+    stale_note_t *note = &fp->stale[fp->n_stale++];
+    note->ifindex = ne->ifindex;
+    note->family = ne->family;
+    memcpy(note->addr, ne->addr, 16);
 }
 
 static void count_verdict(FastPath *fp, int v, int family) {
@@ -932,6 +967,12 @@ static PyObject *FastPath_load_neighbors(FastPath *self, PyObject *args) {
             free(t);
             return NULL;
         }
+        if (p[38] & ~NEIGH_STALE) {
+            PyErr_Format(FastPathError, "neighbor flags %u: only 1 (STALE) is defined", p[38]);
+            PyBuffer_Release(&view);
+            free(t);
+            return NULL;
+        }
         uint8_t addr[16] = {0};
         memcpy(addr, p + 8, family == 4 ? 4 : 16);
         neigh_t *e = (neigh_t *)neigh_find(t, le32(p), family, addr); /* t is ours to fill */
@@ -940,6 +981,7 @@ static PyObject *FastPath_load_neighbors(FastPath *self, PyObject *args) {
         e->family = family;
         memcpy(e->addr, addr, 16);
         memcpy(e->hdr, p + 24, 14);
+        e->flags = p[38];
     }
     PyBuffer_Release(&view);
     neightab_t *old = self->nt;
@@ -985,6 +1027,7 @@ static PyObject *FastPath_process(FastPath *self, PyObject *args, PyObject *kwds
         if (out)
             emit(&w, f, (uint8_t *)PyBytes_AS_STRING(out), csum_partial);
         out_ifindex = w.out_ifindex;
+        note_sent(self, &w);
         if (traced)
             ts[TS_TX] = monotonic_ns();
     } else if (v >= V_DROP_OTHERHOST) {
@@ -1247,6 +1290,7 @@ static int walk(FastPath *self, long budget, PyObject *punts, long *done_out) {
                     } else {
                         size_t len = emit(&w, f, out + o->tx_data, csum_partial);
                         tx_commit(o, out, len);
+                        note_sent(self, &w);
                         if (traced)
                             ts[TS_TX] = monotonic_ns();
                     }
@@ -1297,7 +1341,7 @@ static PyObject *FastPath_poll(FastPath *self, PyObject *args, PyObject *kwargs)
            frames wait: one send(2) for many frames when they come fast. */
         uint64_t end = monotonic_ns() + (uint64_t)(spin * 1e9);
         long kicked_at = 0;
-        while (!err && done < budget && PyList_GET_SIZE(punts) == 0) {
+        while (!err && done < budget && PyList_GET_SIZE(punts) == 0 && !self->n_stale) {
             long before = done;
             err = walk(self, budget, punts, &done);
             if (done != before) {
@@ -1330,7 +1374,7 @@ static PyObject *FastPath_poll(FastPath *self, PyObject *args, PyObject *kwargs)
    (the daemon's epoll of its own descriptors: control, link notifications, signal pipe),
    GIL released; whenever the rings have frames, walks them and kicks the TX rings, then
    walks again before sleeping (NAPI's rule). Returns to Python when a frame needs the slow
-   path, `other_fd` is ready, a ring reports an error, `budget` frames are done or `timeout`
+   path, a STALE neighbor was noted (stale_neighbors()), `other_fd` is ready, a ring reports an error, `budget` frames are done or `timeout`
    seconds have passed: (frames, punts, [(fd, revents), ...] of other_fd and erroring rings).
    Measured under TCG (bench vm-forward): a Python loop iteration per wake-up cost a router
    VM ~0.3-1 ms of its one vCPU per forwarded echo, and spikes of several ms. */
@@ -1362,7 +1406,7 @@ static PyObject *FastPath_serve(FastPath *self, PyObject *args) {
         long before = done;
         err = walk(self, budget, punts, &done);
         kick(self);
-        if (err || PyList_GET_SIZE(punts) > 0 || done >= budget)
+        if (err || PyList_GET_SIZE(punts) > 0 || self->n_stale || done >= budget)
             break;
         if (done != before)
             continue; /* frames came: look again before sleeping */
@@ -1473,6 +1517,27 @@ static PyObject *FastPath_set_trace(FastPath *self, PyObject *args, PyObject *kw
     self->trace_on = match_all ? 2 : len ? 1 : 0;
     PyBuffer_Release(&view);
     Py_RETURN_NONE;
+}
+
+/* stale_neighbors() -> [(ifindex, address), ...]: the STALE neighbors frames were forwarded
+   to since the last call (each once per table load), oldest first; empties the list. */
+static PyObject *FastPath_stale_neighbors(FastPath *self, PyObject *unused) {
+    (void)unused;
+    PyObject *out = PyList_New(self->n_stale);
+    if (!out)
+        return NULL;
+    for (int i = 0; i < self->n_stale; i++) {
+        const stale_note_t *note = &self->stale[i];
+        PyObject *item = Py_BuildValue("(Iy#)", note->ifindex, (const char *)note->addr,
+                                       (Py_ssize_t)(note->family == 4 ? 4 : 16));
+        if (!item) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, i, item);
+    }
+    self->n_stale = 0;
+    return out;
 }
 
 static PyObject *FastPath_trace_records(FastPath *self, PyObject *unused) {
@@ -1602,6 +1667,9 @@ static PyMethodDef FastPath_methods[] = {
     {"set_trace", (PyCFunction)(void (*)(void))FastPath_set_trace, METH_VARARGS | METH_KEYWORDS,
      "set_trace(addresses, match_all=False): record frames from or to these TRACE_ADDRESS "
      "records (or every IP frame); empty and False: stop."},
+    {"stale_neighbors", (PyCFunction)FastPath_stale_neighbors, METH_NOARGS,
+     "stale_neighbors() -> [(ifindex, address), ...]: STALE neighbors forwarded to since the "
+     "last call (each once per table load); empties the list."},
     {"trace_records", (PyCFunction)FastPath_trace_records, METH_NOARGS,
      "trace_records() -> bytes: the TRACE_RECORDs so far, oldest first; empties the ring."},
     {NULL, NULL, 0, NULL},

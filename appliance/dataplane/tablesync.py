@@ -32,6 +32,7 @@ from appliance.dataplane.twin import (
     FLAG_REDIRECT6,
     INTERFACE,
     NEIGHBOR,
+    NEIGHBOR_STALE,
     NEXTHOP,
     ROUTE4,
     ROUTE6,
@@ -59,10 +60,12 @@ __all__ = [
     "new_fastpath",
 ]
 
-USABLE_STATES = frozenset({"REACHABLE", "DELAY", "PROBE"})
-"""Neighbor states the fast path forwards to. STALE is left out on purpose: the first packet to
-a STALE neighbor goes through the slow path, whose neighbor cache moves it to DELAY and starts
-reachability confirmation (RFC 4861 §7.3.3); after that the fast path forwards again."""
+USABLE_STATES = frozenset({"REACHABLE", "STALE", "DELAY", "PROBE"})
+"""Neighbor states the fast path forwards to: every state with a link-layer address. A STALE
+entry is still used to send (RFC 4861 §7.3.3; Linux forwards on it too): it is loaded with
+``NEIGHBOR_STALE``, the fast path forwards the packet and notes the neighbor, and the daemon
+hands the note to ``Router.neighbor_used``, which moves the entry to DELAY (and later PROBE)
+as the slow path would have; the packet itself never leaves the fast path."""
 
 
 class FastPathLike(Protocol):
@@ -87,6 +90,7 @@ class FastPathLike(Protocol):
     def counters(self) -> dict[str, int]: ...
     def set_trace(self, addresses: bytes, match_all: bool = False) -> None: ...
     def trace_records(self) -> bytes: ...
+    def stale_neighbors(self) -> list[tuple[int, bytes]]: ...
 
 
 def have_c() -> bool:
@@ -204,7 +208,8 @@ def build_fib(routes: Iterable[Route], own: Iterable[IPv4Network | IPv6Network] 
 
 def build_neighbors(router: Router) -> bytes:
     """NEIGHBOR records for resolved, usable neighbors, each with its cached Ethernet header
-    (neighbor MAC, our MAC on that interface, EtherType): the NCE "fastpath" header."""
+    (neighbor MAC, our MAC on that interface, EtherType): the NCE "fastpath" header; STALE
+    ones flagged ``NEIGHBOR_STALE``."""
     records = []
     for entry in router.neighbors.entries():
         if entry.mac is None or entry.state.name not in USABLE_STATES:
@@ -214,7 +219,8 @@ def build_neighbors(router: Router) -> bytes:
             continue
         v4 = len(entry.addr) == 4
         header = entry.mac + iface.mac + (b"\x08\x00" if v4 else b"\x86\xdd")
-        records.append(NEIGHBOR.pack(entry.ifindex, 4 if v4 else 6, entry.addr, header))
+        flags = NEIGHBOR_STALE if entry.state.name == "STALE" else 0
+        records.append(NEIGHBOR.pack(entry.ifindex, 4 if v4 else 6, entry.addr, header, flags))
     return b"".join(records)
 
 

@@ -18,7 +18,12 @@ never sees half a table; DESIGN.md "the C side never reads a half-written table"
   addresses (and directed broadcasts) are ``NextHopKind.LOCAL`` routes.
 - ``load_neighbors(records, generation)``: ``NEIGHBOR`` records (egress ifindex, family, next-hop
   address, the 14-byte Ethernet header to put on frames for it; the illumos NCE "fastpath"
-  header). Only neighbors usable for forwarding are loaded (REACHABLE, DELAY, PROBE).
+  header, a flags byte). Only neighbors with a link-layer address are loaded (REACHABLE, STALE,
+  DELAY, PROBE); STALE ones carry ``NEIGHBOR_STALE``: frames are forwarded to them (RFC 4861
+  §7.3.3) and counted as ``forward_stale``, and the first frame sent to each (per table load)
+  notes it for ``stale_neighbors() -> [(ifindex, address), ...]``, which empties the list (at
+  most ``STALE_CAPACITY`` held; more are noted by a later frame). ``serve()`` returns, and a
+  ``poll()`` spin stops, once a note is waiting, so the control plane moves the entry to DELAY.
 
 ``process(ifindex, frame, csum_partial=False) -> (verdict, out_ifindex, out_frame)`` judges one
 frame received on ``ifindex``: ``Verdict.FORWARD`` with the rewritten frame and its egress
@@ -40,9 +45,10 @@ else: a traced frame gets the verdict it would have got anyway, so `routerctl tr
 returns how many frames it read and the punts. ``serve(budget, timeout, other_fd) -> (frames,
 punts, events)`` is the daemon's wait: it sleeps in poll(2) on the rings' descriptors and
 ``other_fd``, walks the rings whenever they have frames (again before sleeping, while they
-keep coming), and returns when a frame needs the slow path, ``other_fd`` is ready, a ring
-reports an error (``events``: ``(fd, revents)`` of those), ``budget`` frames are done or
-``timeout`` seconds have passed; a forwarded frame never wakes the caller.
+keep coming), and returns when a frame needs the slow path, a STALE neighbor was noted,
+``other_fd`` is ready, a ring reports an error (``events``: ``(fd, revents)`` of those),
+``budget`` frames are done or ``timeout`` seconds have passed; a forwarded frame never wakes
+the caller (except the first to a STALE neighbor, for its note).
 ``transmit(ifindex, frame)`` puts a slow-path frame on an attached TX ring (False when the
 ring is full) and ``flush()`` kicks the rings; once attached, a ring's TX side belongs to
 the fast path. ``counters()`` is a dict of counts (``forward4``, ``forward6``,
@@ -128,7 +134,7 @@ class Verdict(enum.IntEnum):
     PUNT_REDIRECT = 14
     """Leaves by the interface it came in on while redirects are on (RFC 1812 §5.2.7.2)."""
     PUNT_NEIGHBOR = 15
-    """Next hop not resolved, or STALE (the slow path moves it to DELAY, RFC 4861 §7.3.3)."""
+    """Next hop not resolved (no entry, or INCOMPLETE: the slow path resolves it)."""
     PUNT_NORING = 16
     """The egress interface has no TX ring attached (ring mode only)."""
     PUNT_UNKNOWN_IF = 17
@@ -166,7 +172,12 @@ INTERFACE = struct.Struct("<I6s2xI")  # ifindex, MAC, MTU (IP packet bytes)
 NEXTHOP = struct.Struct("<B3xI16s")  # kind, ifindex, gateway (IPv4 in the first 4 bytes)
 ROUTE4 = struct.Struct("<4sB3xI")  # prefix, length 0-32, next-hop index
 ROUTE6 = struct.Struct("<16sB3xI")  # prefix, length 0-128, next-hop index
-NEIGHBOR = struct.Struct("<IB3x16s14s2x")  # ifindex, family 4|6, address, Ethernet header
+NEIGHBOR = struct.Struct("<IB3x16s14sBx")  # ifindex, family 4|6, address, Ethernet header, flags
+NEIGHBOR_STALE = 1
+"""NEIGHBOR flag: the entry is STALE. The fast path still forwards to it (RFC 4861 §7.3.3, as
+Linux does) and notes the neighbor for ``stale_neighbors()`` on the first frame, so the control
+plane moves it to DELAY and starts the probe timer."""
+STALE_CAPACITY = 64
 TRACE_ADDRESS = struct.Struct("<B16s")  # family 4|6, address (IPv4 in the first 4 bytes)
 TRACE_RECORD = struct.Struct("<IIHBBBBHHH16s16s16s4x5Q")
 """ifindex, out ifindex, verdict, family, protocol / next header, TTL / hop limit as received,
@@ -203,12 +214,13 @@ they are opaque end to end and a router forwards them like any upper layer."""
 
 COUNTER_NAMES: tuple[str, ...] = (
     "rx", "forward4", "forward6", "tx_slow", "tx_kicks", "rx_ring_drops", "trace_lost",
+    "forward_stale",
     *(f"{v.name[:4].lower()}.{v.name[5:].lower()}" for v in Verdict if v != Verdict.FORWARD),
 )
 """Keys of ``counters()``: frames read from RX rings, forwarded per family, slow-path frames
 sent by ``transmit``, TX kicks, frames the kernel dropped because an RX ring was full
-(PACKET_STATISTICS), trace records overwritten before they were read, and one count per punt
-and drop reason."""
+(PACKET_STATISTICS), trace records overwritten before they were read, frames sent to a STALE
+neighbor, and one count per punt and drop reason."""
 
 _V6_ZERO = bytes(16)
 _V6_LOOPBACK = bytes(15) + b"\x01"
@@ -240,6 +252,8 @@ class _Tables:
         self.fib6: dict[int, dict[int, int]] = {}
         self.lengths6: list[int] = []
         self.neighbors: dict[tuple[int, int, bytes], bytes] = {}
+        self.stale: set[tuple[int, int, bytes]] = set()  # neighbors loaded as STALE
+        self.noted: set[tuple[int, int, bytes]] = set()  # of those, the ones already noted
 
 
 class _Stamp:
@@ -257,29 +271,32 @@ class _Stamp:
 
 
 def _egress(t: _Tables, ifindex: int, nh: int, kind: int, ip_len: int, redirect_flag: int,
-            family: int, dst: bytes, stamp: _Stamp | None = None) -> tuple[int, int, bytes]:
+            family: int, dst: bytes, stamp: _Stamp | None = None
+            ) -> tuple[int, int, bytes, tuple[int, int, bytes] | None]:
     """The checks after the TTL, the same for both families, in contract order: a usable
     route, the egress interface and its MTU, redirect territory, a resolved neighbor.
-    ``(FORWARD, egress ifindex, cached Ethernet header)`` or ``(punt, 0, b"")``."""
+    ``(FORWARD, egress ifindex, cached Ethernet header, neighbor key)`` or
+    ``(punt, 0, b"", None)``."""
     if nh < 0:
-        return Verdict.PUNT_NOROUTE, 0, b""
+        return Verdict.PUNT_NOROUTE, 0, b"", None
     if kind in (NextHopKind.BLACKHOLE, NextHopKind.REJECT):
-        return Verdict.PUNT_REJECT, 0, b""
+        return Verdict.PUNT_REJECT, 0, b"", None
     _, out_ifindex, gateway = t.nexthops[nh]
     out_iface = t.interfaces.get(out_ifindex)
     if out_iface is None:
-        return Verdict.PUNT_NOROUTE, 0, b""
+        return Verdict.PUNT_NOROUTE, 0, b"", None
     if ip_len > out_iface[1]:
-        return Verdict.PUNT_TOOBIG, 0, b""
+        return Verdict.PUNT_TOOBIG, 0, b"", None
     if out_ifindex == ifindex and t.flags & redirect_flag:
-        return Verdict.PUNT_REDIRECT, 0, b""
+        return Verdict.PUNT_REDIRECT, 0, b"", None
     hop = gateway[:len(dst)] if kind == NextHopKind.GATEWAY else dst
-    header = t.neighbors.get((out_ifindex, family, hop))
+    key = (out_ifindex, family, bytes(hop))
+    header = t.neighbors.get(key)
     if stamp is not None:
         stamp.mark(TraceStage.NEIGHBOR)
     if header is None:
-        return Verdict.PUNT_NEIGHBOR, 0, b""
-    return Verdict.FORWARD, out_ifindex, header
+        return Verdict.PUNT_NEIGHBOR, 0, b"", None
+    return Verdict.FORWARD, out_ifindex, header, key
 
 
 def _records(buf: Buffer, record: struct.Struct, what: str) -> list[tuple[object, ...]]:
@@ -309,6 +326,8 @@ class FastPath:
         self._trace_on = 0  # 0 off, 1 frames from or to _trace_addrs, 2 every IP frame
         self._trace_addrs: set[tuple[int, bytes]] = set()
         self._trace: list[bytes] = []
+        self._hop: tuple[int, int, bytes] | None = None  # the last forwarded frame's neighbor
+        self._stale: list[tuple[int, bytes]] = []  # notes for stale_neighbors()
 
     # -- tables ---------------------------------------------------------------------------
 
@@ -352,14 +371,25 @@ class FastPath:
 
     def load_neighbors(self, records: Buffer, generation: int) -> None:
         neighbors: dict[tuple[int, int, bytes], bytes] = {}
-        for ifindex, family, addr, header in _records(records, NEIGHBOR, "neighbors"):
+        stale: set[tuple[int, int, bytes]] = set()
+        for ifindex, family, addr, header, flags in _records(records, NEIGHBOR, "neighbors"):
             assert isinstance(ifindex, int) and isinstance(family, int)
             assert isinstance(addr, bytes) and isinstance(header, bytes)
+            assert isinstance(flags, int)
             if family not in (4, 6):
                 raise FastPathError(f"neighbor family {family} is not 4 or 6")
-            neighbors[(ifindex, family, addr[:4] if family == 4 else addr)] = header
+            if flags & ~NEIGHBOR_STALE:
+                raise FastPathError(f"neighbor flags {flags}: only 1 (STALE) is defined")
+            key = (ifindex, family, addr[:4] if family == 4 else addr)
+            neighbors[key] = header
+            if flags & NEIGHBOR_STALE:
+                stale.add(key)
+            else:  # a later record for the same neighbor wins, as in C
+                stale.discard(key)
         tables = self._copy()
         tables.neighbors = neighbors
+        tables.stale = stale
+        tables.noted = set()
         self._tables = tables
         self.generation = generation
 
@@ -379,6 +409,8 @@ class FastPath:
         data = bytes(frame)
         stamp = _Stamp() if self._trace_on and self._trace_match(data) else None
         verdict, out_ifindex, out = self._process(ifindex, data, csum_partial, stamp)
+        if verdict == Verdict.FORWARD:
+            self._note_sent()
         if stamp is not None:
             if verdict == Verdict.FORWARD:
                 stamp.mark(TraceStage.TX)
@@ -401,6 +433,26 @@ class FastPath:
             complete_l4_checksum(buf)
             out = bytes(buf)
         return verdict, out_ifindex, out
+
+    def _note_sent(self) -> None:
+        """A frame went to the last judged frame's neighbor: if it is STALE, count it and note
+        it once per table load (the C fast path's note_sent)."""
+        t = self._tables
+        key = self._hop
+        if key is None or key not in t.stale:
+            return
+        self._count("forward_stale")
+        if key in t.noted or len(self._stale) >= STALE_CAPACITY:
+            return
+        t.noted.add(key)
+        self._stale.append((key[0], key[2]))
+
+    def stale_neighbors(self) -> list[tuple[int, bytes]]:
+        """The STALE neighbors frames were forwarded to since the last call, each once per
+        table load, oldest first; empties the list."""
+        out = self._stale
+        self._stale = []
+        return out
 
     def _judge(self, ifindex: int, frame: bytes, stamp: _Stamp | None = None
                ) -> tuple[int, int, bytes]:
@@ -462,8 +514,8 @@ class FastPath:
         ttl = frame[22]
         if ttl <= 1:
             return Verdict.PUNT_TTL, 0, b""
-        verdict, out_ifindex, header = _egress(t, ifindex, nh, kind, total, FLAG_REDIRECT4,
-                                               4, frame[30:34], stamp)
+        verdict, out_ifindex, header, self._hop = _egress(t, ifindex, nh, kind, total,
+                                                          FLAG_REDIRECT4, 4, frame[30:34], stamp)
         if verdict != Verdict.FORWARD:
             return verdict, 0, b""
         # RFC 1812 §5.3.1 TTL decrement; RFC 1624 eqn. 3 on the TTL/protocol word.
@@ -511,8 +563,8 @@ class FastPath:
             return Verdict.PUNT_TTL, 0, b""
         if (src[0] == 0xFE and src[1] & 0xC0 == 0x80) or (dst[0] == 0xFE and dst[1] & 0xC0 == 0x80):
             return Verdict.PUNT_SCOPE, 0, b""
-        verdict, out_ifindex, header = _egress(t, ifindex, nh, kind, 40 + payload,
-                                               FLAG_REDIRECT6, 6, dst, stamp)
+        verdict, out_ifindex, header, self._hop = _egress(t, ifindex, nh, kind, 40 + payload,
+                                                          FLAG_REDIRECT6, 6, dst, stamp)
         if verdict != Verdict.FORWARD:
             return verdict, 0, b""
         out = bytearray(header)
@@ -540,7 +592,7 @@ class FastPath:
         done = self._walk(budget, punts)
         if spin > 0.0:  # busy-poll, as the C fast path: until budget, a punt, or spin seconds
             end = time.monotonic() + spin
-            while done < budget and not punts:
+            while done < budget and not punts and not self._stale:
                 more = self._walk(budget - done, punts)
                 done += more
                 if not more and time.monotonic() >= end:
@@ -560,7 +612,7 @@ class FastPath:
         for _ in range(SERVE_PASSES):
             found = self._walk(budget - done, punts)
             done += found
-            if punts or done >= budget:
+            if punts or self._stale or done >= budget:
                 break
             if found:
                 continue  # frames came: look again before sleeping
@@ -599,6 +651,7 @@ class FastPath:
                     tx = self._rings.get(out_ifindex)
                     if tx is not None and tx.send(out):
                         dirty.add(out_ifindex)
+                        self._note_sent()
                         if stamp is not None:
                             stamp.mark(TraceStage.TX)
                             self._trace_put(ifindex, frame, verdict, out_ifindex, stamp)

@@ -122,7 +122,7 @@ def forward(kind: str, timeout: float, tables: dict[str, Any]) -> dict[str, Any]
             a = ip_address(addr)
             header = bytes.fromhex(mac) + rings[ifname].mac + (
                 b"\x08\x00" if a.version == 4 else b"\x86\xdd")
-            neigh += NEIGHBOR.pack(rings[ifname].ifindex, a.version, a.packed, header)
+            neigh += NEIGHBOR.pack(rings[ifname].ifindex, a.version, a.packed, header, 0)
         fp.load_neighbors(neigh, 3)
         for ring in rings.values():
             fp.attach(ring)

@@ -238,8 +238,9 @@ def _tables(v4: list[tuple[int, int, int]], v6: list[tuple[int, int, int, int]]
     r6 = b"".join(ROUTE6.pack((base | low).to_bytes(16, "big"), plen, nh)
                   for base, low, plen, nh in v6)
     neigh = b"".join(
-        NEIGHBOR.pack(2 + (i & 1), 4, gw[i], bytes([i]) * 6 + MAC_B + b"\x08\x00")
-        for i in range(3)  # next hop 3 unresolved
+        NEIGHBOR.pack(2 + (i & 1), 4, gw[i], bytes([i]) * 6 + MAC_B + b"\x08\x00",
+                      twin.NEIGHBOR_STALE if i == 1 else 0)
+        for i in range(3)  # next hop 1 STALE (forwarded, noted), next hop 3 unresolved
     )
     return hops, r4, r6, neigh
 
@@ -283,3 +284,5 @@ def test_random_tables_same_lookup_in_c_and_python(
                                          bytes.fromhex("20010db8000100000000000000000010"),
                                          a.to_bytes(16, "big")))
                 same(c, py, 1, frame)
+    assert c.stale_neighbors() == py.stale_neighbors()  # the same notes, in the same order
+    assert c.counters() == py.counters()

@@ -93,7 +93,7 @@ def test_tables_swap_whole(fp: Any) -> None:
     r4 += ROUTE4.pack(bytes([203, 0, 113, 8]), 29, len(hops) // NEXTHOP.size - 1)
     fp.load_fib(hops, r4, r6, 9)
     fp.load_neighbors(neighbors() + NEIGHBOR.pack(3, 4, bytes([203, 0, 113, 10]),
-                                                  b"\x02" * 6 + MAC_C + b"\x08\x00"), 10)
+                                                  b"\x02" * 6 + MAC_C + b"\x08\x00", 0), 10)
     assert fp.process(1, frame)[:2] == (Verdict.FORWARD, 3)
 
 
@@ -112,7 +112,7 @@ def test_later_duplicate_prefix_wins(fp: Any) -> None:
         ("load_fib", (b"", b"\0" * 12, b"", 1)),  # next-hop index 0 of none
         ("load_fib", (NEXTHOP.pack(1, 1, bytes(16)), ROUTE4.pack(bytes(4), 33, 0), b"", 1)),
         ("load_fib", (NEXTHOP.pack(9, 1, bytes(16)), b"", b"", 1)),  # unknown kind
-        ("load_neighbors", (NEIGHBOR.pack(1, 5, bytes(16), bytes(14)), 1)),
+        ("load_neighbors", (NEIGHBOR.pack(1, 5, bytes(16), bytes(14), 0), 1)),
     ],
 )
 def test_bad_records_raise_the_module_error_and_keep_the_old_tables(

@@ -24,6 +24,7 @@ from appliance.dataplane.twin import (
     FLAG_REDIRECT6,
     INTERFACE,
     NEIGHBOR,
+    NEIGHBOR_STALE,
     NEXTHOP,
     ROUTE4,
     ROUTE6,
@@ -97,13 +98,15 @@ def fib() -> tuple[bytes, bytes, bytes]:
     )
 
 
-def neighbors() -> bytes:
+def neighbors(stale: frozenset[str] = frozenset()) -> bytes:
+    """NEIGHBOR records of NEIGHBOR_MAC; those in `stale` flagged NEIGHBOR_STALE."""
     out = []
     for addr, mac in NEIGHBOR_MAC.items():
         ifindex = NEIGHBOR_IF[addr]
         v4 = "." in addr
         header = mac + IF_MAC[ifindex] + (b"\x08\x00" if v4 else b"\x86\xdd")
-        out.append(NEIGHBOR.pack(ifindex, 4 if v4 else 6, packed(addr), header))
+        flags = NEIGHBOR_STALE if addr in stale else 0
+        out.append(NEIGHBOR.pack(ifindex, 4 if v4 else 6, packed(addr), header, flags))
     return b"".join(out)
 
 

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from test_fastpath_frames import MAC_A, MAC_B, eth, load, udp4
+from test_fastpath_frames import MAC_A, MAC_B, eth, load, neighbors, udp4
 
 from appliance.dataplane.ring import RingSocket
 from appliance.dataplane.tablesync import have_c, new_fastpath
@@ -307,3 +307,45 @@ def test_serve_checks_its_arguments(setup: tuple[Any, MemoryRing, MemoryRing]) -
         fp.serve(0, 0.0, -1)
     with pytest.raises(module.FastPathError):
         fp.serve(64, -1.0, -1)
+
+
+# -- STALE neighbors: forwarded, and noted once for the control plane ------------------------
+
+
+def test_serve_forwards_to_a_stale_neighbor_and_returns_its_note(
+        setup: tuple[Any, MemoryRing, MemoryRing]) -> None:
+    fp, a, b = setup
+    fp.load_neighbors(neighbors(frozenset({"203.0.113.10"})), 4)
+    a.deliver(FORWARD)
+    a.deliver(FORWARD)
+    done, punts, events = fp.serve(64, 30.0, -1)  # the note ends the call, not the timeout
+    assert (done, punts, events) == (2, [], [])
+    assert b.transmitted() == [expected(FORWARD)[2]] * 2  # RFC 4861 §7.3.3: STALE is usable
+    assert fp.stale_neighbors() == [(2, bytes([203, 0, 113, 10]))]  # once, not per frame
+    assert fp.stale_neighbors() == []
+    a.deliver(FORWARD)
+    assert fp.serve(64, 0.0, -1) == (1, [], [])
+    assert fp.stale_neighbors() == []  # already noted for this table load
+    counts = fp.counters()
+    assert (counts["forward4"], counts["forward_stale"], counts["punt.neighbor"]) == (3, 3, 0)
+
+
+def test_poll_stops_spinning_on_a_stale_note(setup: tuple[Any, MemoryRing, MemoryRing]) -> None:
+    fp, a, b = setup
+    fp.load_neighbors(neighbors(frozenset({"203.0.113.10"})), 4)
+    a.deliver(FORWARD)
+    assert fp.poll(64, 1.0) == (1, [])
+    assert len(b.transmitted()) == 1
+    assert fp.stale_neighbors() == [(2, bytes([203, 0, 113, 10]))]
+
+
+def test_a_stale_frame_dropped_on_a_full_ring_is_not_noted(
+        setup: tuple[Any, MemoryRing, MemoryRing]) -> None:
+    fp, a, b = setup
+    fp.load_neighbors(neighbors(frozenset({"203.0.113.10"})), 4)
+    b.fill_tx()
+    a.deliver(FORWARD)
+    assert fp.poll(64) == (1, [])
+    assert fp.stale_neighbors() == []  # nothing was sent to it
+    counts = fp.counters()
+    assert (counts["drop.txfull"], counts["forward_stale"]) == (1, 0)

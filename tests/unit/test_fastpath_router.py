@@ -60,16 +60,45 @@ def test_forwards_the_same_frame_as_the_slow_path(kind: str) -> None:
     assert Ether(out)[IP].ttl == 8
 
 
-def test_stale_neighbor_is_punted_until_the_slow_path_uses_it(kind: str) -> None:
+def test_stale_neighbor_is_forwarded_and_moved_to_delay_then_probed(kind: str) -> None:
+    # RFC 4861 §7.3.3 (and Linux): a STALE entry is still used to send; the first packet
+    # sent moves it to DELAY and a unicast probe follows DELAY_FIRST_PROBE_TIME later.
     router = make_router()
     learn(router, H2, 1000.0)  # H2 ARPed for us: STALE
     fp = new_fastpath(kind)
     sync = TableSync(fp, router)
     frame = frame4(H2.ip4)
-    assert fp.process(1, frame)[0] == Verdict.PUNT_NEIGHBOR
-    router.receive(1, frame, 1000.1)  # slow path sends it and moves H2 to DELAY
-    sync.sync()
+    h2 = IPv4Address(H2.ip4).packed
+    verdict, out_ifindex, out = fp.process(1, frame)
+    assert (verdict, out_ifindex) == (Verdict.FORWARD, 2)
+    assert Ether(out).dst == H2.mac
     assert fp.process(1, frame)[0] == Verdict.FORWARD
+    assert fp.counters()["forward_stale"] == 2
+    assert fp.stale_neighbors() == [(2, h2)]  # noted once
+    entry = router.neighbors.lookup(2, h2)
+    assert entry is not None and entry.state.name == "STALE"
+    assert router.neighbor_used(2, h2, 1000.1) == []  # DELAY sends nothing yet
+    assert entry.state.name == "DELAY"
+    assert sync.sync()
+    assert fp.process(1, frame)[0] == Verdict.FORWARD
+    assert fp.counters()["forward_stale"] == 2  # a DELAY entry is no longer flagged
+    assert fp.stale_neighbors() == []
+    probe = transmits(router.tick(1000.1 + router.neighbors.timers.delay_first_probe + 0.01), 2)
+    assert entry.state.name == "PROBE"
+    assert [Ether(t.frame).dst for t in probe] == [H2.mac]  # a unicast ARP request
+
+
+def test_neighbor_used_changes_nothing_without_a_usable_entry(kind: str) -> None:
+    router = make_router()
+    h2 = IPv4Address(H2.ip4).packed
+    assert router.neighbor_used(2, h2, 1000.0) == []
+    assert router.neighbors.lookup(2, h2) is None  # no entry created, nothing queued
+    router.receive(1, frame4(H2.ip4), 1000.0)  # the router ARPs for H2: INCOMPLETE
+    entry = router.neighbors.lookup(2, h2)
+    assert entry is not None and entry.state.name == "INCOMPLETE"
+    queued = len(entry.queue)
+    assert router.neighbor_used(2, h2, 1000.1) == []
+    assert entry.state.name == "INCOMPLETE" and len(entry.queue) == queued
 
 
 def test_punts_what_the_router_must_handle(kind: str) -> None:

@@ -42,6 +42,7 @@ NETEM_LIMIT = 10_000
 """Packets netem may hold while it delays them; 1000 (tc's default) caps a 20 ms link at 50k
 packets/s, which is more than a TCG guest sends, but a rate limit queues far longer."""
 
+
 class NetemError(ValueError):
     """An impairment that cannot be mapped onto the senders' egress."""
 

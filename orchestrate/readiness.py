@@ -211,7 +211,7 @@ def _wait_node(lab: Lab, node: str, watch: _Watch) -> None:
         # The init says "ssh up" once sshd listens; probing before that finds a guest that
         # has no management address yet, where QEMU's user network holds the connection
         # until the probe's timeout (measured: ready 4 s after "ssh up" on the console).
-        waits += [(ssh_marker, marker_poll, "ssh"), (ssh_session, 0.5, "ssh")]
+        waits += [(lambda: ssh_marker() and ssh_session(), marker_poll, "ssh")]
     else:
         waits += [(lambda: ssh.ssh_answers(spec.ssh_port, lab.client_key, lab.known_hosts,
                                            timeout=3.0, opener=lab.management_opener(node)),
@@ -243,13 +243,12 @@ def _wait_node(lab: Lab, node: str, watch: _Watch) -> None:
                 return
         watch.advance(node, "restored")
         watch.restore_seconds[node] = time.monotonic() - started
-    for index, (condition, interval, reached) in enumerate(waits):
+    for condition, interval, reached in waits:
         if not poll_until(condition, interval=interval, alive=alive, cancel=watch.cancel):
             return
         if watch.stage[node] != reached:
             watch.advance(node, reached)
-        last_ssh = reached == "ssh" and (index + 1 == len(waits) or waits[index + 1][2] != "ssh")
-        if last_ssh and spec.role == "router":
+        if reached == "ssh" and spec.role == "router":
             watch.advance(node, "router")
     if any(nic.netem for nic in spec.nics):
         # Link impairments live in the guest (orchestrate.netem): shaped once the node runs

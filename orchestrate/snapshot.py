@@ -29,6 +29,7 @@ import functools
 import hashlib
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -124,14 +125,17 @@ def restore_qemu_args(state: Path, memory: int) -> list[str]:
             "-incoming", "defer"]
 
 
+IGNORE_SHARED: dict[str, object] = {
+    "capabilities": [{"capability": "x-ignore-shared", "state": True}]}
+"""`migrate-set-capabilities`' arguments, on both ends: the state leaves out (and the load
+expects no) guest RAM, which is the snapshot's RAM file."""
+
+
 def incoming_commands(state: Path) -> list[tuple[str, dict[str, object]]]:
     """The QMP commands that load a saved state into a QEMU started with
     `restore_qemu_args`."""
-    from orchestrate.backends.qemu import incoming_uri
-
-    return [("migrate-set-capabilities", {"capabilities": [
-                {"capability": "x-ignore-shared", "state": True}]}),
-            ("migrate-incoming", {"uri": incoming_uri(state)})]
+    return [("migrate-set-capabilities", IGNORE_SHARED),
+            ("migrate-incoming", {"uri": f"exec:cat {shlex.quote(str(state))}"})]
 
 
 def snapshot_cmdline(image: ImageInfo, role: str) -> str:
@@ -251,8 +255,7 @@ def _make_snapshot(image: ImageInfo, shape: Shape, key: str, root: Path) -> Snap
             raise SnapshotError(f"no '{SNAPSHOT_POINT}' after {PREPARE_TIMEOUT:.0f} s: "
                                 f"{_tail(spec.serial_log)}")
         time.sleep(0.2)  # let the init reach its read of the serial console
-        qmp_command(spec.qmp_socket, "migrate-set-capabilities", {"capabilities": [
-            {"capability": "x-ignore-shared", "state": True}]})
+        qmp_command(spec.qmp_socket, "migrate-set-capabilities", IGNORE_SHARED)
         qmp_command(spec.qmp_socket, "stop")
         qmp_command(spec.qmp_socket, "migrate",
                     {"uri": f"exec:cat > {work / STATE}"})

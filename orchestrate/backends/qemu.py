@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shlex
 import signal
 import subprocess
 import time
@@ -224,11 +223,6 @@ def build_argv(spec: NodeSpec, tap_fds: dict[str, int] | None = None,
 
         argv += restore_qemu_args(spec.incoming, spec.memory)
     return argv
-
-
-def incoming_uri(state: Path) -> str:
-    """The migration URI that reads a saved VM state file."""
-    return f"exec:cat {shlex.quote(str(state))}"
 
 
 # -- the backend ------------------------------------------------------------------------------

@@ -136,6 +136,16 @@ def udp_probe(lab: Any, node: str, targets: list[tuple[str, int]]) -> dict[tuple
     return answers
 
 
+def min_rtt(lab: Any, src: str, address: str, count: int = 10) -> float:
+    """The minimum RTT (ms) of `count` echoes from `src` to `address`: netem's delay is a
+    floor under it, and TCG's scheduling noise is not."""
+    result = lab.node(src).exec(f"ping -n -c {count} -i 0.2 -q {address}", 60)
+    assert result.exit_status == 0, result.stdout + result.stderr
+    found = re.search(r"rtt min/avg/max/mdev = ([\d.]+)/", result.stdout)
+    assert found, result.stdout
+    return float(found.group(1))
+
+
 def file_sha256(lab: Any, node: str, path: str) -> str:
     out = run(lab, node, f"sha256sum {shlex.quote(path)}").stdout
     digest = out.split()[0] if out.split() else ""

@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -26,7 +25,7 @@ import yaml
 from orchestrate.lab import Lab
 from orchestrate.pytest_plugin import LabSession
 
-from _helpers_e2e import CONFIGS, lab_names, needs_vms, vrlab_cli
+from _helpers_e2e import CONFIGS, lab_names, min_rtt, needs_vms, vrlab_cli
 
 KSM_RUN = Path("/sys/kernel/mm/ksm/run")
 
@@ -182,14 +181,9 @@ def test_vrlab_test_passes_impaired(lab: LabSession) -> None:
     vrlab_test_passes(lab)
 
 
-def min_rtt(lab: LabSession, src: str, dst: str) -> float:
-    """The minimum RTT of 10 pings (ms): netem's delay is a floor under it."""
-    address = lab.topology.nodes[dst].first_address(4)
-    result = lab.node(src).exec(f"ping -c 10 -i 0.2 -q {address}", 60)
-    assert result.exit_status == 0, result.stdout + result.stderr
-    found = re.search(r"rtt min/avg/max/mdev = ([\d.]+)/", result.stdout)
-    assert found, result.stdout
-    return float(found.group(1))
+def h1_to_h2(lab: LabSession) -> float:
+    """h1's minimum RTT to h2's IPv4 address (ms)."""
+    return min_rtt(lab, "h1", str(lab.topology.nodes["h2"].first_address(4)))
 
 
 def link_set(lab: LabSession, *args: str) -> str:
@@ -201,17 +195,17 @@ def link_set(lab: LabSession, *args: str) -> str:
 @pytest.mark.vrlab_topology("configs/impaired.yaml")
 def test_link_set_moves_a_running_labs_rtt(lab: LabSession) -> None:
     # r1 <-> h2 has delay 20ms each way; `vrlab link set` changes it in the guests
-    assert min_rtt(lab, "h1", "h2") >= 40.0
+    assert h1_to_h2(lab) >= 40.0
     try:
         shown = link_set(lab, "h2:eth1", "delay", "50ms")
         assert "r1:r1-h2 sends through: delay 50ms" in shown
         assert "h2:eth1 sends through: delay 50ms" in shown
-        both = min_rtt(lab, "h1", "h2")
+        both = h1_to_h2(lab)
         assert both >= 100.0  # 50 ms each way: r1 (vrlab-router) sends through the qdisc
         # only what h2 receives: r1's egress to h2 goes back to 20 ms, h2's stays 50 ms
         assert "r1:r1-h2 sends through: delay 20ms" in link_set(
             lab, "h2:eth1", "delay", "20ms", "--one-way")
-        one_way = min_rtt(lab, "h1", "h2")
+        one_way = h1_to_h2(lab)
         assert 70.0 <= one_way < both
         record = Lab.open(lab.name)
         netem = {(n, nic.ifname): nic.netem for n in ("r1", "h2")

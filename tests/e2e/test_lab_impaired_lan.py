@@ -5,14 +5,14 @@ carried through the lab's namespace (root); down removes it."""
 
 from __future__ import annotations
 
-import re
 import textwrap
 from pathlib import Path
 from types import SimpleNamespace
 
-from orchestrate.lab import Lab
 from orchestrate.links import namespace_exists
 from orchestrate.topology import Topology, load_topology
+
+from _helpers_e2e import min_rtt
 
 LAN = """\
     name: lan-delay
@@ -27,15 +27,6 @@ LAN = """\
       - {endpoints: [r1, a, b], delay: 10ms}
       - [r1, c]
     """
-
-
-def min_rtt(lab: Lab, src: str, address: str) -> float:
-    """The minimum RTT (ms) of 10 echoes: netem's delay is a floor under it."""
-    result = lab.node(src).exec(f"ping -n -c 10 -i 0.2 -q {address}", timeout=60)
-    assert result.ok, result.stdout + result.stderr
-    found = re.search(r"rtt min/avg/max/mdev = ([\d.]+)/", result.stdout)
-    assert found, result.stdout
-    return float(found.group(1))
 
 
 def facing(topology: Topology, node: str, peer: str) -> str:

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from orchestrate import memory
 from orchestrate.lab import Lab
 from orchestrate.pytest_plugin import LabSession
 
@@ -122,7 +123,9 @@ def test_a_lab_that_cannot_come_up_exits_3_and_leaves_nothing(vm_image: object) 
     result = vrlab_cli("up", str(CONFIGS / "duo.yaml"), "--name", "duo-late", "--timeout", "2",
                        "--boot", "cold", "--no-progress", "--json", timeout=300)
     assert result.returncode == 3, result.stdout + result.stderr
-    assert KSM_RUN.read_text() == ksm_before  # KSM as the failed up found it
+    assert KSM_RUN.read_text() == ksm_before  # KSM as the failed up found it...
+    holders = memory.KSM_STATE.read_text() if memory.KSM_STATE.exists() else ""
+    assert "/labs/duo-late/" not in holders  # ...and no hold of the failed lab left
     error = json.loads(result.stdout)
     assert error["exit_status"] == 3 and "within 2 s" in error["error"], error
     assert "duo-late" not in lab_names()

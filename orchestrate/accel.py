@@ -68,7 +68,7 @@ def qemu_accel_args(name: str, role: str | None = None) -> list[str]:
     if name == "kvm":
         return ["-accel", "kvm", "-cpu", "host"]
     if name == "tcg":
-        return ["-accel", f"tcg,thread=multi,tb-size={tcg_tb_mib(role)}", "-cpu", "max"]
+        return ["-accel", f"tcg,thread=multi,tb-size={tcg_tb_mib(role)}", "-cpu", "max,-erms,-fsrm"]
     raise AccelError(f"unknown accelerator {name!r}")
 
 

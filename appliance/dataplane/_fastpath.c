@@ -84,10 +84,10 @@ enum { FLAG_FORWARDING4 = 1, FLAG_FORWARDING6 = 2, FLAG_REDIRECT4 = 4, FLAG_REDI
 
 /* Counters beyond the per-verdict ones. */
 enum { C_RX = 0, C_FORWARD4, C_FORWARD6, C_TX_SLOW, C_TX_KICKS, C_RX_RING_DROPS, C_TRACE_LOST,
-       C_FORWARD_STALE, C_EXTRA };
+       C_FORWARD_STALE, C_TX_BACKLOG, C_EXTRA };
 static const char *const extra_names[C_EXTRA] = {
     "rx", "forward4", "forward6", "tx_slow", "tx_kicks", "rx_ring_drops", "trace_lost",
-    "forward_stale",
+    "forward_stale", "tx_backlog",
 };
 
 /* NEIGHBOR record flags (byte 38). A STALE neighbor is still used to forward (RFC 4861
@@ -391,7 +391,8 @@ typedef struct {
     uint32_t frame_size, rx_frames, tx_frames, rx_head, tx_head;
     uint32_t tx_data; /* where a TX frame starts in its slot: after the virtio_net_hdr if any */
     int vnet;         /* the socket has PACKET_VNET_HDR (ring.tx_vnet_hdr) */
-    int dirty;
+    int dirty;        /* frames were queued on the TX ring since the last kick */
+    int backlog;      /* the last kick left frames on the TX ring (see kick()) */
 } ring_t;
 
 typedef struct {
@@ -412,6 +413,7 @@ typedef struct {
     trace_rec_t trace[TRACE_CAPACITY];
     int n_stale;
     stale_note_t stale[STALE_CAPACITY];
+    uint64_t last_frame_ns; /* when serve() last found frames: its spin counts from there */
 } FastPath;
 
 #define COUNT(fp, i) ((fp)->counts[V_COUNT + (i)])
@@ -1185,16 +1187,36 @@ static void tx_commit(ring_t *r, uint8_t *slot, size_t len) {
     r->dirty = 1;
 }
 
-static void kick(FastPath *self) {
+/* Ask the kernel to send what the TX rings hold. A kick need not take every frame: the
+   socket's send buffer (sk_sndbuf, ~280 small frames in flight) or a full device queue (the
+   bypass path gives the frame back as SEND_REQUEST, -ENOBUFS) ends it early, and the kernel
+   says nothing when room comes back (POLLOUT on a TX ring means "the kernel's next slot is
+   free", i.e. no backlog at all). So a kick that leaves the newest frame unsent keeps the ring
+   marked: the next pass kicks it again, and serve() sleeps at most BACKLOG_WAIT_MS meanwhile.
+   Measured under TCG before this: a UDP flood stranded up to 2,048 frames per ring until the
+   next forwarded frame came (the receiver saw them seconds late), and the full ring dropped
+   ~10% of the flood as drop.txfull. Returns whether any ring still has a backlog. */
+static int kick(FastPath *self) {
+    int backlog = 0;
     for (int i = 0; i < self->n_rings; i++) {
         ring_t *r = &self->rings[i];
-        if (r->dirty) {
+        if (r->dirty || r->backlog) {
             /* MSG_DONTWAIT: without it the kick waits until the frames are sent */
             send(r->fd, NULL, 0, MSG_DONTWAIT);
             r->dirty = 0;
             COUNT(self, C_TX_KICKS)++;
+            uint32_t last = r->tx_head ? r->tx_head - 1 : r->tx_frames - 1;
+            const struct tpacket2_hdr *h = (const struct tpacket2_hdr *)(
+                r->base + (size_t)r->frame_size * (r->rx_frames + last));
+            r->backlog = __atomic_load_n(&h->tp_status, __ATOMIC_ACQUIRE) ==
+                         TP_STATUS_SEND_REQUEST;
+            if (r->backlog) {
+                COUNT(self, C_TX_BACKLOG)++;
+                backlog = 1;
+            }
         }
     }
+    return backlog;
 }
 
 /* A punt as (ifindex, verdict, frame); a stripped VLAN tag is put back first. */
@@ -1367,22 +1389,43 @@ static PyObject *FastPath_poll(FastPath *self, PyObject *args, PyObject *kwargs)
     return Py_BuildValue("(lN)", done, punts);
 }
 
-#define SERVE_PASSES 4096 /* bound on one serve() call's passes (each walks or sleeps) */
+#define SERVE_PASSES 4096 /* bound on one serve() call's passes (each walks, spins or sleeps) */
+#define BACKLOG_WAIT_MS 1 /* longest sleep while a TX ring holds frames a kick left (kick()) */
+#define SPIN_LOOK 256     /* spinning passes between looks at other_fd */
 
-/* serve(budget, timeout, other_fd): the daemon's wait and forward in one call, so a frame the
-   fast path forwards never wakes Python. Sleeps in poll(2) on the RX rings and `other_fd`
-   (the daemon's epoll of its own descriptors: control, link notifications, signal pipe),
-   GIL released; whenever the rings have frames, walks them and kicks the TX rings, then
-   walks again before sleeping (NAPI's rule). Returns to Python when a frame needs the slow
-   path, a STALE neighbor was noted (stale_neighbors()), `other_fd` is ready, a ring reports an error, `budget` frames are done or `timeout`
-   seconds have passed: (frames, punts, [(fd, revents), ...] of other_fd and erroring rings).
-   Measured under TCG (bench vm-forward): a Python loop iteration per wake-up cost a router
-   VM ~0.3-1 ms of its one vCPU per forwarded echo, and spikes of several ms. */
+/* Whether `fd` is ready now (poll(2) without waiting); appends (fd, revents) to `events`.
+   Returns 1 if ready, 0 if not, -1 on a Python error. */
+static int look_at(int fd, PyObject *events) {
+    if (fd < 0)
+        return 0;
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    if (poll(&p, 1, 0) <= 0 || !p.revents)
+        return 0;
+    PyObject *item = Py_BuildValue("(ih)", p.fd, p.revents);
+    int rc = item && PyList_Append(events, item) == 0 ? 1 : -1;
+    Py_XDECREF(item);
+    return rc;
+}
+
+/* serve(budget, timeout, other_fd, spin=0.0): the daemon's wait and forward in one call, so a
+   frame the fast path forwards never wakes Python. Sleeps in poll(2) on the RX rings and
+   `other_fd` (the daemon's epoll of its own descriptors: control, link notifications, signal
+   pipe), GIL released; whenever the rings have frames, walks them and kicks the TX rings, then
+   walks again before sleeping (NAPI's rule). With `spin` > 0 it keeps walking (busy-polling,
+   no system call) until `spin` seconds have passed since the last frame before it sleeps: a
+   frame that comes meanwhile costs no wake-up, no context switch and no poll(2) (Linux's
+   net.core.busy_poll, for a ring). While a kick left frames on a TX ring it sleeps at most
+   BACKLOG_WAIT_MS before kicking again. Returns to Python when a frame needs the slow path, a
+   STALE neighbor was noted (stale_neighbors()), `other_fd` is ready, a ring reports an error,
+   `budget` frames are done, SERVE_PASSES passes went by (other_fd is looked at first) or
+   `timeout` seconds have passed: (frames, punts, [(fd, revents), ...] of other_fd and erroring
+   rings). Measured under TCG (bench vm-forward): a Python loop iteration per wake-up cost a
+   router VM ~0.3-1 ms of its one vCPU per forwarded echo, and spikes of several ms. */
 static PyObject *FastPath_serve(FastPath *self, PyObject *args) {
     long budget;
-    double timeout;
+    double timeout, spin = 0.0;
     int other_fd;
-    if (!PyArg_ParseTuple(args, "ldi:serve", &budget, &timeout, &other_fd))
+    if (!PyArg_ParseTuple(args, "ldi|d:serve", &budget, &timeout, &other_fd, &spin))
         return NULL;
     if (!ready(self))
         return NULL;
@@ -1390,6 +1433,8 @@ static PyObject *FastPath_serve(FastPath *self, PyObject *args) {
         return PyErr_Format(FastPathError, "budget must be positive");
     if (!(timeout >= 0.0 && timeout <= 60.0))
         return PyErr_Format(FastPathError, "timeout must be 0 to 60 seconds");
+    if (!(spin >= 0.0 && spin <= 1.0))
+        return PyErr_Format(FastPathError, "spin must be 0 to 1 second");
     PyObject *punts = PyList_New(0);
     if (!punts)
         return NULL;
@@ -1400,19 +1445,37 @@ static PyObject *FastPath_serve(FastPath *self, PyObject *args) {
     }
     struct pollfd fds[MAX_RINGS + 1];
     uint64_t end = monotonic_ns() + (uint64_t)(timeout * 1e9);
+    uint64_t spin_ns = (uint64_t)(spin * 1e9);
     long done = 0;
     int err = 0;
-    for (int pass = 0; pass < SERVE_PASSES && !err; pass++) {
+    for (int pass = 0; !err; pass++) {
         long before = done;
         err = walk(self, budget, punts, &done);
-        kick(self);
+        int backlog = kick(self);
         if (err || PyList_GET_SIZE(punts) > 0 || self->n_stale || done >= budget)
             break;
-        if (done != before)
-            continue; /* frames came: look again before sleeping */
         uint64_t now = monotonic_ns();
+        if (done != before)
+            self->last_frame_ns = now;
         if (now >= end)
             break;
+        if (pass + 1 >= SERVE_PASSES) {
+            err = look_at(other_fd, events) < 0;
+            break;
+        }
+        if (done != before)
+            continue; /* frames came: look again before sleeping */
+        if (spin_ns && now - self->last_frame_ns < spin_ns) {
+            if (pass % SPIN_LOOK == SPIN_LOOK - 1) {
+                int seen = look_at(other_fd, events);
+                if (seen) {
+                    err = seen < 0;
+                    break;
+                }
+            }
+            __builtin_ia32_pause();
+            continue;
+        }
         int n = 0;
         for (int i = 0; i < self->n_rings; i++)
             fds[n++] = (struct pollfd){.fd = self->rings[i].fd, .events = POLLIN};
@@ -1420,6 +1483,8 @@ static PyObject *FastPath_serve(FastPath *self, PyObject *args) {
             fds[n++] = (struct pollfd){.fd = other_fd, .events = POLLIN};
         /* whole milliseconds, rounded up: never wake just before the deadline */
         int wait_ms = (int)((end - now + 999999) / 1000000);
+        if (backlog && wait_ms > BACKLOG_WAIT_MS)
+            wait_ms = BACKLOG_WAIT_MS;
         int ready_n;
         Py_BEGIN_ALLOW_THREADS
         ready_n = poll(fds, (nfds_t)n, wait_ms);
@@ -1657,9 +1722,10 @@ static PyMethodDef FastPath_methods[] = {
      "poll(budget, spin=0.0) -> (frames, [(ifindex, verdict, frame), ...]): walk the RX "
      "rings; with spin, keep walking until budget, a punt or spin seconds."},
     {"serve", (PyCFunction)FastPath_serve, METH_VARARGS,
-     "serve(budget, timeout, other_fd) -> (frames, punts, [(fd, revents), ...]): sleep on the "
-     "RX rings and other_fd, forwarding what comes, until a punt, other_fd ready, a ring "
-     "error, budget frames or timeout seconds."},
+     "serve(budget, timeout, other_fd, spin=0.0) -> (frames, punts, [(fd, revents), ...]): "
+     "sleep on the RX rings and other_fd (after spin seconds of polling since the last frame), "
+     "forwarding what comes, until a punt, other_fd ready, a ring error, budget frames or "
+     "timeout seconds."},
     {"transmit", (PyCFunction)FastPath_transmit, METH_VARARGS,
      "transmit(ifindex, frame) -> bool: queue a frame on an attached TX ring."},
     {"flush", (PyCFunction)FastPath_flush, METH_NOARGS, "flush(): kick the TX rings."},

@@ -214,7 +214,7 @@ they are opaque end to end and a router forwards them like any upper layer."""
 
 COUNTER_NAMES: tuple[str, ...] = (
     "rx", "forward4", "forward6", "tx_slow", "tx_kicks", "rx_ring_drops", "trace_lost",
-    "forward_stale",
+    "forward_stale", "tx_backlog",
     *(f"{v.name[:4].lower()}.{v.name[5:].lower()}" for v in Verdict if v != Verdict.FORWARD),
 )
 """Keys of ``counters()``: frames read from RX rings, forwarded per family, slow-path frames

@@ -553,10 +553,9 @@ class Daemon(Reconfigure):
             rings_ready = busy
             served = False
             punts: list[tuple[int, int, bytes]] = []
-            if self.attached and self.fp is not None and self._fast_trace is None \
-                    and not self.busy_poll:
+            if self.attached and self.fp is not None and self._fast_trace is None:
                 # The fast path waits and forwards; back here only for Python's work.
-                _, punts, events = self.fp.serve(BUDGET, timeout, own_fd)
+                _, punts, events = self.fp.serve(BUDGET, timeout, own_fd, self.busy_poll)
                 served = True
             else:
                 events = self.ring_poller.poll(timeout * 1000.0)

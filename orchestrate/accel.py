@@ -64,11 +64,21 @@ def tcg_tb_mib(role: str | None = None) -> int:
     return TCG_TB_MIB_BY_ROLE.get(role or "", TCG_TB_MIB)
 
 
+TCG_CPU = "max,-erms,-fsrm"
+"""The CPU a TCG guest sees: QEMU's `max` without ERMS and FSRM. With them the guest kernel
+copies and clears memory with `rep movsb`/`rep stosb`, which TCG runs one byte per step
+(QEMU 7.2); without them it uses 8-byte `movsq`/`stosq` loops. Measured in a guest:
+dd from /dev/zero to /dev/null 938 MB/s -> 5.9 GB/s; bench vm-forward TCP through a vrlab
+router 186 -> 270 Mbit/s. A KVM guest keeps the host's CPU, where those instructions are fast.
+libvirt's TCG domains get the same (`backends.libvirt_xml`)."""
+TCG_CPU_DISABLED = ("erms", "fsrm")
+
+
 def qemu_accel_args(name: str, role: str | None = None) -> list[str]:
     if name == "kvm":
         return ["-accel", "kvm", "-cpu", "host"]
     if name == "tcg":
-        return ["-accel", f"tcg,thread=multi,tb-size={tcg_tb_mib(role)}", "-cpu", "max,-erms,-fsrm"]
+        return ["-accel", f"tcg,thread=multi,tb-size={tcg_tb_mib(role)}", "-cpu", TCG_CPU]
     raise AccelError(f"unknown accelerator {name!r}")
 
 

@@ -37,7 +37,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
+#include <unistd.h>
 #include <time.h>
 
 /* Verdicts: the numbering of fastpath_py.Verdict. */
@@ -414,6 +416,8 @@ typedef struct {
     int n_stale;
     stale_note_t stale[STALE_CAPACITY];
     uint64_t last_frame_ns; /* when serve() last found frames: its spin counts from there */
+    int ep_valid;           /* ep_fd holds the rings and ep_other (attach/detach clear it) */
+    int ep_fd, ep_other;    /* serve()'s epoll set: every ring's fd and other_fd */
 } FastPath;
 
 #define COUNT(fp, i) ((fp)->counts[V_COUNT + (i)])
@@ -1122,6 +1126,7 @@ static PyObject *FastPath_attach(FastPath *self, PyObject *ring) {
     Py_INCREF(ring);
     r.ring = ring;
     self->rings[self->n_rings++] = r;
+    self->ep_valid = 0;
     Py_RETURN_NONE;
 }
 
@@ -1152,6 +1157,7 @@ static PyObject *FastPath_detach(FastPath *self, PyObject *arg) {
             ring_release(&self->rings[i], 1);
             self->rings[i] = self->rings[--self->n_rings];
             self->next_ring = 0;
+            self->ep_valid = 0;
             Py_RETURN_NONE;
         }
     }
@@ -1266,12 +1272,17 @@ static int walk(FastPath *self, long budget, PyObject *punts, long *done_out) {
                 /* two stages: the slot twice as far ahead is only prefetched (its header and
                    the start of its frame), so that reading the one PREFETCH_AHEAD ahead to
                    find its route does not stall */
-                const uint8_t *far = r->base + (size_t)r->frame_size *
-                                     ((r->rx_head + 2 * PREFETCH_AHEAD) % r->rx_frames);
+                /* no `%`: a division is a helper call per frame under TCG */
+                uint32_t far_i = r->rx_head + 2 * PREFETCH_AHEAD;
+                while (far_i >= r->rx_frames)
+                    far_i -= r->rx_frames;
+                const uint8_t *far = r->base + (size_t)r->frame_size * far_i;
                 __builtin_prefetch(far);
                 __builtin_prefetch(far + 64);
                 __builtin_prefetch(far + 128);
-                uint32_t ahead = (r->rx_head + PREFETCH_AHEAD) % r->rx_frames;
+                uint32_t ahead = r->rx_head + PREFETCH_AHEAD;
+                while (ahead >= r->rx_frames)
+                    ahead -= r->rx_frames;
                 uint8_t *aslot = r->base + (size_t)r->frame_size * ahead;
                 const struct tpacket2_hdr *ah = (const struct tpacket2_hdr *)aslot;
                 if ((__atomic_load_n(&ah->tp_status, __ATOMIC_ACQUIRE) & TP_STATUS_USER) &&
@@ -1393,6 +1404,34 @@ static PyObject *FastPath_poll(FastPath *self, PyObject *args, PyObject *kwargs)
 #define BACKLOG_WAIT_MS 1 /* longest sleep while a TX ring holds frames a kick left (kick()) */
 #define SPIN_LOOK 256     /* spinning passes between looks at other_fd */
 
+/* serve()'s epoll set: one epoll_wait per sleep instead of a poll(2) that registers on and
+   unregisters from every ring and other_fd each time (what a wake-up costs a TCG vCPU).
+   Rebuilt when a ring is attached or detached, or other_fd changes. -1 with errno set. */
+static int epoll_set(FastPath *self, int other_fd) {
+    if (self->ep_valid && self->ep_other == other_fd)
+        return 0;
+    if (self->ep_valid)
+        close(self->ep_fd);
+    self->ep_valid = 0;
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    if (ep < 0)
+        return -1;
+    for (int i = 0; i <= self->n_rings; i++) {
+        int fd = i < self->n_rings ? self->rings[i].fd : other_fd;
+        struct epoll_event ev = {.events = EPOLLIN, .data.fd = fd};
+        if (fd >= 0 && epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) < 0) {
+            int saved = errno;
+            close(ep);
+            errno = saved;
+            return -1;
+        }
+    }
+    self->ep_fd = ep;
+    self->ep_other = other_fd;
+    self->ep_valid = 1;
+    return 0;
+}
+
 /* Whether `fd` is ready now (poll(2) without waiting); appends (fd, revents) to `events`.
    Returns 1 if ready, 0 if not, -1 on a Python error. */
 static int look_at(int fd, PyObject *events) {
@@ -1443,7 +1482,7 @@ static PyObject *FastPath_serve(FastPath *self, PyObject *args) {
         Py_DECREF(punts);
         return NULL;
     }
-    struct pollfd fds[MAX_RINGS + 1];
+    struct epoll_event evs[MAX_RINGS + 1];
     uint64_t end = monotonic_ns() + (uint64_t)(timeout * 1e9);
     uint64_t spin_ns = (uint64_t)(spin * 1e9);
     long done = 0;
@@ -1476,18 +1515,18 @@ static PyObject *FastPath_serve(FastPath *self, PyObject *args) {
             __builtin_ia32_pause();
             continue;
         }
-        int n = 0;
-        for (int i = 0; i < self->n_rings; i++)
-            fds[n++] = (struct pollfd){.fd = self->rings[i].fd, .events = POLLIN};
-        if (other_fd >= 0)
-            fds[n++] = (struct pollfd){.fd = other_fd, .events = POLLIN};
+        if (epoll_set(self, other_fd) < 0) {
+            PyErr_SetFromErrno(PyExc_OSError);
+            err = 1;
+            break;
+        }
         /* whole milliseconds, rounded up: never wake just before the deadline */
         int wait_ms = (int)((end - now + 999999) / 1000000);
         if (backlog && wait_ms > BACKLOG_WAIT_MS)
             wait_ms = BACKLOG_WAIT_MS;
         int ready_n;
         Py_BEGIN_ALLOW_THREADS
-        ready_n = poll(fds, (nfds_t)n, wait_ms);
+        ready_n = epoll_wait(self->ep_fd, evs, MAX_RINGS + 1, wait_ms);
         Py_END_ALLOW_THREADS
         if (ready_n < 0) {
             if (errno != EINTR) {
@@ -1499,10 +1538,12 @@ static PyObject *FastPath_serve(FastPath *self, PyObject *args) {
             break; /* a signal: the daemon's loop looks at its flags */
         }
         int leave = 0;
-        for (int i = 0; i < n && !err; i++) {
-            short bad = fds[i].revents & (POLLERR | POLLHUP | POLLNVAL);
-            if (fds[i].fd == other_fd ? fds[i].revents != 0 : bad != 0) {
-                PyObject *item = Py_BuildValue("(ih)", fds[i].fd, fds[i].revents);
+        for (int i = 0; i < ready_n && !err; i++) {
+            /* EPOLLIN/ERR/HUP have poll(2)'s values: callers read (fd, revents) as poll's */
+            short revents = (short)evs[i].events;
+            int fd = evs[i].data.fd;
+            if (fd == other_fd || (revents & (POLLERR | POLLHUP))) {
+                PyObject *item = Py_BuildValue("(ih)", fd, revents);
                 if (!item || PyList_Append(events, item) < 0)
                     err = 1;
                 Py_XDECREF(item);
@@ -1697,6 +1738,9 @@ static void FastPath_dealloc(FastPath *self) {
         ring_release(&self->rings[i], 1);
     PyErr_Restore(type, value, tb);
     self->n_rings = 0;
+    if (self->ep_valid)
+        close(self->ep_fd);
+    self->ep_valid = 0;
     free(self->ift);
     free(self->nt);
     fib_free(self->fib);

@@ -31,8 +31,9 @@ TCP/UDP checksums completed where the kernel left them partial (``TP_STATUS_CSUM
 a sender on this machine with checksum offload) and a VLAN tag the kernel stripped put back;
 ``recv_raw(limit)`` returns ``(frame, csum_partial)`` pairs without completing. Both skip
 ``PACKET_OUTGOING`` frames. ``send(frame) -> bool`` places a frame on the TX ring (False when
-the ring is full); ``flush()`` asks the kernel to send what is queued (``send(fd, NULL, 0,
-MSG_DONTWAIT)``; without MSG_DONTWAIT it would wait for the transmission). ``ring_drops()``
+the ring is full); ``flush() -> bool`` asks the kernel to send what is queued (``send(fd, NULL,
+0, MSG_DONTWAIT)``; without MSG_DONTWAIT it would wait for the transmission) and says whether
+frames are still waiting (the kernel's send buffer or the device queue was full). ``ring_drops()``
 is the number of frames the kernel dropped because the RX ring was full. ``close()``.
 
 C path: ``appliance.dataplane._fastpath.FastPath.attach(ring)`` borrows ``map`` and the
@@ -251,14 +252,20 @@ class RingSocket:
         self.tx_head = self.tx_head + 1 if self.tx_head + 1 < self.tx_frames else 0
         return True
 
-    def flush(self) -> None:
-        """Kick the kernel to send the queued TX frames, without waiting for them.
+    def flush(self) -> bool:
+        """Kick the kernel to send the queued TX frames, without waiting for them; returns
+        whether frames are still waiting on the ring afterwards (a backlog).
 
-        Errors are ignored, as the C fast path ignores them: a link that is down (ENETDOWN)
-        or a full device queue must not stop the router; frames left on the ring go with
-        the next kick."""
+        A kick need not take every frame: the socket's send buffer or a full device queue
+        ends it early, and nothing tells us when there is room again, so the caller kicks
+        again soon (the C fast path's kick() and serve() explain the measurement). Errors
+        are ignored, as the C fast path ignores them: a link that is down (ENETDOWN) or a full
+        device queue must not stop the router."""
         with contextlib.suppress(OSError):
             self._sock.send(b"", socket.MSG_DONTWAIT)
+        last = self.tx_head - 1 if self.tx_head else self.tx_frames - 1
+        return bool(self._words[(self._tx_base + last * self.frame_size) >> 2]
+                    == TP_STATUS_SEND_REQUEST)
 
     def ring_drops(self) -> int:
         """Frames dropped by the kernel because the RX ring was full, since open."""

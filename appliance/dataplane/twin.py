@@ -187,7 +187,18 @@ gateway, or the destination when on-link), and the CLOCK_MONOTONIC nanoseconds o
 rx, verify, route, neighbor, tx (0: not reached)."""
 TRACE_CAPACITY = 64
 TRACE_MAX_ADDRS = 8
-SERVE_PASSES = 4096  # bound on one serve() call's passes (each walks or sleeps), as in C
+SERVE_PASSES = 4096  # bound on one serve() call's passes (each walks, spins or sleeps), as in C
+BACKLOG_WAIT_MS = 1  # longest sleep while a TX ring holds frames a kick left, as in C
+SPIN_LOOK = 256  # spinning passes between looks at other_fd, as in C
+
+
+def _ready_now(fd: int) -> list[tuple[int, int]]:
+    """[(fd, revents)] if `fd` is ready now (poll(2) without waiting), else []."""
+    if fd < 0:
+        return []
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return [(ready, mask) for ready, mask in poller.poll(0) if mask]
 
 
 class TraceStage(enum.IntEnum):
@@ -237,7 +248,7 @@ class Ring(Protocol):
     def recv_raw(self, limit: int) -> list[tuple[bytes, bool]]: ...
     def ring_drops(self) -> int: ...
     def send(self, frame: bytes) -> bool: ...
-    def flush(self) -> None: ...
+    def flush(self) -> bool: ...
 
 
 class _Tables:
@@ -328,6 +339,8 @@ class FastPath:
         self._trace: list[bytes] = []
         self._hop: tuple[int, int, bytes] | None = None  # the last forwarded frame's neighbor
         self._stale: list[tuple[int, bytes]] = []  # notes for stale_neighbors()
+        self._backlog: set[int] = set()  # rings whose last kick left frames (as C's backlog)
+        self._last_frame = 0.0  # when serve() last found frames: its spin counts from there
 
     # -- tables ---------------------------------------------------------------------------
 
@@ -599,26 +612,39 @@ class FastPath:
                     break
         return done, punts
 
-    def serve(self, budget: int, timeout: float, other_fd: int,
+    def serve(self, budget: int, timeout: float, other_fd: int, spin: float = 0.0,
               ) -> tuple[int, list[tuple[int, int, bytes]], list[tuple[int, int]]]:
         if budget <= 0:
             raise FastPathError("budget must be positive")
         if not 0.0 <= timeout <= 60.0:
             raise FastPathError("timeout must be 0 to 60 seconds")
+        if not 0.0 <= spin <= 1.0:
+            raise FastPathError("spin must be 0 to 1 second")
         punts: list[tuple[int, int, bytes]] = []
         events: list[tuple[int, int]] = []
         end = time.monotonic() + timeout
         done = 0
-        for _ in range(SERVE_PASSES):
+        for number in range(SERVE_PASSES):
             found = self._walk(budget - done, punts)
             done += found
             if punts or self._stale or done >= budget:
                 break
-            if found:
-                continue  # frames came: look again before sleeping
             now = time.monotonic()
+            if found:
+                self._last_frame = now
             if now >= end:
                 break
+            if number + 1 >= SERVE_PASSES:
+                events = _ready_now(other_fd)
+                break
+            if found:
+                continue  # frames came: look again before sleeping
+            if spin and now - self._last_frame < spin:
+                if number % SPIN_LOOK == SPIN_LOOK - 1:
+                    events = _ready_now(other_fd)
+                    if events:
+                        break
+                continue
             poller = select.poll()
             fds = [ring.fd for ring in self._rings.values() if ring.fd >= 0]
             for fd in fds:
@@ -626,7 +652,10 @@ class FastPath:
             if other_fd >= 0:
                 poller.register(other_fd, select.POLLIN)
             bad = select.POLLERR | select.POLLHUP | select.POLLNVAL
-            events = [(fd, mask) for fd, mask in poller.poll(math.ceil((end - now) * 1000))
+            wait = math.ceil((end - now) * 1000)
+            if self._backlog:
+                wait = min(wait, BACKLOG_WAIT_MS)
+            events = [(fd, mask) for fd, mask in poller.poll(wait)
                       if (mask if fd == other_fd else mask & bad)]
             if events:
                 break
@@ -675,9 +704,15 @@ class FastPath:
                     punts.append((ifindex, verdict, out))
         if rings:
             self._next_ring = (self._next_ring + 1) % len(rings)
-        for out_ifindex in dirty:
-            self._rings[out_ifindex].flush()
+        for out_ifindex in dirty | self._backlog:
+            tx_ring = self._rings.get(out_ifindex)
+            self._backlog.discard(out_ifindex)
+            if tx_ring is None:
+                continue
             self._count("tx_kicks")
+            if tx_ring.flush():
+                self._backlog.add(out_ifindex)
+                self._count("tx_backlog")
         return done
 
     # -- the trace ring ---------------------------------------------------------------------

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from xml.sax.saxutils import escape, quoteattr
 
 from orchestrate import multihost
+from orchestrate.accel import TCG_CPU_DISABLED
 from orchestrate.backends import BackendError, NodeSpec
 from orchestrate.links import NicSpec
 
@@ -88,8 +89,10 @@ def domain_xml(spec: NodeSpec, files: HostFiles,
                emulator: str = "/usr/bin/qemu-system-x86_64") -> str:
     """The libvirt domain XML for one node whose files are `files` on its host."""
     domain_type = "kvm" if spec.accel == "kvm" else "qemu"
+    disabled = "".join(f"<feature policy='disable' name='{name}'/>"
+                       for name in TCG_CPU_DISABLED)
     cpu = ("<cpu mode='host-passthrough'/>" if spec.accel == "kvm"
-           else "<cpu mode='maximum' check='none'/>")
+           else f"<cpu mode='maximum' check='none'>{disabled}</cpu>")
     initrd = f"<initrd>{_text(files.initrd)}</initrd>" if files.initrd else ""
     interfaces = "".join(_interface_xml(spec, index, nic) for index, nic in enumerate(spec.nics))
     # libvirt 9.0 refuses <mtu> on udp interfaces; set virtio-net's host_mtu directly.

@@ -22,17 +22,17 @@ Start-up, in order (each step logs to stderr; any failure exits non-zero before 
 
 The loop: wait for the rings, the control socket, link notifications and a signal wake-up
 pipe, with a timeout to the next timer. With the fast path attached the wait is its
-`serve()` call: it sleeps in poll(2) on the rings and on an epoll of the daemon's other
-descriptors, forwards straight from RX ring to TX ring whatever comes, and returns only when
-Python has work: punts (which go to `Router.receive`), a descriptor of its own ready, or the
-timer. A forwarded frame never runs Python: under TCG one Python loop iteration costs a
-router VM's vCPU a few hundred microseconds, and it was paid on each wake-up, twice per
-forwarded echo (docs/DESIGN.md, "Forwarding in a router VM"). While a trace runs, with
-`--busy-poll` or with no fast path, the loop polls the rings itself and calls the batch (or
-the rings) on each wake-up. The router's `Transmit` actions go back onto the TX rings. Whenever
-`Router.generation` moved, the changed tables are re-uploaded before the next batch, so the
-fast path never forwards on a stale route or neighbor. `Router.tick` runs every `TICK` seconds
-(neighbor timers, reassembly timeouts).
+`serve()` call: it sleeps in epoll_wait on the rings and on an epoll of the daemon's other
+descriptors (after `--busy-poll` microseconds of polling, if given), forwards straight from
+RX ring to TX ring whatever comes, and returns only when Python has work: punts (which go to
+`Router.receive`), a descriptor of its own ready, or the timer. A forwarded frame never runs
+Python: under TCG one Python loop iteration costs a router VM's vCPU a few hundred
+microseconds, and it was paid on each wake-up, twice per forwarded echo (docs/DESIGN.md,
+"Forwarding in a router VM"). While a trace runs or with no fast path, the loop polls the
+rings itself and calls the batch (or the rings) on each wake-up. The router's `Transmit`
+actions go back onto the TX rings. Whenever `Router.generation` moved, the changed tables are
+re-uploaded before the next batch, so the fast path never forwards on a stale route or
+neighbor. `Router.tick` runs every `TICK` seconds (neighbor timers, reassembly timeouts).
 
 While a trace runs (`routerctl trace`, or `vrlab trace` through it) the fast path stays
 attached: it records the frames the trace wants (its addresses, or every IP frame) in its own
@@ -666,7 +666,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--busy-poll", type=float, default=0.0, metavar="MICROSECONDS",
                         help="keep polling the rings this long after the last frame instead "
                              "of sleeping (saves the receiving CPU a wake-up per frame; for a "
-                             "core of its own, not a shared VM: default 0)")
+                             "core of its own, not a shared VM, where 2000 made every figure "
+                             "of bench vm-forward worse: default 0)")
     return parser
 
 

@@ -13,6 +13,7 @@ Modes:
 from __future__ import annotations
 
 import json
+import os
 import select
 import signal
 import socket
@@ -86,7 +87,10 @@ def capture(ifname: str, count: int, timeout: float) -> dict[str, Any]:
 
 def forward(kind: str, timeout: float, tables: dict[str, Any]) -> dict[str, Any]:
     """Tables: {"interfaces": [name...], "routes": [[prefix, ifname]...],
-    "neighbors": [[ifname, addr, mac_hex]...]}; every route is on-link."""
+    "neighbors": [[ifname, addr, mac_hex]...]}; every route is on-link. Optional: "serve":
+    true waits in FastPath.serve (the daemon's way) instead of poll + select; "sndbuf": N sets
+    SO_SNDBUF of every ring socket (the kernel's floor is ~4.6 KB: two big frames in flight);
+    "qdisc_bypass": false sends through the interfaces' qdiscs."""
     from appliance.dataplane.ring import RingSocket
     from appliance.dataplane.tablesync import new_fastpath
     from appliance.dataplane.twin import (
@@ -100,7 +104,13 @@ def forward(kind: str, timeout: float, tables: dict[str, Any]) -> dict[str, Any]
         NextHopKind,
     )
 
-    rings = {name: RingSocket.open(name, frames=512) for name in tables["interfaces"]}
+    rings = {name: RingSocket.open(name, frames=512,
+                                   qdisc_bypass=tables.get("qdisc_bypass", True))
+             for name in tables["interfaces"]}
+    if "sndbuf" in tables:
+        for ring in rings.values():
+            with socket.socket(fileno=os.dup(ring.fd)) as dup:
+                dup.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, int(tables["sndbuf"]))
     fp = new_fastpath(kind)
     try:
         fp.load_interfaces(b"".join(INTERFACE.pack(r.ifindex, r.mac, r.mtu)
@@ -138,10 +148,13 @@ def forward(kind: str, timeout: float, tables: dict[str, Any]) -> dict[str, Any]
         deadline = time.monotonic() + timeout
         fds = [r.fd for r in rings.values()]
         while not stop and time.monotonic() < deadline:
-            done, punted = fp.poll(256)
+            if tables.get("serve"):
+                done, punted, _ = fp.serve(1 << 20, 0.05, -1)
+            else:
+                done, punted = fp.poll(256)
             for _, verdict, _ in punted:
                 punts[str(verdict)] = punts.get(str(verdict), 0) + 1
-            if not done:
+            if not done and not tables.get("serve"):
                 select.select(fds, [], [], 0.05)
         counters = fp.counters()
         for ring in rings.values():

@@ -171,3 +171,38 @@ def test_fast_path_forwards_between_rings(lab: Lab, kind: str) -> None:
     assert counters["tx_kicks"] >= 1
     assert not result["attached_after_detach"]
 
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_frames_a_kick_leaves_on_the_tx_ring_follow_without_new_traffic(lab: Lab,
+                                                                        kind: str) -> None:
+    """A kick stops early when the ring socket's send buffer is full; the frames it leaves
+    must go at the next kicks, not wait for the next forwarded frame. Here the send buffer is
+    the kernel's floor (two 1,000-byte frames in flight) and r-h2's qdisc is a token bucket
+    that holds frames (so they stay charged to the socket): a burst of 200 datagrams from h1
+    and nothing after it must all reach h2. Before the fix, h2 got the first few."""
+    h1, r, h2 = build(lab, hosts=True)
+    for ns, ifname in ((h1, "h1-r"), (h2, "h2-r")):
+        ns.run(["ethtool", "-K", ifname, "tx", "off", "tso", "off", "gso", "off"])
+    r.run(["tc", "qdisc", "add", "dev", "r-h2", "root", "tbf", "rate", "8mbit", "burst",
+           "16kb", "latency", "5s"])
+    tables = {
+        "interfaces": ["r-h1", "r-h2"],
+        "routes": [["192.0.2.0/26", "r-h1"], ["198.51.100.0/26", "r-h2"]],
+        "neighbors": [["r-h1", "192.0.2.2", MACS["h1-r"].replace(":", "")],
+                      ["r-h2", "198.51.100.2", MACS["h2-r"].replace(":", "")]],
+        "serve": True, "sndbuf": 1, "qdisc_bypass": False,
+    }
+    count = 200
+    router = Agent(lab, r, "forward", kind, "60", json.dumps(tables))
+    sink = Agent(lab, h2, "udp_sink", "198.51.100.2", "9", str(count), "20")
+    h1.python("import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+              f"for i in range({count}):\n"
+              "    s.sendto(b'%04d' % i + bytes(996), ('198.51.100.2', 9))")
+    payloads = {bytes.fromhex(p)[:4] for p in sink.result()["payloads"]}
+    router.proc.terminate()
+    counters = router.result()["counters"]
+    assert payloads == {b"%04d" % i for i in range(count)}
+    assert counters["forward4"] == count
+    assert counters["tx_backlog"] >= 1  # the send buffer did stop kicks early
+    assert counters["drop.txfull"] == 0

@@ -20,7 +20,10 @@ Transfers ALTERNATE between the paths (they would compete for h1 and h2 side by 
 order flips every round, so load that comes and goes hits both alike.
 
 Then the table and the ratios vrlab/kernel (issue 13's targets: throughput at or above 1.0x,
-average RTT at most 1.1x). Printed, not asserted: the machine is shared and has 2 cores.
+average RTT at most 1.1x), and where a crossing's time went inside the vrlab router during the
+echoes (its fast path's counters: how long a frame waited on the RX ring before the woken
+fast path walked it, and how long a TX kick took). Printed, not asserted: the machine is
+shared and has 2 cores.
 """
 
 from __future__ import annotations
@@ -166,6 +169,40 @@ class PathFigures:
     udp: list[float] = field(default_factory=list)
 
 
+@dataclass
+class InsideRouter:
+    """The vrlab router's own timing counters over the echo phases (the C fast path's
+    `rx_wakeups`, `rx_wait_ns`, `tx_kicks`, `tx_kick_ns`): where a crossing's time goes."""
+
+    wakeups: int = 0
+    wait_ns: int = 0
+    kicks: int = 0
+    kick_ns: int = 0
+
+    def add(self, before: dict[str, int], after: dict[str, int]) -> None:
+        def moved(key: str) -> int:
+            return int(after.get(key, 0)) - int(before.get(key, 0))
+
+        self.wakeups += moved("rx_wakeups")
+        self.wait_ns += moved("rx_wait_ns")
+        self.kicks += moved("tx_kicks")
+        self.kick_ns += moved("tx_kick_ns")
+
+    def summary(self) -> str:
+        if not self.wakeups or not self.kicks:
+            return "inside r: no timing counters (a fast path without them?)"
+        return (f"inside r during the echoes: {self.wakeups} wake-ups; a frame waited "
+                f"{self.wait_ns / self.wakeups / 1e3:.0f} us on the RX ring (the kernel's "
+                f"timestamp to the fast path's walk); a TX kick (send(2)) took "
+                f"{self.kick_ns / self.kicks / 1e3:.0f} us ({self.kicks} kicks)")
+
+
+def router_counters(lab: Any) -> dict[str, int]:
+    """The vrlab router's fast-path counters (`routerctl status --json`)."""
+    out = lab.node(PATHS["vrlab"][0]).exec("routerctl status --json", timeout=60).stdout
+    return dict(json.loads(out).get("fastpath_counters", {}))
+
+
 def ping_both(lab: Any, count: int, interval: float) -> dict[str, PingResult]:
     """Both paths' echoes at the same time (two pings side by side in h1), so the machine's
     load at any moment lands on both alike; at one echo per `interval` they hardly compete."""
@@ -197,12 +234,14 @@ def iperf(lab: Any, target: str, seconds: float, udp: bool) -> dict[str, Any]:
 
 
 def measure(lab: Any, rounds: int, pings: int, interval: float, seconds: float,
-            ) -> dict[str, PathFigures]:
+            inside: InsideRouter) -> dict[str, PathFigures]:
     figures = {label: PathFigures() for label in PATHS}
     order = list(PATHS)
     for number in range(rounds):
+        before = router_counters(lab)
         for label, result in ping_both(lab, pings, interval).items():
             figures[label].pings.append(result)
+        inside.add(before, router_counters(lab))
         for label in order:
             figures[label].tcp.append(iperf_tcp_mbit(iperf(lab, PATHS[label][1], seconds,
                                                            udp=False)))
@@ -275,8 +314,10 @@ def main(argv: list[str] | None = None) -> int:
           f"every {args.interval} s, {seconds:g}-second TCP and 64-byte UDP transfers, "
           "paths alternating", flush=True)
     try:
-        figures = measure(lab, rounds, pings, args.interval, seconds)
+        inside = InsideRouter()
+        figures = measure(lab, rounds, pings, args.interval, seconds, inside)
         report(figures)
+        print(inside.summary())
     finally:
         if not args.keep:
             lab.down()

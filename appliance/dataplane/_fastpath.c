@@ -86,10 +86,10 @@ enum { FLAG_FORWARDING4 = 1, FLAG_FORWARDING6 = 2, FLAG_REDIRECT4 = 4, FLAG_REDI
 
 /* Counters beyond the per-verdict ones. */
 enum { C_RX = 0, C_FORWARD4, C_FORWARD6, C_TX_SLOW, C_TX_KICKS, C_RX_RING_DROPS, C_TRACE_LOST,
-       C_FORWARD_STALE, C_TX_BACKLOG, C_EXTRA };
+       C_FORWARD_STALE, C_TX_BACKLOG, C_RX_WAKEUPS, C_RX_WAIT_NS, C_TX_KICK_NS, C_EXTRA };
 static const char *const extra_names[C_EXTRA] = {
     "rx", "forward4", "forward6", "tx_slow", "tx_kicks", "rx_ring_drops", "trace_lost",
-    "forward_stale", "tx_backlog",
+    "forward_stale", "tx_backlog", "rx_wakeups", "rx_wait_ns", "tx_kick_ns",
 };
 
 /* NEIGHBOR record flags (byte 38). A STALE neighbor is still used to forward (RFC 4861
@@ -418,6 +418,7 @@ typedef struct {
     uint64_t last_frame_ns; /* when serve() last found frames: its spin counts from there */
     int ep_valid;           /* ep_fd holds the rings and ep_other (attach/detach clear it) */
     int ep_fd, ep_other;    /* serve()'s epoll set: every ring's fd and other_fd */
+    int woke;               /* serve() slept since walk() last saw a frame (rx_wait_ns) */
 } FastPath;
 
 #define COUNT(fp, i) ((fp)->counts[V_COUNT + (i)])
@@ -1208,7 +1209,9 @@ static int kick(FastPath *self) {
         ring_t *r = &self->rings[i];
         if (r->dirty || r->backlog) {
             /* MSG_DONTWAIT: without it the kick waits until the frames are sent */
+            uint64_t started = monotonic_ns();
             send(r->fd, NULL, 0, MSG_DONTWAIT);
+            COUNT(self, C_TX_KICK_NS) += monotonic_ns() - started;
             r->dirty = 0;
             COUNT(self, C_TX_KICKS)++;
             uint32_t last = r->tx_head ? r->tx_head - 1 : r->tx_frames - 1;
@@ -1288,6 +1291,19 @@ static int walk(FastPath *self, long budget, PyObject *punts, long *done_out) {
                 if ((__atomic_load_n(&ah->tp_status, __ATOMIC_ACQUIRE) & TP_STATUS_USER) &&
                     (size_t)ah->tp_mac + ah->tp_snaplen <= r->frame_size)
                     prefetch_route(self->fib, aslot + ah->tp_mac, ah->tp_snaplen);
+            }
+            if (self->woke) {
+                /* the first frame after serve() slept: how long it waited since the kernel
+                   put it on the ring (tp_sec/tp_nsec, CLOCK_REALTIME) */
+                struct timespec now;
+                clock_gettime(CLOCK_REALTIME, &now);
+                int64_t waited = ((int64_t)now.tv_sec - h->tp_sec) * 1000000000LL +
+                                 ((int64_t)now.tv_nsec - h->tp_nsec);
+                if (waited >= 0 && waited < 1000000000LL) { /* a clock step is not a wait */
+                    COUNT(self, C_RX_WAKEUPS)++;
+                    COUNT(self, C_RX_WAIT_NS) += (uint64_t)waited;
+                }
+                self->woke = 0;
             }
             size_t n = h->tp_snaplen;
             if ((size_t)h->tp_mac + n > r->frame_size)
@@ -1528,6 +1544,7 @@ static PyObject *FastPath_serve(FastPath *self, PyObject *args) {
         Py_BEGIN_ALLOW_THREADS
         ready_n = epoll_wait(self->ep_fd, evs, MAX_RINGS + 1, wait_ms);
         Py_END_ALLOW_THREADS
+        self->woke = 1;
         if (ready_n < 0) {
             if (errno != EINTR) {
                 PyErr_SetFromErrno(PyExc_OSError);

@@ -225,7 +225,7 @@ they are opaque end to end and a router forwards them like any upper layer."""
 
 COUNTER_NAMES: tuple[str, ...] = (
     "rx", "forward4", "forward6", "tx_slow", "tx_kicks", "rx_ring_drops", "trace_lost",
-    "forward_stale", "tx_backlog",
+    "forward_stale", "tx_backlog", "rx_wakeups", "rx_wait_ns", "tx_kick_ns",
     *(f"{v.name[:4].lower()}.{v.name[5:].lower()}" for v in Verdict if v != Verdict.FORWARD),
 )
 """Keys of ``counters()``: frames read from RX rings, forwarded per family, slow-path frames
@@ -710,7 +710,10 @@ class FastPath:
             if tx_ring is None:
                 continue
             self._count("tx_kicks")
-            if tx_ring.flush():
+            started = time.monotonic_ns()
+            backlog = tx_ring.flush()
+            self._counts["tx_kick_ns"] += time.monotonic_ns() - started
+            if backlog:
                 self._backlog.add(out_ifindex)
                 self._count("tx_backlog")
         return done

@@ -206,3 +206,6 @@ def test_frames_a_kick_leaves_on_the_tx_ring_follow_without_new_traffic(lab: Lab
     assert counters["forward4"] == count
     assert counters["tx_backlog"] >= 1  # the send buffer did stop kicks early
     assert counters["drop.txfull"] == 0
+    assert counters["tx_kick_ns"] > 0  # time spent in the kicks is counted
+    if kind == "c":  # the C serve() also times the wait from the kernel's RX timestamp
+        assert counters["rx_wakeups"] >= 1 and counters["rx_wait_ns"] > 0

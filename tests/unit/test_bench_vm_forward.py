@@ -8,6 +8,7 @@ import pytest
 
 from bench.__main__ import BENCHMARKS, module_name
 from bench.vm_forward import (
+    InsideRouter,
     PingResult,
     iperf_tcp_mbit,
     iperf_udp_pps,
@@ -68,3 +69,17 @@ def test_ratio_and_registration() -> None:
     assert ratio(2.0, 4.0) == "0.50x"
     assert ratio(1.0, 0.0) == "-" and ratio(math.nan, 1.0) == "-"
     assert "vm-forward" in BENCHMARKS and module_name("vm-forward") == "bench.vm_forward"
+
+
+def test_inside_router_sums_what_moved_over_the_echo_phases() -> None:
+    inside = InsideRouter()
+    inside.add({"rx_wakeups": 10, "rx_wait_ns": 1_000, "tx_kicks": 5, "tx_kick_ns": 500},
+               {"rx_wakeups": 110, "rx_wait_ns": 8_001_000, "tx_kicks": 105,
+                "tx_kick_ns": 5_000_500})
+    inside.add({}, {"rx_wakeups": 100, "rx_wait_ns": 4_000_000, "tx_kicks": 100,
+                    "tx_kick_ns": 5_000_000})
+    assert (inside.wakeups, inside.wait_ns, inside.kicks, inside.kick_ns) == (
+        200, 12_000_000, 200, 10_000_000)
+    text = inside.summary()
+    assert "200 wake-ups" in text and "waited 60 us" in text and "took 50 us" in text
+    assert "no timing counters" in InsideRouter().summary()

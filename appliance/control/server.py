@@ -55,6 +55,7 @@ from appliance.control.client import DEFAULT_SOCKET as DEFAULT_SOCKET
 from appliance.control.client import SHOW_WHAT, ControlError, Json, encode
 from appliance.control.client import ControlClient as ControlClient
 from appliance.core.sysctl import SysctlError
+from appliance.dataplane.report import render as render_fastpath
 
 if TYPE_CHECKING:
     from appliance.core.router import Router
@@ -311,7 +312,15 @@ class ControlCommands:
         if what == "neighbors":
             return self.neighbors()
         if what == "stats":
-            return {"counters": self.router.stats.as_dict(), "text": self.router.stats.render()}
+            status = self.status()
+            fast = status.get("fastpath_counters")
+            fast_counters = {str(k): int(v) for k, v in fast.items()
+                             if isinstance(v, int)} if isinstance(fast, dict) else {}
+            drops = status.get("rx_ring_drops", 0)
+            text = self.router.stats.render() + render_fastpath(
+                fast_counters, drops if isinstance(drops, int) else 0)
+            return {"counters": self.router.stats.as_dict(), "fastpath": fast_counters,
+                    "text": text}
         if what == "sysctl":
             return [
                 {"name": name, "value": value,

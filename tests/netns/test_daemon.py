@@ -74,6 +74,17 @@ def test_show_stats_text(line: Line) -> None:
     assert m, text
     assert int(m.group(1)) >= 4
     assert (int(m.group(2)) > 0) == (line.mode != "off")
+    # The fast path's own group follows the netstat ones, with what it forwarded and kicked:
+    # its forwards per family are the ip and ip6 groups' "fast forwarded".
+    ip4, ip6 = (int(fast) for _, fast in re.findall(
+        r"^\t(\d+) packets? forwarded \((\d+) packets? fast forwarded\)$", text, re.M))
+    fast = re.search(r"^fastpath:$", text, re.M)
+    assert bool(fast) == (line.mode != "off"), text
+    if fast:
+        m = re.search(r"^\t(\d+) forwarded IPv4, (\d+) forwarded IPv6$", text, re.M)
+        assert m and (int(m.group(1)), int(m.group(2))) == (ip4, ip6), text
+        kicks = re.search(r"^\t(\d+) TX kicks?$", text, re.M)
+        assert kicks and int(kicks.group(1)) >= 1, text
 
 
 def test_status(line: Line) -> None:

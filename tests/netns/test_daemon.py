@@ -417,3 +417,16 @@ def test_second_daemon_on_the_same_socket_refuses(line: Line) -> None:
     assert "ready" not in proc.stdout
     assert line.router.socket.exists()
     assert ping_ok(line, Line.H2)
+
+
+def test_busy_poll_forwards_in_the_fast_path(fresh_line: Line) -> None:
+    """--busy-poll: serve() keeps walking the rings that long after the last frame before it
+    sleeps; frames still go through the fast path and the daemon still answers."""
+    router = fresh_line.lab.start_router(fresh_line.r, line_config(),
+                                         [*MODE_ARGS[fresh_line.mode], "--busy-poll", "500"])
+    assert ping_ok(fresh_line, Line.H2, count=4) and ping_ok(fresh_line, Line.H2_6, count=4)
+    stats = router.stats()
+    assert stats["ip.forward"] >= 8 and stats["ip6.forward"] >= 8
+    assert (stats["ip.fastforward"] >= 6) == (fresh_line.mode != "off")
+    status = json.loads(router.ctl("status", "--json").stdout)  # answered while spinning
+    assert status["hostname"] == "r"

@@ -1210,14 +1210,19 @@ static int kick(FastPath *self) {
         if (r->dirty || r->backlog) {
             /* MSG_DONTWAIT: without it the kick waits until the frames are sent */
             uint64_t started = monotonic_ns();
-            send(r->fd, NULL, 0, MSG_DONTWAIT);
+            int failed = send(r->fd, NULL, 0, MSG_DONTWAIT) < 0 ? errno : 0;
             COUNT(self, C_TX_KICK_NS) += monotonic_ns() - started;
             r->dirty = 0;
             COUNT(self, C_TX_KICKS)++;
             uint32_t last = r->tx_head ? r->tx_head - 1 : r->tx_frames - 1;
             const struct tpacket2_hdr *h = (const struct tpacket2_hdr *)(
                 r->base + (size_t)r->frame_size * (r->rx_frames + last));
-            r->backlog = __atomic_load_n(&h->tp_status, __ATOMIC_ACQUIRE) ==
+            /* Only a full buffer or queue is worth kicking again soon; a link that is down
+               (ENETDOWN, ENXIO) keeps its frames until a frame for it is queued again, or
+               serve() would wake every millisecond for as long as the link stays down. */
+            r->backlog = (!failed || failed == EAGAIN || failed == EWOULDBLOCK ||
+                          failed == ENOBUFS) &&
+                         __atomic_load_n(&h->tp_status, __ATOMIC_ACQUIRE) ==
                          TP_STATUS_SEND_REQUEST;
             if (r->backlog) {
                 COUNT(self, C_TX_BACKLOG)++;

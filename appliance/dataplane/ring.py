@@ -44,7 +44,7 @@ raise ``RingError``, since two walkers with separate cursors would corrupt the r
 
 from __future__ import annotations
 
-import contextlib
+import errno
 import fcntl
 import mmap
 import socket
@@ -261,8 +261,11 @@ class RingSocket:
         again soon (the C fast path's kick() and serve() explain the measurement). Errors
         are ignored, as the C fast path ignores them: a link that is down (ENETDOWN) or a full
         device queue must not stop the router."""
-        with contextlib.suppress(OSError):
+        try:
             self._sock.send(b"", socket.MSG_DONTWAIT)
+        except OSError as err:
+            if err.errno not in (errno.EAGAIN, errno.ENOBUFS):
+                return False  # a link that is down keeps its frames until the next send
         last = self.tx_head - 1 if self.tx_head else self.tx_frames - 1
         return bool(self._words[(self._tx_base + last * self.frame_size) >> 2]
                     == TP_STATUS_SEND_REQUEST)

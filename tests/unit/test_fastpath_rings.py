@@ -349,3 +349,30 @@ def test_a_stale_frame_dropped_on_a_full_ring_is_not_noted(
     assert fp.stale_neighbors() == []  # nothing was sent to it
     counts = fp.counters()
     assert (counts["drop.txfull"], counts["forward_stale"]) == (1, 0)
+
+
+def test_a_kick_that_leaves_frames_is_repeated_unless_the_link_refuses(
+        setup: tuple[Any, MemoryRing, MemoryRing]) -> None:
+    fp, a, b = setup
+    a.deliver(FORWARD)
+    assert fp.poll(64)[0] == 1
+    assert b.kicks() == 1
+    # Nobody took the frame (still SEND_REQUEST, as after a full send buffer): the next pass
+    # kicks again with nothing new to send.
+    assert fp.poll(64)[0] == 0
+    assert b.kicks() == 1
+    assert fp.counters()["tx_backlog"] >= 2
+    assert b.transmitted() == [expected(FORWARD)[2]]  # the "kernel" takes it now
+    fp.poll(64)  # one more kick finds the ring drained
+    b.kicks()
+    fp.poll(64)
+    assert b.kicks() == 0  # and then the ring is left alone
+    # A kick the link refuses (here the socket's peer is gone; in a VM a link that is down)
+    # is not repeated: its frames wait for the next frame queued for that link.
+    b.peer.close()
+    a.deliver(FORWARD)
+    fp.poll(64)
+    kicks = fp.counters()["tx_kicks"]
+    fp.poll(64)
+    fp.poll(64)
+    assert fp.counters()["tx_kicks"] == kicks

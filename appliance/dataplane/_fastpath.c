@@ -1453,6 +1453,14 @@ static int epoll_set(FastPath *self, int other_fd) {
     return 0;
 }
 
+/* Appends (fd, revents) to serve()'s `events`; -1 on a Python error. */
+static int add_event(PyObject *events, int fd, short revents) {
+    PyObject *item = Py_BuildValue("(ih)", fd, revents);
+    int rc = item && PyList_Append(events, item) == 0 ? 0 : -1;
+    Py_XDECREF(item);
+    return rc;
+}
+
 /* Whether `fd` is ready now (poll(2) without waiting); appends (fd, revents) to `events`.
    Returns 1 if ready, 0 if not, -1 on a Python error. */
 static int look_at(int fd, PyObject *events) {
@@ -1461,19 +1469,16 @@ static int look_at(int fd, PyObject *events) {
     struct pollfd p = {.fd = fd, .events = POLLIN};
     if (poll(&p, 1, 0) <= 0 || !p.revents)
         return 0;
-    PyObject *item = Py_BuildValue("(ih)", p.fd, p.revents);
-    int rc = item && PyList_Append(events, item) == 0 ? 1 : -1;
-    Py_XDECREF(item);
-    return rc;
+    return add_event(events, p.fd, p.revents) < 0 ? -1 : 1;
 }
 
 /* serve(budget, timeout, other_fd, spin=0.0): the daemon's wait and forward in one call, so a
-   frame the fast path forwards never wakes Python. Sleeps in poll(2) on the RX rings and
+   frame the fast path forwards never wakes Python. Sleeps in epoll_wait on the RX rings and
    `other_fd` (the daemon's epoll of its own descriptors: control, link notifications, signal
    pipe), GIL released; whenever the rings have frames, walks them and kicks the TX rings, then
    walks again before sleeping (NAPI's rule). With `spin` > 0 it keeps walking (busy-polling,
    no system call) until `spin` seconds have passed since the last frame before it sleeps: a
-   frame that comes meanwhile costs no wake-up, no context switch and no poll(2) (Linux's
+   frame that comes meanwhile costs no wake-up, no context switch and no epoll_wait (Linux's
    net.core.busy_poll, for a ring). While a kick left frames on a TX ring it sleeps at most
    BACKLOG_WAIT_MS before kicking again. Returns to Python when a frame needs the slow path, a
    STALE neighbor was noted (stale_neighbors()), `other_fd` is ready, a ring reports an error,
@@ -1565,10 +1570,7 @@ static PyObject *FastPath_serve(FastPath *self, PyObject *args) {
             short revents = (short)evs[i].events;
             int fd = evs[i].data.fd;
             if (fd == other_fd || (revents & (POLLERR | POLLHUP))) {
-                PyObject *item = Py_BuildValue("(ih)", fd, revents);
-                if (!item || PyList_Append(events, item) < 0)
-                    err = 1;
-                Py_XDECREF(item);
+                err = add_event(events, fd, revents) < 0;
                 leave = 1;
             }
         }

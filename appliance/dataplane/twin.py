@@ -42,10 +42,12 @@ else: a traced frame gets the verdict it would have got anyway, so `routerctl tr
 ``attach(ring)`` / ``detach(ifindex)`` hand a ``appliance.dataplane.RingSocket`` to the fast path;
 ``poll(budget) -> (frames_read, [(ifindex, verdict, frame), ...])`` walks the RX rings (at most
 ``budget`` frames), forwards what it can onto the TX rings (one kick per ring per call) and
-returns how many frames it read and the punts. ``serve(budget, timeout, other_fd) -> (frames,
-punts, events)`` is the daemon's wait: it sleeps in poll(2) on the rings' descriptors and
-``other_fd``, walks the rings whenever they have frames (again before sleeping, while they
-keep coming), and returns when a frame needs the slow path, a STALE neighbor was noted,
+returns how many frames it read and the punts. ``serve(budget, timeout, other_fd, spin=0.0) ->
+(frames, punts, events)`` is the daemon's wait: it sleeps in poll(2) (the C fast path:
+epoll_wait) on the rings' descriptors and ``other_fd``, walks the rings whenever they have
+frames (again before sleeping, while they keep coming; with ``spin``, until that long after
+the last frame; at most 1 ms between kicks while a TX ring holds frames a kick left), and
+returns when a frame needs the slow path, a STALE neighbor was noted,
 ``other_fd`` is ready, a ring reports an error (``events``: ``(fd, revents)`` of those),
 ``budget`` frames are done or ``timeout`` seconds have passed; a forwarded frame never wakes
 the caller (except the first to a STALE neighbor, for its note).

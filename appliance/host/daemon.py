@@ -168,8 +168,7 @@ class Daemon(Reconfigure):
         signal wake-up pipe. Never the rings: its descriptor is what the fast path's serve()
         watches besides them, so it turns readable only when Python has work."""
         self.ring_poller = select.poll()
-        """The rings and `poller`, for the loop without serve() (no fast path, tracing,
-        busy-poll)."""
+        """The rings and `poller`, for the loop without serve() (no fast path, or tracing)."""
         self.ring_poller.register(self.poller.fileno(), select.POLLIN)
         self.stopping = False
         self.started = time.monotonic()
@@ -545,9 +544,10 @@ class Daemon(Reconfigure):
         next_tick = time.monotonic() + TICK
         last_fold = time.monotonic()
         last_check = time.monotonic()
-        # NAPI's rule: while a round finds frames, the next round starts at once (poll(2) only
-        # looks at the other descriptors, without sleeping); a round that finds none goes back
-        # to sleeping in poll(2), after `busy_poll` seconds of polling if that is set.
+        # Without serve() (no fast path, or tracing), NAPI's rule: while a round finds frames,
+        # the next round starts at once (poll(2) only looks at the other descriptors, without
+        # sleeping); a round that finds none goes back to sleeping in poll(2), after
+        # `busy_poll` seconds of polling if that is set. serve() follows the same rule inside.
         last_work = -1.0
         found = False
         own_fd = self.poller.fileno()

@@ -74,14 +74,13 @@ def run_set(args: argparse.Namespace) -> int:
         for sender in sorted({s for s, _ in new}):
             shaping = [(i, imp) for (s, i), imp in sorted(new.items()) if s == sender]
             netem.apply(lab, sender, shaping)
-            for sender_if, imp in shaping:
-                spec = lab.spec(sender)
-                nics = [dataclasses.replace(n, netem=to_yaml(imp) if imp else None)
-                        if n.ifname == sender_if else n for n in spec.nics]
-                nodes[sender]["nics"] = [n.to_json() for n in nics]
-                lab.record.set_fields(nodes=nodes)
-                done.append({"sender": f"{sender}:{sender_if}",
-                             "netem": to_yaml(imp) if imp else {}})
+            set_to = {ifname: to_yaml(imp) if imp else None for ifname, imp in shaping}
+            nodes[sender]["nics"] = [
+                (dataclasses.replace(n, netem=set_to[n.ifname]) if n.ifname in set_to else n
+                 ).to_json() for n in lab.spec(sender).nics]
+            lab.record.set_fields(nodes=nodes)
+            done += [{"sender": f"{sender}:{ifname}", "netem": value or {}}
+                     for ifname, value in set_to.items()]
     except LabError as e:  # no such lab or node
         return fail(args, Exit.BAD_INPUT, str(e))
     except (netem.NetemError, SshError) as e:

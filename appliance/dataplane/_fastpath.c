@@ -1612,8 +1612,7 @@ static PyObject *FastPath_transmit(FastPath *self, PyObject *args) {
 }
 
 static PyObject *FastPath_flush(FastPath *self, PyObject *unused) {
-    kick(self);
-    Py_RETURN_NONE;
+    return PyBool_FromLong(kick(self));
 }
 
 static PyObject *FastPath_set_trace(FastPath *self, PyObject *args, PyObject *kwargs) {
@@ -1796,7 +1795,8 @@ static PyMethodDef FastPath_methods[] = {
      "timeout seconds."},
     {"transmit", (PyCFunction)FastPath_transmit, METH_VARARGS,
      "transmit(ifindex, frame) -> bool: queue a frame on an attached TX ring."},
-    {"flush", (PyCFunction)FastPath_flush, METH_NOARGS, "flush(): kick the TX rings."},
+    {"flush", (PyCFunction)FastPath_flush, METH_NOARGS, "flush() -> bool: kick the TX rings; whether a kick left frames on one (kick again "
+     "within a millisecond or so)."},
     {"counters", (PyCFunction)FastPath_counters, METH_NOARGS, "counters() -> dict[str, int]."},
     {"set_trace", (PyCFunction)(void (*)(void))FastPath_set_trace, METH_VARARGS | METH_KEYWORDS,
      "set_trace(addresses, match_all=False): record frames from or to these TRACE_ADDRESS "

@@ -706,6 +706,12 @@ class FastPath:
                     punts.append((ifindex, verdict, out))
         if rings:
             self._next_ring = (self._next_ring + 1) % len(rings)
+        self._kick(dirty)
+        return done
+
+    def _kick(self, dirty: set[int]) -> bool:
+        """Kick the TX rings of `dirty` and those a kick left frames on (C's kick());
+        returns whether any ring still has a backlog."""
         for out_ifindex in dirty | self._backlog:
             tx_ring = self._rings.get(out_ifindex)
             self._backlog.discard(out_ifindex)
@@ -718,7 +724,7 @@ class FastPath:
             if backlog:
                 self._backlog.add(out_ifindex)
                 self._count("tx_backlog")
-        return done
+        return bool(self._backlog)
 
     # -- the trace ring ---------------------------------------------------------------------
 
@@ -798,9 +804,8 @@ class FastPath:
         self._count("tx_slow" if sent else "drop.txfull")
         return sent
 
-    def flush(self) -> None:
-        for ring in self._rings.values():
-            ring.flush()
+    def flush(self) -> bool:
+        return self._kick(set(self._rings))
 
     def counters(self) -> dict[str, int]:
         self._counts["rx_ring_drops"] = sum(ring.ring_drops() for ring in self._rings.values())

@@ -94,6 +94,9 @@ SERVE_BUDGET = 1 << 20
 punt, the daemon's own descriptors and the tick (TICK) anyway; with BUDGET here, a TCP
 transfer through a router VM under TCG sent the loop back to Python every 256 frames, and
 Python's loop was 46% of the router's user-mode samples (bench vm-forward)."""
+BACKLOG_WAIT = 0.001
+"""Longest sleep of the Python loop while a kick has left frames on a TX ring (the C serve()'s
+BACKLOG_WAIT_MS): the kernel says nothing when the send buffer has room again."""
 KERNEL_CHECK = 30.0
 """Seconds between checks that the kernel has not taken an interface back (0: never)."""
 SWITCH_INTERVAL = 0.001
@@ -176,7 +179,8 @@ class Daemon(Reconfigure):
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self._errors = 0
-        self._dirty: set[int] = set()
+        self._dirty: set[int] = set()  # rings with frames queued (or left by a kick)
+        self.backlog = False
 
     # --- start-up --------------------------------------------------------------------
 
@@ -368,13 +372,18 @@ class Daemon(Reconfigure):
                 stats.bump("ip6.odropped" if action.frame[12:14] == b"\x86\xdd"
                            else "ip.odropped")
 
-    def flush(self) -> None:
+    def flush(self) -> bool:
+        """Kick the TX rings that have frames queued, and those a kick left frames on;
+        returns (and keeps in `backlog`) whether a kick left frames, to be kicked again
+        within BACKLOG_WAIT."""
         if self.attached and self.fp is not None:
-            self.fp.flush()
+            self._dirty.clear()
+            self.backlog = self.fp.flush()
         else:
-            for ifindex in self._dirty:
-                self.rings[ifindex].flush()
-        self._dirty.clear()
+            self._dirty = {ifindex for ifindex in self._dirty
+                           if ifindex in self.rings and self.rings[ifindex].flush()}
+            self.backlog = bool(self._dirty)
+        return self.backlog
 
     def slow(self, ifindex: int, frame: bytes, now: float, verdict: int | None = None) -> None:
         assert self.router is not None
@@ -564,7 +573,11 @@ class Daemon(Reconfigure):
                                                   self.busy_poll)
                 served = True
             else:
+                if self.backlog:  # serve() does the same inside
+                    timeout = min(timeout, BACKLOG_WAIT)
                 events = self.ring_poller.poll(timeout * 1000.0)
+                if self.backlog:
+                    self.flush()
             now = time.monotonic()
             links_ready = False
             own_events: list[tuple[int, int]] = []

@@ -45,7 +45,7 @@ class Reconfigure:
     def send(self, actions: Sequence[Action]) -> None:
         raise NotImplementedError
 
-    def flush(self) -> None:
+    def flush(self) -> bool:
         raise NotImplementedError
 
     def sync_tables(self) -> None:

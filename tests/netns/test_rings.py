@@ -22,7 +22,17 @@ import pytest
 from appliance.dataplane.tablesync import have_c
 from appliance.packet.checksum import pseudo_header_v4, verify
 
-from netns import REPO, Lab, Namespace, send_frames
+from netns import (
+    MAC,
+    MODE_ARGS,
+    MODES,
+    REPO,
+    Lab,
+    Namespace,
+    build_line,
+    line_config,
+    send_frames,
+)
 
 AGENT = str(Path(__file__).with_name("_rings_fixtures.py"))
 MARKER = b"vrlab-ring-test"
@@ -209,3 +219,37 @@ def test_frames_a_kick_leaves_on_the_tx_ring_follow_without_new_traffic(lab: Lab
     assert counters["tx_kick_ns"] > 0  # time spent in the kicks is counted
     if kind == "c":  # the C serve() also times the wait from the kernel's RX timestamp
         assert counters["rx_wakeups"] >= 1 and counters["rx_wait_ns"] > 0
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_the_daemons_python_loop_kicks_again_too(lab: Lab, mode: str) -> None:
+    """The daemon drives the rings from Python's loop without a fast path, and while a trace
+    runs with one; there too the frames a kick leaves (the socket's send buffer full behind a
+    token bucket on r-h2) go at the next kicks: a burst of 200 datagrams from h1 and nothing
+    after it all reach h2. Without the re-kick the loop without a fast path never sent them
+    (nothing else leaves r-h2); the fast path's own kick() kept its backlog, but was retried
+    only at the loop's next wake (up to the 100 ms tick) instead of within a millisecond."""
+    line = build_line(lab, mode, start=False)
+    line.r.run(["tc", "qdisc", "add", "dev", "r-h2", "root", "tbf", "rate", "2mbit", "burst",
+                "16kb", "latency", "5s"])
+    # Static neighbors: r sends nothing of its own on r-h2 (an ARP probe would kick the ring
+    # and hide a missing re-kick).
+    config = line_config(neighbors=[
+        {"address": line.H1, "mac": MAC["h1-r"], "interface": "r-h1"},
+        {"address": line.H2, "mac": MAC["h2-r"], "interface": "r-h2"}])
+    config["interfaces"][1]["qdisc_bypass"] = False  # through the token bucket
+    router = lab.start_router(line.r, config, MODE_ARGS[mode])
+    ping = line.h1.run(["ping", "-n", "-c", "1", "-W", "3", line.H2], check=False)
+    assert ping.returncode == 0, ping.stdout  # neighbors resolved before the burst
+    if mode != "off":  # a trace sends the fast path's rings through Python's loop
+        router.ctl("trace", "--start", "-n", "10", "--filter", line.H2)
+    count = 200
+    sink = Agent(lab, line.h2, "udp_sink", line.H2, "9", str(count), "20")
+    line.h1.python("import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+                   f"for i in range({count}):\n"
+                   f"    s.sendto(b'%04d' % i + bytes(996), ('{line.H2}', 9))")
+    payloads = {bytes.fromhex(p)[:4] for p in sink.result()["payloads"]}
+    assert payloads == {b"%04d" % i for i in range(count)}
+    stats = router.stats()
+    assert stats["ip.forward"] >= count + 2
+    assert stats.get("ip.odropped", 0) == 0

@@ -334,6 +334,12 @@ class NeighborCache:
 
     # --- the machine --------------------------------------------------------------------
 
+    @property
+    def next_deadline(self) -> float:
+        """When `tick` next has a timer to fire (math.inf: none, e.g. only REACHABLE-forever
+        static entries); `tick` may be called sooner, never needs to be called later."""
+        return min(self._next_deadline, math.inf if self._redraw_at is None else self._redraw_at)
+
     def _note_deadline(self, when: float) -> None:
         if when < self._next_deadline:
             self._next_deadline = when

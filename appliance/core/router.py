@@ -26,6 +26,7 @@ Addresses on the packet path are packed bytes; routes are looked up with ints (`
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -538,6 +539,13 @@ class Router(IPv4Input, IPv6Input):
         """The fast path forwarded a packet to a STALE neighbor (`FastPath.stale_neighbors()`):
         the cache steps it as if the slow path had sent it (STALE -> DELAY, RFC 4861 §7.3.3)."""
         return self._neighbor_events(self.neighbors.note_sent(ifindex, addr, now), now, None)
+
+    def next_timer(self) -> float:
+        """When `tick` next has work (a neighbor timer, a reassembly timeout); math.inf if
+        none. The daemon sleeps until then (or its idle tick) instead of ticking 10 times a
+        second for nothing."""
+        reassembly = self.reassembly.next_deadline()
+        return min(self.neighbors.next_deadline, math.inf if reassembly is None else reassembly)
 
     def tick(self, now: float) -> list[Action]:
         """Run timers: neighbor retransmissions and failures, reassembly timeouts."""

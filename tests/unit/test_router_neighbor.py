@@ -335,3 +335,41 @@ def test_static_neighbors_forward_without_resolution(clock: Clock) -> None:
     entry = router.neighbors.lookup(2, H2_IP)
     assert entry is not None and entry.permanent and entry.mac == mac(H2_MAC)
     assert entry.state is NeighborState.REACHABLE
+
+
+def test_ticking_only_when_next_timer_says_keeps_every_timer(router: Router,
+                                                             clock: Clock) -> None:
+    """The daemon sleeps until `Router.next_timer()` (or its idle tick) instead of ticking 10
+    times a second: a resolution that fails still sends its solicitations and its errors when
+    the router is ticked only at the times next_timer() gives, and nothing fires before."""
+    learn(router, H1, clock.now)
+    start = clock.now
+    router.receive(1, raw(Ether(dst=R_MAC1, src=H1_MAC) / IP(src=H1.ip4, dst=H2.ip4) / UDP(
+        sport=7)), clock.now)
+    due = router.next_timer()
+    assert due == pytest.approx(start + 1.0)  # RetransTimer of the INCOMPLETE entry
+    assert not transmits(router.tick(due - 0.01), 2)  # nothing on r1-b before it is due
+    requests, errors, ticks = 0, [], 0
+    while ticks < 10 and router.next_timer() <= start + 10.0:  # bounded
+        ticks += 1
+        for t in transmits(router.tick(router.next_timer())):
+            f = Ether(t.frame)
+            if f.haslayer(ARP):
+                requests += t.ifindex == 2
+            else:
+                errors.append(f)
+    assert requests == 2  # the two retransmissions (the first solicitation went at once)
+    assert [(f[ICMP].type, f[ICMP].code, f[UDPerror].sport) for f in errors] == [(3, 1, 7)]
+    assert router.stats.get("arp.timeouts") == 1
+    assert router.next_timer() > start + 3.0  # nothing more about h2 is due
+
+
+def test_a_reassembly_in_progress_is_a_timer(router: Router, clock: Clock) -> None:
+    learn(router, H1, clock.now)
+    assert router.reassembly.next_deadline() is None
+    first = IP(src=H1.ip4, dst="198.51.100.1", id=77, flags="MF") / UDP(sport=1, dport=9) / (
+        b"x" * 64)
+    router.receive(1, raw(Ether(dst=R_MAC1, src=H1_MAC) / first), clock.now)
+    deadline = router.reassembly.next_deadline()
+    assert deadline is not None and deadline > clock.now
+    assert router.next_timer() == min(deadline, router.neighbors.next_deadline)

@@ -166,3 +166,18 @@ def test_the_image_init_has_a_snapshot_point_for_every_role() -> None:
     init = (REPO / "images" / "overlay" / "usr" / "sbin" / "vrlab-init").read_text()
     for role in ROLES:
         assert f'*" vrlab.snapshot={role} "*' in init, role
+
+
+@pytest.mark.parametrize(("cpus", "restored", "expected"), [
+    (2, True, 1), (8, True, 4), (1, True, 1), (2, False, 4), (1, False, 2), (8, False, 16)])
+def test_admission_starts_one_restore_per_two_cpus_and_two_cold_boots_per_cpu(
+        monkeypatch: pytest.MonkeyPatch, cpus: int, restored: bool, expected: int) -> None:
+    from orchestrate import readiness
+
+    monkeypatch.delenv("VRLAB_ADMIT", raising=False)
+    monkeypatch.setattr(readiness.os, "cpu_count", lambda: cpus)
+    assert readiness.admission(40, restored) == expected
+    monkeypatch.setenv("VRLAB_ADMIT", "3")
+    assert readiness.admission(40, restored) == 3
+    monkeypatch.setenv("VRLAB_ADMIT", "0")  # not a count: the default
+    assert readiness.admission(40, restored) == expected

@@ -285,22 +285,19 @@ def _resumed(backend: Backend, lab: Lab, node: str, state: Path | None,
 
 
 def admission(nodes: int, restored: bool = False) -> int:
-    """How many nodes may be starting at once: VMs under TCG are CPU-bound, so more at once
-    only stretches each one's start. Two per CPU (at least two) for cold boots. One per two
-    CPUs (at least one) when every node is restored from a snapshot: a restore keeps about
-    one CPU busy (its vCPU; ~1.5 CPU-s per restored router), and the rest of the machine
-    goes to the orchestrator's SSH and the nodes already up. Measured on this 2-core machine
-    in one session: 20-node chain, all-ready 20-26 s at 2, 4 and 8 at once (load 8-14 from
-    other work) with each node's own start to ready 1.8-2.3, 3.7-3.9 and 6.9-7.8 s; then 10-
-    and 20-node chains, 2 at once against 1: all-ready 9.9/22.6 s against 14.3/33.8 s, but a
-    node's start to ready (median/max) 1.9/2.3 and 2.2/2.9 s against 1.4/1.7 and 1.7/1.9 s.
-    A node that waits for the ones before it is what a restore promises (ready ~1 s after
-    its QEMU starts) and keeps the machine usable during `up`. `VRLAB_ADMIT` sets it."""
+    """How many nodes may be starting at once, and always at least two: VMs under TCG are
+    CPU-bound, so more at once only stretches each one's start. Two per CPU for cold boots;
+    one per CPU when every node is restored from a snapshot. Measured on this 2-core machine:
+    20-node chain, all-ready 20-26 s at 2, 4 and 8 at once (load 8-14 from other work) with
+    each node's own start to ready 1.8-2.3, 3.7-3.9 and 6.9-7.8 s. One at a time (session 6,
+    10-, 20- and 40-node chains, same code, back to back) took 1.6-1.8x as long to all-ready
+    (18.7/35.4/73.1 s against 10.5/20.6/45.9 s) for nodes barely quicker (start to ready,
+    median/max, 1.9/2.4, 1.7/2.2, 1.7/2.4 s against 2.1/2.5, 1.9/2.5, 2.1/2.9 s), so two it
+    is. `VRLAB_ADMIT` sets it."""
     override = os.environ.get("VRLAB_ADMIT", "")
     if override.isdigit() and int(override) > 0:
         return int(override)
-    cpus = os.cpu_count() or 1
-    return max(1, cpus // 2) if restored else max(2, 2 * cpus)
+    return max(2, (1 if restored else 2) * (os.cpu_count() or 1))
 
 
 def _read(path: Path) -> str:

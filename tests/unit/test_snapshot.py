@@ -169,8 +169,8 @@ def test_the_image_init_has_a_snapshot_point_for_every_role() -> None:
 
 
 @pytest.mark.parametrize(("cpus", "restored", "expected"), [
-    (2, True, 1), (8, True, 4), (1, True, 1), (2, False, 4), (1, False, 2), (8, False, 16)])
-def test_admission_starts_one_restore_per_two_cpus_and_two_cold_boots_per_cpu(
+    (2, True, 2), (8, True, 8), (1, True, 2), (2, False, 4), (1, False, 2), (8, False, 16)])
+def test_admission_starts_one_restore_and_two_cold_boots_per_cpu_at_least_two(
         monkeypatch: pytest.MonkeyPatch, cpus: int, restored: bool, expected: int) -> None:
     from orchestrate import readiness
 

@@ -42,6 +42,8 @@ KSM_PAGES_TO_SCAN = 1000
 KSM_STATE = Path("/run/vrlab/ksm.json")
 """Machine-wide (KSM is): what KSM's knobs were before vrlab turned it on, and the journals
 of the labs holding it on. /run is emptied at boot, as KSM's knobs are reset."""
+_LOCK_ATTEMPTS = 100
+"""Tries at KSM_STATE's lock: each retry means another process removed or re-made it."""
 
 
 def hold_ksm(holder: str, ksm_dir: Path | None = None, state: Path | None = None
@@ -106,26 +108,42 @@ def _restore(ksm_dir: Path, data: dict[str, Any]) -> None:
 
 @contextlib.contextmanager
 def _locked(state: Path) -> Iterator[dict[str, Any]]:
-    """The state file's data, under an exclusive lock, written back (or removed when
-    empty) on the way out."""
-    state.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(state.parent / (state.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    """The state file's data, under an exclusive lock, written back on the way out. When
+    nothing is held any more the state file, its lock file and their directory are removed,
+    so that the last `down` leaves /run as the first `up` found it. A process that waited on
+    a lock file removed meanwhile finds it unlinked once it has the lock, and locks the path
+    again."""
+    lock = state.parent / (state.name + ".lock")
+    for _ in range(_LOCK_ATTEMPTS):
+        state.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         try:
-            data: dict[str, Any] = json.loads(state.read_text())
-        except (OSError, ValueError):
-            data = {}
-        yield data
-        if data:
-            tmp = state.with_suffix(".tmp")
-            tmp.write_text(json.dumps(data, indent=2) + "\n")
-            os.chmod(tmp, 0o600)
-            tmp.replace(state)
-        else:
-            state.unlink(missing_ok=True)
-    finally:
-        os.close(fd)
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+        except FileNotFoundError:
+            continue  # the directory was removed between mkdir and open: again
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if os.fstat(fd).st_nlink == 0:
+                continue  # the last holder removed it while we waited (by link count: a
+                # new lock file may get the removed one's inode number)
+            try:
+                data: dict[str, Any] = json.loads(state.read_text())
+            except (OSError, ValueError):
+                data = {}
+            yield data
+            if data:
+                tmp = state.with_suffix(".tmp")
+                tmp.write_text(json.dumps(data, indent=2) + "\n")
+                os.chmod(tmp, 0o600)
+                tmp.replace(state)
+            else:
+                state.unlink(missing_ok=True)
+                lock.unlink(missing_ok=True)  # still locked by us: a waiter tries again
+                with contextlib.suppress(OSError):
+                    state.parent.rmdir()  # only if empty
+            return
+        finally:
+            os.close(fd)
+    raise OSError(f"{lock}: could not lock it in {_LOCK_ATTEMPTS} attempts")
 
 
 def ksm_shared_mib(ksm_dir: Path = KSM_DIR) -> float:

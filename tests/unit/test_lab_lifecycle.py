@@ -226,8 +226,11 @@ def test_down_after_the_orchestrator_was_killed_during_up(env: SimpleNamespace,
         from pathlib import Path
         from types import SimpleNamespace
         sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r})
-        from orchestrate import lab as labmod
+        from orchestrate import lab as labmod, memory
         from orchestrate.topology import load_topology
+        # the fixture's KSM stand-in: this process must not hold the machine's KSM either
+        memory.KSM_DIR = Path({str(env.ksm)!r})
+        memory.KSM_STATE = Path({str(env.tmp / "run" / "ksm.json")!r})
         labmod.write_config_disk = lambda t, n, spec, c, h: spec.config_disk.write_bytes(b"x")
         from orchestrate.images import ImageInfo
         image = ImageInfo(digest="", directory=Path("/"), kernel=Path({str(env.image.kernel)!r}),
@@ -247,9 +250,12 @@ def test_down_after_the_orchestrator_was_killed_during_up(env: SimpleNamespace,
         proc.kill()
         proc.wait()
     assert len(live_pids(env)) == 2  # the VMs outlive the killed orchestrator...
+    assert (env.ksm / "run").read_text() == "1\n"  # the killed up held KSM (the stand-in)
     assert Lab.open("duo").down() == []  # ...and down finds them from the journal alone
     assert live_pids(env) == []
     assert not (env.home / "labs" / "duo").exists()
+    assert (env.ksm / "run").read_text() == "0\n"  # and let KSM go as it found it
+    assert not (env.tmp / "run" / "ksm.json").exists()
 
 
 def test_link_local_from_mac_is_modified_eui64() -> None:

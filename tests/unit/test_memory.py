@@ -38,6 +38,38 @@ def test_ksm_is_held_on_and_the_last_release_restores_it(
     memory.release_ksm(str(journals[2]), ksm, state)
     assert [(ksm / k).read_text() for k in ("run", "pages_to_scan")] == ["0\n", "100\n"]
     assert not state.exists()
+    assert not state.parent.exists()  # nor its lock file and directory: /run as found
+
+
+def test_concurrent_holders_leave_ksm_and_run_as_found(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Labs coming up and going down at once: the lock file the last holder removes must not
+    let two processes in together (each thread opens its own lock file description, as
+    processes do). 4 threads x 25 hold/release rounds; KSM is on whenever one holds it."""
+    import threading
+
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    ksm, state = fake_ksm(tmp_path), tmp_path / "run" / "ksm.json"
+    errors: list[str] = []
+
+    def cycle(n: int) -> None:
+        journal = tmp_path / f"lab{n}.json"
+        journal.write_text("{}")
+        for _ in range(25):
+            if memory.hold_ksm(str(journal), ksm, state) != (None, True):
+                errors.append("hold refused")
+            if (ksm / "run").read_text() == "0\n":  # ("" while a hold rewrites "1")
+                errors.append("held but off")
+            memory.release_ksm(str(journal), ksm, state)
+
+    threads = [threading.Thread(target=cycle, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == []
+    assert [(ksm / k).read_text() for k in ("run", "pages_to_scan")] == ["0\n", "100\n"]
+    assert not state.parent.exists()
 
 
 def test_ksm_that_was_already_on_is_not_ours(tmp_path: Path,

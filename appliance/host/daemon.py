@@ -32,8 +32,9 @@ microseconds, and it was paid on each wake-up, twice per forwarded echo (docs/DE
 rings itself and calls the batch (or the rings) on each wake-up. The router's `Transmit`
 actions go back onto the TX rings. Whenever `Router.generation` moved, the changed tables are
 re-uploaded before the next batch, so the fast path never forwards on a stale route or
-neighbor. `Router.tick` runs every `TICK` seconds while a timer is due within `IDLE_TICK` or a trace
-runs (neighbor timers, reassembly timeouts; `Router.next_timer`), else every `IDLE_TICK`.
+neighbor. `Router.tick` runs when `Router.next_timer` says a neighbor timer or a reassembly
+timeout is due (no sooner than `TICK` after the last tick), and at least every `IDLE_TICK`;
+every `TICK` while a trace runs.
 
 While a trace runs (`routerctl trace`, or `vrlab trace` through it) the fast path stays
 attached: it records the frames the trace wants (its addresses, or every IP frame) in its own
@@ -99,7 +100,7 @@ BUDGET = 256
 """Frames per fast-path poll() call and per ring per slow-path pass."""
 SERVE_BUDGET = 1 << 20
 """Frames one serve() call may forward before it returns to Python. serve() returns for a
-punt, the daemon's own descriptors and the tick (TICK) anyway; with BUDGET here, a TCP
+punt, the daemon's own descriptors and the tick anyway; with BUDGET here, a TCP
 transfer through a router VM under TCG sent the loop back to Python every 256 frames, and
 Python's loop was 46% of the router's user-mode samples (bench vm-forward)."""
 BACKLOG_WAIT = 0.001
@@ -587,8 +588,8 @@ class Daemon(Reconfigure):
                 if self.backlog:  # serve() does the same inside
                     timeout = min(timeout, BACKLOG_WAIT)
                 events = self.ring_poller.poll(timeout * 1000.0)
-                if self.backlog:
-                    self.flush()
+                if self.backlog and not any(fd in ring_fds for fd, _ in events):
+                    self.flush()  # (a ring with frames: this round's pump kicks)
             now = time.monotonic()
             links_ready = False
             own_events: list[tuple[int, int]] = []
